@@ -1,0 +1,1 @@
+"""raybt: vectorized trading backtests in parallel on Ray."""
