@@ -1,0 +1,426 @@
+"""The simulation kernel: one backtest over aligned arrays, compiled with numba (cached on disk).
+
+Accounting (see DESIGN.md; every rule has a hand-worked test in ``tests/test_engine.py``):
+
+* **Entry** of a position with ``size`` s: ``invest = min(s × equity, cash)`` where equity is valued at the fill
+  moment; ``units = (invest − fixed_fee) / (price × (1 + fees))`` (fractional); the order is skipped if units ≤ 0.
+  Cash pays ``units × price × (1 + fees) + fixed_fee``. With one symbol and size 1 this is all-in:
+  ``cash / (price × (1 + fees))`` units when there is no fixed fee.
+* **Long exit**: cash receives ``units × price × (1 − fees) − fixed_fee``.
+* **Short** positions lock their entry value as collateral: opening pays ``units × price × (1 + fees) + fixed_fee``
+  from cash, the position is worth ``units × (2 × entry − price)``, and closing returns that less
+  ``units × price × fees + fixed_fee``. Equity is the same as the usual short-sale accounting, but a short cannot
+  fund other entries (no leverage).
+* **Slippage** moves every fill price against the trader: buys at ``price × (1 + slippage)``, sells at
+  ``price × (1 − slippage)`` (stop fills included).
+* **Fills**: ``fill="close"`` trades at the close of the signal bar; ``fill="next_open"`` at the open of the next bar
+  on which the symbol trades (a signal on the range's last bar is dropped).
+* **Signals**: entries while positioned in the same direction and exits while flat are ignored; one order per
+  symbol and bar. ``direction="long"``: entries open longs, exits close them. ``"short"``: entries open shorts,
+  exits close them. ``"both"``: an entry closes a short and opens a long, an exit closes a long and opens a short;
+  an entry and an exit on the same bar cancel out.
+* **Stops** (fractions of the entry fill price; the trailing stop of the best price since entry — highest high for
+  longs, lowest low for shorts — updated after each bar's check) are checked on every bar after the one on which
+  the position was filled; with ``fill="next_open"`` also on the fill bar itself, as its high/low come after its
+  open. If the open is already through a stop, it fills at the open; otherwise at the stop price when the bar's
+  low/high reaches it. When a bar reaches both the stop loss (or trailing stop) and the take profit, the stop loss
+  is assumed to come first.
+* **Layout**: arrays are symbol-major, ``(n_symbols, n_bars)``, so each symbol's series is contiguous and the
+  quiet stretches between signals are valued in vectorised passes.
+* **Missing bars** (NaN open: no bar for that symbol) trade nothing; positions are valued at the last close.
+* **Equity** is valued at each bar's close. A position still open at the end is marked to market at the last close
+  with no exit fee and recorded as a trade with reason ``open_at_end``.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from raybt import _records as rec
+
+DIRECTION_CODES = {"long": 0, "short": 1, "both": 2}
+_LONG_ONLY, _SHORT_ONLY, _BOTH = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """A run's market conditions: money in, costs and fill timing (the same for every strategy of a sweep).
+
+    ``initial_amount`` in quote currency; ``fees`` a fraction of traded value charged on each side; ``fixed_fee``
+    quote currency per order; ``slippage`` a fraction of the price, against the trader; ``fill`` "close" or
+    "next_open".
+    """
+
+    initial_amount: float = 10_000.0
+    fees: float = 0.0
+    fixed_fee: float = 0.0
+    slippage: float = 0.0
+    fill: str = "close"
+
+    def __post_init__(self) -> None:
+        if not self.initial_amount > 0:
+            raise ValueError(f"initial_amount must be positive, got {self.initial_amount!r}")
+        for name in ("fees", "slippage"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} must be a fraction in [0, 1), got {value!r}")
+        if not self.fixed_fee >= 0:
+            raise ValueError(f"fixed_fee must be >= 0, got {self.fixed_fee!r}")
+        if self.fill not in ("close", "next_open"):
+            raise ValueError(f"fill must be 'close' or 'next_open', got {self.fill!r}")
+        for name in ("initial_amount", "fees", "fixed_fee", "slippage"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Kernel output: ``equity`` (float64 per bar of the range, valued at the close), ``trades`` (float64
+    ``(n_trades, N_TRADE_FIELDS)``, layout in :mod:`raybt._records`) and ``bars_in_market`` (bars with any
+    position open at the close)."""
+
+    equity: np.ndarray
+    trades: np.ndarray
+    bars_in_market: int
+
+
+def simulate(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, entries: np.ndarray,
+             exits: np.ndarray, costs: CostModel, *, first_bar: int = 0, n_bars: int | None = None,
+             signal_offset: int = 0, size: float = 1.0, direction: str = "long", stop_loss: float | None = None,
+             take_profit: float | None = None, trailing_stop: float | None = None) -> Simulation:
+    """Simulate one backtest over bars ``first_bar : first_bar + n_bars`` of the price arrays.
+
+    Prices are float64 ``(n_symbols, n_price_bars)`` (may be read-only); ``entries``/``exits`` are bool
+    ``(n_symbols, n_signal_bars)`` where signal column ``signal_offset + i`` belongs to simulated bar ``i`` (so signals
+    computed over a warm-up-extended window need no copy). ``n_bars`` defaults to the rest of the price arrays.
+    """
+    n_bars = close.shape[1] - first_bar if n_bars is None else n_bars
+    if not 0 <= first_bar < first_bar + n_bars <= close.shape[1]:
+        raise ValueError(f"bars {first_bar}:{first_bar + n_bars} are outside the price arrays ({close.shape[1]} bars)")
+    if entries.shape != exits.shape or entries.shape[0] != close.shape[0] or \
+            not 0 <= signal_offset <= entries.shape[1] - n_bars:
+        raise ValueError(f"signals of shape {entries.shape} / {exits.shape} with offset {signal_offset} do not cover "
+                         f"{n_bars} bars of {close.shape[0]} symbol(s)")
+    code = DIRECTION_CODES[direction]
+    entries = np.ascontiguousarray(entries, dtype=np.bool_)
+    exits = np.ascontiguousarray(exits, dtype=np.bool_)
+    window = slice(signal_offset, signal_offset + n_bars)
+    max_trades = int(np.count_nonzero(entries[:, window]))
+    if code == _BOTH:
+        max_trades += int(np.count_nonzero(exits[:, window]))
+    equity = np.empty(n_bars)
+    trades = np.empty((max_trades, rec.N_TRADE_FIELDS))
+    kernel = _simulate_one_symbol if close.shape[0] == 1 else _simulate_any
+    n_trades, bars_in_market = kernel(
+        open_, high, low, close, entries, exits, first_bar, n_bars, signal_offset, costs.initial_amount, size, code,
+        costs.fees, costs.fixed_fee, costs.slippage, costs.fill == "next_open", _off(stop_loss), _off(take_profit),
+        _off(trailing_stop), equity, trades)
+    return Simulation(equity, trades[:n_trades], int(bars_in_market))
+
+
+def _off(value: float | None) -> float:
+    return np.nan if value is None else float(value)
+
+
+# Per-symbol position state: rows of one float64 array (one array argument per helper call keeps calls cheap).
+_UNITS, _SIDE, _ENTRY, _ENTRY_BAR, _COMMITTED, _ENTRY_FEES, _EXTREME, _STOPS_FROM = range(8)
+_N_STATE = 8
+
+
+@njit(cache=True)
+def _position_value(units: float, side: float, entry: float, price: float) -> float:
+    """Value at ``price`` of ``units`` held long (``side`` > 0) or short (entry collateral plus the short's gain)."""
+    if side > 0:
+        return units * price
+    return 2.0 * units * entry - units * price
+
+
+@njit(cache=True)
+def _equity_at(cash, state, open_, close, p, at_open):
+    """Cash plus every position valued at price bar ``p``: at its open for fills at the open (the previous close
+    if the symbol has no bar there), else at its close."""
+    equity = cash
+    for s in range(state.shape[1]):
+        if state[_UNITS, s] > 0.0:
+            price = close[s, p]
+            if at_open:
+                price = open_[s, p] if not np.isnan(open_[s, p]) else close[s, p - 1]
+            equity += _position_value(state[_UNITS, s], state[_SIDE, s], state[_ENTRY, s], price)
+    return equity
+
+
+@njit(cache=True)
+def _open(s, side, p, r, at_open, open_, close, cash, state, size, fees, fixed_fee, slippage):
+    """Open a position in symbol ``s`` at price bar ``p`` (simulated bar ``r``), its open or close; returns cash."""
+    raw_price = open_[s, p] if at_open else close[s, p]
+    price = raw_price * (1.0 + slippage) if side > 0 else raw_price * (1.0 - slippage)
+    invest = min(size * _equity_at(cash, state, open_, close, p, at_open), cash)
+    n = (invest - fixed_fee) / (price * (1.0 + fees))
+    if not n > 0.0:
+        return cash
+    cost = n * price * (1.0 + fees) + fixed_fee
+    state[_UNITS, s] = n
+    state[_SIDE, s] = side
+    state[_ENTRY, s] = price
+    state[_ENTRY_BAR, s] = r
+    state[_COMMITTED, s] = cost
+    state[_ENTRY_FEES, s] = n * price * fees + fixed_fee
+    state[_EXTREME, s] = price
+    state[_STOPS_FROM, s] = r if at_open else r + 1
+    return cash - cost
+
+
+@njit(cache=True)
+def _close(s, raw_price, r, reason, cash, state, fees, fixed_fee, slippage, trades, n_trades):
+    """Close symbol ``s``'s position at ``raw_price`` (before slippage) on simulated bar ``r``, record the trade;
+    returns the new cash."""
+    side = state[_SIDE, s]
+    price = raw_price * (1.0 - slippage) if side > 0 else raw_price * (1.0 + slippage)
+    n = state[_UNITS, s]
+    exit_fees = n * price * fees + fixed_fee
+    proceeds = _position_value(n, side, state[_ENTRY, s], price) - exit_fees
+    pnl = proceeds - state[_COMMITTED, s]
+    _record(trades, n_trades, s, side, state[_ENTRY_BAR, s], r, state[_ENTRY, s], price, n,
+            state[_ENTRY_FEES, s] + exit_fees, pnl, pnl / state[_COMMITTED, s], reason)
+    state[_UNITS, s] = 0.0
+    return cash + proceeds
+
+
+@njit(cache=True)
+def _record(trades, i, s, side, entry_bar, exit_bar, entry, exit_, units, fees, pnl, ret, reason):
+    trades[i, rec.SYMBOL] = s
+    trades[i, rec.DIRECTION] = side
+    trades[i, rec.ENTRY_BAR] = entry_bar
+    trades[i, rec.EXIT_BAR] = exit_bar
+    trades[i, rec.ENTRY_PRICE] = entry
+    trades[i, rec.EXIT_PRICE] = exit_
+    trades[i, rec.UNITS] = units
+    trades[i, rec.FEES] = fees
+    trades[i, rec.PNL] = pnl
+    trades[i, rec.RETURN] = ret
+    trades[i, rec.REASON] = reason
+
+
+@njit(cache=True)
+def _signal_order(is_entry: bool, is_exit: bool, side: float, direction: int) -> tuple:
+    """Decide ``(close_position, open_side)`` for one symbol's signals given its current side (0 = flat).
+    ``open_side`` is +1 / -1 to open a long / short, 0 for nothing."""
+    if direction == _LONG_ONLY:
+        if side > 0:
+            return is_exit, 0.0
+        return False, 1.0 if is_entry else 0.0
+    if direction == _SHORT_ONLY:
+        if side < 0:
+            return is_exit, 0.0
+        return False, -1.0 if is_entry else 0.0
+    if is_entry == is_exit:
+        return False, 0.0
+    if is_entry:
+        return side < 0, 0.0 if side > 0 else 1.0
+    return side > 0, 0.0 if side < 0 else -1.0
+
+
+@njit(cache=True)
+def _stop_levels(side, entry, extreme, stop_loss, take_profit, trailing_stop):
+    """The adverse stop level in force (stop loss or trailing stop, whichever is nearer), its reason code, and the
+    take-profit level (NaN when off)."""
+    level = np.nan
+    reason = rec.EXIT_STOP_LOSS
+    if not np.isnan(stop_loss):
+        level = entry * (1.0 - stop_loss) if side > 0 else entry * (1.0 + stop_loss)
+    if not np.isnan(trailing_stop):
+        trail = extreme * (1.0 - trailing_stop) if side > 0 else extreme * (1.0 + trailing_stop)
+        if np.isnan(level) or (side > 0 and trail > level) or (side < 0 and trail < level):
+            level = trail
+            reason = rec.EXIT_TRAILING_STOP
+    target = np.nan
+    if not np.isnan(take_profit):
+        target = entry * (1.0 + take_profit) if side > 0 else entry * (1.0 - take_profit)
+    return level, reason, target
+
+
+@njit(cache=True)
+def _stop_fill(side, open_, high, low, level, reason, target):
+    """Raw fill price (before slippage) and reason if a stop triggers on this bar, else ``(nan, 0)``."""
+    if side > 0:
+        if open_ <= level:
+            return open_, reason
+        if open_ >= target:
+            return open_, rec.EXIT_TAKE_PROFIT
+        if low <= level:
+            return level, reason
+        if high >= target:
+            return target, rec.EXIT_TAKE_PROFIT
+    else:
+        if open_ >= level:
+            return open_, reason
+        if open_ <= target:
+            return open_, rec.EXIT_TAKE_PROFIT
+        if high >= level:
+            return level, reason
+        if low <= target:
+            return target, rec.EXIT_TAKE_PROFIT
+    return np.nan, 0
+
+
+_SCAN_BLOCK = 64
+
+
+@njit(cache=True)
+def _next_signal(entries, exits, q, stop):
+    """First signal column in ``q:stop`` with an entry or exit for any symbol (``stop`` if none). Blocks are first
+    OR-reduced (vectorised); only a block with a hit is searched bar by bar. (Loops index slices from 0 so numba
+    can drop negative-index checks and vectorise.)"""
+    n_symbols = entries.shape[0]
+    while q < stop:
+        block_end = min(q + _SCAN_BLOCK, stop)
+        hit = False
+        for s in range(n_symbols):
+            block_entries = entries[s, q:block_end]
+            block_exits = exits[s, q:block_end]
+            for j in range(block_entries.shape[0]):
+                hit = hit | block_entries[j] | block_exits[j]
+        if hit:
+            for j in range(block_end - q):
+                for s in range(n_symbols):
+                    if entries[s, q + j] or exits[s, q + j]:
+                        return q + j
+        q = block_end
+    return stop
+
+
+@njit(cache=True)
+def _value_stretch(equity, r0, r1, bar0, cash, close, state):
+    """Equity at the close of simulated bars ``r0:r1`` while positions stay unchanged (row-wise, vectorised; the
+    same arithmetic as :func:`_position_value`)."""
+    out = equity[r0:r1]
+    out[:] = cash
+    for s in range(state.shape[1]):
+        units = state[_UNITS, s]
+        if units > 0.0:
+            offset = 0.0 if state[_SIDE, s] > 0 else 2.0 * units * state[_ENTRY, s]
+            slope = units if state[_SIDE, s] > 0 else -units
+            closes = close[s, bar0 + r0:bar0 + r1]
+            for i in range(out.shape[0]):
+                out[i] += offset + slope * closes[i]
+
+
+def _simulate_source(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction,
+                     fees, fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, equity, trades):
+    """The bar loop (compiled by :func:`_compile`). Simulated bar ``r`` reads prices at ``p = bar0 + r`` and
+    signals at ``q = sig0 + r``. Per bar: (1) orders queued by the previous bar's signals fill at the open, (2) stops
+    are checked intrabar, (3) this bar's signals fill at the close or are queued, (4) equity is valued at the close.
+    Stretches where nothing can happen (no signal, no queued order, no stop to watch) are valued in one pass."""
+    n_symbols = close.shape[0] if _N_SYMBOLS == 0 else _N_SYMBOLS
+    state = np.zeros((_N_STATE, n_symbols))
+    pending_entry = np.zeros(n_symbols, dtype=np.bool_)
+    pending_exit = np.zeros(n_symbols, dtype=np.bool_)
+    has_stops = not (np.isnan(stop_loss) and np.isnan(take_profit) and np.isnan(trailing_stop))
+    cash = initial_cash
+    n_pending = 0
+    n_open = 0
+    n_trades = 0
+    bars_in_market = 0
+    r = 0
+    while r < n_bars:
+        if n_pending == 0 and not (has_stops and n_open > 0):
+            quiet_end = _next_signal(entries, exits, sig0 + r, sig0 + n_bars) - sig0
+            if quiet_end > r:
+                _value_stretch(equity, r, quiet_end, bar0, cash, close, state)
+                if n_open > 0:
+                    bars_in_market += quiet_end - r
+                r = quiet_end
+                if r == n_bars:
+                    break
+        p = bar0 + r
+        q = sig0 + r
+        if n_pending > 0:
+            for s in range(n_symbols):
+                if (pending_entry[s] or pending_exit[s]) and not np.isnan(open_[s, p]):
+                    side = state[_SIDE, s] if state[_UNITS, s] > 0.0 else 0.0
+                    close_it, open_side = _signal_order(pending_entry[s], pending_exit[s], side, direction)
+                    if close_it:
+                        cash = _close(s, open_[s, p], r, rec.EXIT_SIGNAL, cash, state, fees, fixed_fee, slippage,
+                                      trades, n_trades)
+                        n_trades += 1
+                        n_open -= 1
+                    if open_side != 0.0:
+                        cash = _open(s, open_side, p, r, True, open_, close, cash, state, size, fees, fixed_fee,
+                                     slippage)
+                        n_open += state[_UNITS, s] > 0.0
+                    pending_entry[s] = False
+                    pending_exit[s] = False
+                    n_pending -= 1
+        if has_stops and n_open > 0:
+            for s in range(n_symbols):
+                if state[_UNITS, s] > 0.0 and r >= state[_STOPS_FROM, s] and not np.isnan(open_[s, p]):
+                    side = state[_SIDE, s]
+                    level, reason, target = _stop_levels(side, state[_ENTRY, s], state[_EXTREME, s], stop_loss,
+                                                         take_profit, trailing_stop)
+                    fill, why = _stop_fill(side, open_[s, p], high[s, p], low[s, p], level, reason, target)
+                    if not np.isnan(fill):
+                        cash = _close(s, fill, r, why, cash, state, fees, fixed_fee, slippage, trades, n_trades)
+                        n_trades += 1
+                        n_open -= 1
+                    elif side > 0:
+                        state[_EXTREME, s] = max(state[_EXTREME, s], high[s, p])
+                    else:
+                        state[_EXTREME, s] = min(state[_EXTREME, s], low[s, p])
+        for s in range(n_symbols):
+            if not (entries[s, q] or exits[s, q]) or np.isnan(open_[s, p]):
+                continue
+            if next_open:
+                if r + 1 < n_bars:
+                    n_pending += not (pending_entry[s] or pending_exit[s])
+                    pending_entry[s] = entries[s, q]
+                    pending_exit[s] = exits[s, q]
+                continue
+            side = state[_SIDE, s] if state[_UNITS, s] > 0.0 else 0.0
+            close_it, open_side = _signal_order(entries[s, q], exits[s, q], side, direction)
+            if close_it:
+                cash = _close(s, close[s, p], r, rec.EXIT_SIGNAL, cash, state, fees, fixed_fee, slippage, trades,
+                              n_trades)
+                n_trades += 1
+                n_open -= 1
+            if open_side != 0.0:
+                cash = _open(s, open_side, p, r, False, open_, close, cash, state, size, fees, fixed_fee, slippage)
+                n_open += state[_UNITS, s] > 0.0
+        value = cash
+        if n_open > 0:
+            bars_in_market += 1
+            for s in range(n_symbols):
+                if state[_UNITS, s] > 0.0:
+                    value += _position_value(state[_UNITS, s], state[_SIDE, s], state[_ENTRY, s], close[s, p])
+        equity[r] = value
+        r += 1
+    # Positions still open: marked to market at the last close, no exit fee.
+    last = bar0 + n_bars - 1
+    for s in range(n_symbols):
+        units = state[_UNITS, s]
+        if units > 0.0:
+            pnl = _position_value(units, state[_SIDE, s], state[_ENTRY, s], close[s, last]) - state[_COMMITTED, s]
+            _record(trades, n_trades, s, state[_SIDE, s], state[_ENTRY_BAR, s], n_bars - 1, state[_ENTRY, s],
+                    close[s, last], units, state[_ENTRY_FEES, s], pnl, pnl / state[_COMMITTED, s],
+                    rec.EXIT_OPEN_AT_END)
+            n_trades += 1
+    return n_trades, bars_in_market
+
+
+_N_SYMBOLS = 0  # 0 = read the symbol count from the arrays; a positive value is frozen into a specialised kernel
+
+
+def _compile(n_symbols: int):
+    """Compile the bar loop with the symbol count frozen to ``n_symbols`` (0 = any). numba turns the global into a
+    constant, so the single-symbol kernel has no per-bar symbol loops. Each variant gets its own qualified name,
+    hence its own on-disk cache entry."""
+    name = f"_simulate_{n_symbols or 'any'}"
+    func = types.FunctionType(_simulate_source.__code__, {**globals(), "_N_SYMBOLS": n_symbols}, name)
+    func.__qualname__ = name
+    return njit(cache=True)(func)
+
+
+_simulate_one_symbol = _compile(1)
+_simulate_any = _compile(0)

@@ -1,0 +1,318 @@
+"""The ``Strategy`` base class: parameters, immutability, stable ids, and turning signals into arrays.
+
+A strategy's parameters are its annotated class attributes (with defaults, or required as keywords)::
+
+    class SmaCross(raybt.Strategy):
+        fast: int = 10
+        slow: int = 50
+
+        def signals(self, data):
+            ...
+            return entries, exits
+
+Parameter values are scalars (``int``, ``float``, ``str``, ``bool`` or ``None``); a value of the wrong type raises
+``TypeError`` naming the parameter (an ``int`` is accepted for a ``float`` parameter and stored as ``float``; numpy
+scalars are converted). Instances are immutable.
+
+Trading rules the engine reads from every strategy, and which a strategy may declare as parameters (annotated) to
+sweep them, or set as plain class attributes to fix them: ``size`` (fraction of equity per entry, default 1.0),
+``direction`` ("long", "short" or "both", default "long"), ``stop_loss``, ``take_profit``, ``trailing_stop``
+(fractions of the entry price / running extreme, default None = off) and ``warmup`` (bars before a range start used
+only to compute signals, default 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import numbers
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from raybt.data import MarketView
+from raybt.metrics import METRIC_NAMES
+
+RESULT_COLUMNS = ("key", "strategy_id", "strategy", "range", "start", "end", "error", "duration_s")
+_RULE_NAMES = ("size", "direction", "stop_loss", "take_profit", "trailing_stop", "warmup")
+_DIRECTIONS = ("long", "short", "both")
+_SCALARS = (bool, int, float, str, type(None))
+
+
+class SignalError(ValueError):
+    """``Strategy.signals`` returned something the engine cannot use; the message names the strategy."""
+
+
+class Strategy:
+    """Base class of user strategies: subclass it, annotate parameters, implement :meth:`signals`."""
+
+    size = 1.0
+    direction = "long"
+    stop_loss: ClassVar[float | None] = None
+    take_profit: ClassVar[float | None] = None
+    trailing_stop: ClassVar[float | None] = None
+    warmup = 0
+
+    _param_types: ClassVar[dict[str, Any]] = {}
+    _param_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        hints = typing.get_type_hints(cls)
+        names = [n for klass in reversed(cls.__mro__) if klass not in (Strategy, object)
+                 for n in klass.__dict__.get("__annotations__", {}) if not n.startswith("_")]
+        cls._param_types, cls._param_defaults = {}, {}
+        for name in dict.fromkeys(names):
+            annotation = hints.get(name)
+            if typing.get_origin(annotation) is ClassVar:
+                continue
+            if name in RESULT_COLUMNS or name in METRIC_NAMES or name in ("params", "id", "signals"):
+                raise TypeError(f"{cls.__qualname__}: parameter {name!r} collides with a result column or a "
+                                f"Strategy attribute; rename it")
+            cls._param_types[name] = annotation
+            if hasattr(cls, name):
+                cls._param_defaults[name] = _check_value(cls, name, annotation, getattr(cls, name))
+
+    def __init__(self, **params: Any):
+        cls = type(self)
+        unknown = sorted(set(params) - set(cls._param_types))
+        if unknown:
+            raise TypeError(f"{cls.__qualname__}: unknown parameter(s) {unknown}; "
+                            f"parameters are {list(cls._param_types)}")
+        values = dict(cls._param_defaults)
+        for name, value in params.items():
+            values[name] = _check_value(cls, name, cls._param_types[name], value)
+        missing = [n for n in cls._param_types if n not in values]
+        if missing:
+            raise TypeError(f"{cls.__qualname__}: missing required parameter(s) {missing}")
+        object.__setattr__(self, "_params", values)
+        object.__setattr__(self, "_id", None)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        _check_rules(self)
+
+    def signals(self, data: MarketView) -> Any:
+        """Return ``(entries, exits)``: boolean DataFrames shaped like ``data.close`` (Series or 1-D arrays for one
+        symbol, 2-D arrays, or dicts symbol → boolean Series are accepted too)."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement signals(data)")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Parameter name → value (a copy)."""
+        return dict(self._params)
+
+    @property
+    def id(self) -> str:
+        """Stable content hash of the class (qualified name and source) and the parameters: identical in every
+        process and on every machine for the same code and values."""
+        if self._id is None:
+            payload = json.dumps(self._params, sort_keys=True, separators=(",", ":"))
+            digest = hashlib.sha256(f"{_class_fingerprint(type(self))}\n{payload}".encode()).hexdigest()[:16]
+            object.__setattr__(self, "_id", digest)
+        return self._id
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__qualname__} is immutable; make a new instance with other parameters")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__qualname__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._params == self._params  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__qualname__, tuple(sorted(self._params.items()))))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
+        return f"{type(self).__qualname__}({args})"
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild, (type(self), self._params))
+
+
+def _rebuild(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
+    return cls(**params)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+def _check_value(cls: type, name: str, annotation: Any, value: Any) -> Any:
+    """Validate (and normalise) one parameter value against its annotation."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if not isinstance(value, _SCALARS):
+        raise TypeError(f"{cls.__qualname__}: parameter {name!r} must be an int, float, str, bool or None, "
+                        f"got {type(value).__name__}")
+    allowed = _allowed_types(annotation)
+    if allowed is None:
+        return value
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool) and int not in allowed:
+        return float(value)
+    if isinstance(value, bool) and bool not in allowed:
+        raise TypeError(f"{cls.__qualname__}: parameter {name!r} expects {_type_names(allowed)}, got bool {value}")
+    if isinstance(value, tuple(allowed)):
+        return value
+    raise TypeError(f"{cls.__qualname__}: parameter {name!r} expects {_type_names(allowed)}, "
+                    f"got {type(value).__name__} {value!r}")
+
+
+def _allowed_types(annotation: Any) -> set[type] | None:
+    """The runtime types an annotation admits, or None when it does not constrain (Any, unknown)."""
+    if annotation is None or annotation is type(None):
+        return {type(None)}
+    if annotation in _SCALARS:
+        return {annotation}
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        allowed: set[type] = set()
+        for arg in typing.get_args(annotation):
+            sub = _allowed_types(arg)
+            if sub is None:
+                return None
+            allowed |= sub
+        return allowed
+    if origin is typing.Literal:
+        return {type(a) for a in typing.get_args(annotation)}
+    return None
+
+
+def _type_names(allowed: set[type]) -> str:
+    return " | ".join(sorted("None" if t is type(None) else t.__name__ for t in allowed))
+
+
+def _check_rules(strategy: Strategy) -> None:
+    name = repr(strategy)
+    size = strategy.size
+    if not isinstance(size, numbers.Real) or not size > 0:
+        raise ValueError(f"{name}: size must be a positive fraction of equity, got {size!r}")
+    if strategy.direction not in _DIRECTIONS:
+        raise ValueError(f"{name}: direction must be one of {_DIRECTIONS}, got {strategy.direction!r}")
+    for rule in ("stop_loss", "take_profit", "trailing_stop"):
+        value = getattr(strategy, rule)
+        if value is not None and (not isinstance(value, numbers.Real) or not value > 0):
+            raise ValueError(f"{name}: {rule} must be None or a positive fraction, got {value!r}")
+    warmup = strategy.warmup
+    if not isinstance(warmup, numbers.Integral) or isinstance(warmup, bool) or warmup < 0:
+        raise ValueError(f"{name}: warmup must be a non-negative number of bars, got {warmup!r}")
+
+
+_CLASS_FINGERPRINTS: dict[type, str] = {}
+
+
+def _class_fingerprint(cls: type) -> str:
+    """Qualified name plus the source of every user class in the MRO (bytecode when no source is available)."""
+    cached = _CLASS_FINGERPRINTS.get(cls)
+    if cached is None:
+        parts = [cls.__qualname__]
+        for klass in cls.__mro__:
+            if klass in (Strategy, object) or not issubclass(klass, Strategy):
+                continue
+            try:
+                parts.append(inspect.getsource(klass))
+            except (OSError, TypeError):
+                parts.append(_bytecode_fingerprint(klass))
+        cached = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        _CLASS_FINGERPRINTS[cls] = cached
+    return cached
+
+
+def _bytecode_fingerprint(klass: type) -> str:
+    """Fallback for classes without retrievable source (e.g. defined in a REPL): functions' bytecode, constants and
+    names plus the plain class attributes. Stable for the same Python version."""
+    items = []
+    for attr, value in sorted(klass.__dict__.items()):
+        func = getattr(value, "__func__", value)
+        code = getattr(func, "__code__", None)
+        if code is not None:
+            items.append(f"{attr}:{code.co_code.hex()}:{_consts(code)}:{code.co_names}")
+        elif isinstance(value, _SCALARS):
+            items.append(f"{attr}={value!r}")
+    return "\n".join(items)
+
+
+def _consts(code: types.CodeType) -> str:
+    return repr(tuple(_consts(c) if isinstance(c, types.CodeType) else c for c in code.co_consts))
+
+
+# ------------------------------------------------------------------------------------------------ signals
+
+def signal_arrays(strategy: Strategy, view: MarketView) -> tuple[np.ndarray, np.ndarray]:
+    """Call ``strategy.signals(view)`` and return ``(entries, exits)`` as boolean arrays of shape
+    ``(n_symbols, len(view))`` (symbol-major, like the market data). NaN counts as False. Raises :class:`SignalError` naming the strategy on a shape,
+    index or column mismatch."""
+    result = strategy.signals(view)
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise SignalError(f"{strategy!r}: signals() must return a tuple (entries, exits), got {type(result).__name__}")
+    return _as_array(strategy, view, result[0], "entries").T, _as_array(strategy, view, result[1], "exits").T
+
+
+def _as_array(strategy: Strategy, view: MarketView, signal: Any, what: str) -> np.ndarray:
+    n, symbols = len(view), view.symbols
+    where = f"{strategy!r}: {what}"
+    if isinstance(signal, Mapping):
+        unknown = sorted(set(map(str, signal)) - set(symbols))
+        if unknown:
+            raise SignalError(f"{where} names unknown symbol(s) {unknown}; the data has {list(symbols)}")
+        out = np.zeros((n, len(symbols)), dtype=np.bool_)
+        for col, symbol in enumerate(symbols):
+            if symbol in signal:
+                out[:, col] = _as_column(view, signal[symbol], f"{where}[{symbol!r}]")
+        return out
+    if isinstance(signal, pd.DataFrame):
+        _check_index(signal.index, view, where)
+        if list(signal.columns) != list(symbols):
+            if sorted(map(str, signal.columns)) != sorted(symbols):
+                raise SignalError(f"{where} has columns {list(signal.columns)}, expected the symbols {list(symbols)}")
+            signal = signal[list(symbols)]
+        values = signal.to_numpy()
+    elif isinstance(signal, pd.Series) or np.ndim(signal) == 1:
+        if len(symbols) != 1:
+            raise SignalError(f"{where} is one-dimensional but the data has {len(symbols)} symbols {list(symbols)}; "
+                              f"return a DataFrame or a dict symbol -> Series")
+        return _as_column(view, signal, where).reshape(n, 1)
+    else:
+        values = np.asarray(signal)
+    if values.shape != (n, len(symbols)):
+        raise SignalError(f"{where} has shape {values.shape}, expected ({n}, {len(symbols)})")
+    return _to_bool(values, where)
+
+
+def _as_column(view: MarketView, signal: Any, where: str) -> np.ndarray:
+    """One symbol's signal (a Series on the view's index or a 1-D array) as a boolean vector."""
+    if isinstance(signal, pd.Series):
+        _check_index(signal.index, view, where)
+        values = signal.to_numpy()
+    else:
+        values = np.asarray(signal)
+    if values.shape != (len(view),):
+        raise SignalError(f"{where} has shape {values.shape}, expected ({len(view)},)")
+    return _to_bool(values, where)
+
+
+def _check_index(index: pd.Index, view: MarketView, where: str) -> None:
+    if index is view.index or index.equals(view.index):
+        return
+    if len(index) != len(view):
+        raise SignalError(f"{where} has {len(index)} rows, expected {len(view)} (one per bar of data.close)")
+    first = int(np.argmax(np.asarray(index != view.index)))
+    raise SignalError(f"{where} index differs from data.close's index at row {first}: {index[first]} != "
+                      f"{view.index[first]}")
+
+
+def _to_bool(values: np.ndarray, where: str) -> np.ndarray:
+    if values.dtype == np.bool_:
+        return values
+    if values.dtype.kind in "iuf":
+        return np.nan_to_num(values, nan=0.0) != 0
+    if values.dtype == object:
+        try:
+            return pd.array(values.ravel(), dtype="boolean").fillna(False).to_numpy(bool).reshape(values.shape)
+        except (TypeError, ValueError) as exc:
+            raise SignalError(f"{where} is not boolean: {exc}") from exc
+    raise SignalError(f"{where} has dtype {values.dtype}, expected bool")
