@@ -1,0 +1,946 @@
+"""Vectorised technical indicators with a per-process result cache.
+
+Inputs and outputs
+------------------
+Every indicator accepts a :class:`pandas.DataFrame` (one column per symbol,
+time running down the rows), a :class:`pandas.Series`, or a 1-D / 2-D
+:class:`numpy.ndarray` (2-D: rows are bars, columns are symbols).  It returns
+the same kind of object, float64 (``bool`` for the crossing helpers), with the
+input's index and columns (or index and name) for pandas inputs.  For
+functions taking several series (``atr``, ``stochastic``, ``crossed_*``) all
+array inputs must have the same shape; they are combined by position, not
+aligned on labels, and the output takes the kind and labels of the first one.
+Values are in the units of the input (prices) unless a docstring says
+otherwise (RSI and stochastic are 0..100).
+
+Warm-up bars produce NaN.  Each column is processed independently, so a
+column with leading NaN (a symbol that has not started trading yet) starts its
+own warm-up at its first valid value.  NaN *inside* a column is handled by
+one of two documented rules:
+
+* rolling-window indicators (``sma``, ``wma``, ``rolling_std``,
+  ``bollinger``, ``stochastic``) behave like pandas ``rolling(n)`` with
+  ``min_periods=n``: any window that contains a NaN yields NaN, so the
+  warm-up restarts after the NaN;
+* recursive indicators (``ema``, ``macd``, ``rsi``, ``atr``) skip NaN bars:
+  such a bar yields NaN, the smoothing state carries over unchanged, and the
+  warm-up counts valid bars only (the indicator is computed on the column's
+  valid values as if the NaN bars were absent).
+
+Rolling windows are O(rows) running updates in numba kernels; the running
+state is recomputed exactly from the window periodically (every ``n`` bars
+for the standard deviation, at least every ``max(n, 1024)`` bars for sums),
+so rounding error does not accumulate over long histories.  Kernels use
+plain IEEE float64 arithmetic (no fast-math).
+
+Result cache
+------------
+A parameter sweep calls e.g. ``sma(view.close, 20)`` thousands of times in
+one worker on the very same input object, so results are memoised in a
+bounded, per-process LRU cache keyed by (indicator name, parameters, identity
+of the input objects).  To make a stale hit impossible:
+
+* only inputs whose memory is read-only are eligible.  The underlying numpy
+  array (``to_numpy()`` for pandas) is followed through its chain of ``base``
+  arrays to the root; the root's ``writeable`` flag decides (if the chain
+  ends in a non-ndarray buffer, e.g. Ray's object store, the last ndarray's
+  flag decides).  Writable arrays and frames are recomputed on every call and
+  never stored, since their owner could modify them in place;
+* an entry holds strong references to its input objects and a hit requires
+  ``stored_input is x``, so an ``id()`` cannot be recycled while the entry
+  lives.  A hit also requires the same root buffer, shape, strides and dtype
+  and, for pandas inputs, the identical index/columns/name objects, so
+  in-place relabelling or re-pointing of a frame is detected as a miss;
+* stored outputs are made read-only before being wrapped (without copying)
+  in pandas objects, and the *same* output object is returned on every hit.
+  Because they are read-only, cached outputs are themselves eligible inputs,
+  so chains like ``rsi(sma(close, 5), 14)`` are cached as well.
+
+Making an array read-only is taken as a promise that its contents will not
+change while it is in use; an owner that turns the flag back on and writes
+defeats the check.
+
+Memory bound: the cache counts the bytes of the output arrays it stores and
+evicts least-recently-used entries once the total exceeds the limit, 256 MiB
+per process by default.  The limit is read at import from the environment
+variable ``RAYBT_INDICATOR_CACHE_MB`` and can be changed with
+:func:`set_cache_limit` (0 disables caching).  Results larger than the limit
+are returned but not stored.  Input memory is not counted because it is owned
+elsewhere, but note that an entry's strong reference keeps its inputs alive
+until the entry is evicted or :func:`clear_cache` is called.  Keys use object
+identity, so pass the same object to get hits: e.g. ``df["AAPL"]`` builds a
+new Series on every access and therefore never hits.  The cache is
+thread-safe; computations run outside the lock.  A DataFrame whose columns
+live in several pandas blocks (e.g. built from a dict of arrays) is copied by
+``to_numpy()``, so it is computed every time; build frames from one 2-D array
+to benefit from the cache.
+
+The numba kernels are compiled when the module is first imported on a machine
+(several seconds) and loaded from numba's on-disk cache afterwards.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
+
+import numba as nb
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "CacheInfo",
+    "atr",
+    "bollinger",
+    "cache_info",
+    "clear_cache",
+    "crossed_above",
+    "crossed_below",
+    "ema",
+    "macd",
+    "rolling_std",
+    "rsi",
+    "set_cache_limit",
+    "sma",
+    "stochastic",
+    "wma",
+]
+
+Data = TypeVar("Data", pd.DataFrame, pd.Series, np.ndarray)
+
+_CACHE_ENV_VAR = "RAYBT_INDICATOR_CACHE_MB"
+_DEFAULT_CACHE_MB = 256.0
+_BYTES_PER_MB = 1 << 20
+
+
+# ---------------------------------------------------------------------------
+# numba kernels
+#
+# Every kernel takes 2-D float64 arrays (rows = bars, columns = symbols) and
+# is compiled once, eagerly, for read-only arrays of any layout: numba
+# converts writable and C/F-contiguous arrays to that type safely, so a single
+# machine-code version serves read-only market data, writable user arrays and
+# sliced views alike.  Outputs are allocated Fortran-ordered so that each
+# symbol's column is contiguous (the layout pandas uses for its blocks).
+# ---------------------------------------------------------------------------
+
+_ARR2D = nb.types.Array(nb.float64, 2, "A", readonly=True)
+_JIT = {"cache": True, "nogil": True}
+# Running window sums are recomputed exactly from the window at least every
+# max(n, _REFRESH_BARS) bars, bounding rounding drift at negligible cost.
+_REFRESH_BARS = 1024
+
+
+@nb.njit(**_JIT)
+def _alloc(nrows: int, ncols: int) -> np.ndarray:
+    """Uninitialised float64 (nrows, ncols) array with contiguous columns."""
+    return np.empty((ncols, nrows)).T
+
+
+@nb.njit(**_JIT)
+def _next_full_window(src: np.ndarray, out: np.ndarray, start: int, n: int) -> int:
+    """Find the first ``stop > start`` with ``src[stop-n:stop]`` free of NaN.
+
+    Writes NaN to ``out[start:stop-1]`` and returns ``stop``, or writes NaN to
+    the rest of ``out`` and returns -1 if there is no such window.
+    """
+    run = 0
+    for i in range(start, src.shape[0]):
+        run = 0 if np.isnan(src[i]) else run + 1
+        if run == n:
+            return i + 1
+        out[i] = np.nan
+    return -1
+
+
+@nb.njit(**_JIT)
+def _window_sum(src: np.ndarray, stop: int, n: int) -> float:
+    total = 0.0
+    for w in range(stop - n, stop):
+        total += src[w]
+    return total
+
+
+@nb.njit(**_JIT)
+def _sma_col(src: np.ndarray, out: np.ndarray, n: int) -> None:
+    """Rolling mean of one column: running window sum, refreshed exactly."""
+    every = max(n, _REFRESH_BARS)
+    m = src.shape[0]
+    i = _next_full_window(src, out, 0, n)
+    while i > 0:
+        total = _window_sum(src, i, n)
+        out[i - 1] = total / n
+        left = every
+        while i < m and not np.isnan(src[i]):
+            left -= 1
+            if left == 0:
+                total = _window_sum(src, i + 1, n)
+                left = every
+            else:
+                total += src[i] - src[i - n]
+            out[i] = total / n
+            i += 1
+        i = _next_full_window(src, out, i, n)
+
+
+@nb.njit(**_JIT)
+def _window_moments(src: np.ndarray, stop: int, n: int) -> tuple[float, float]:
+    """Mean and sum of squared deviations of ``src[stop-n:stop]`` (two-pass)."""
+    mean = _window_sum(src, stop, n) / n
+    m2 = 0.0
+    for w in range(stop - n, stop):
+        m2 += (src[w] - mean) ** 2
+    return mean, m2
+
+
+@nb.njit(**_JIT)
+def _std_col(src: np.ndarray, out: np.ndarray, n: int, ddof: int) -> None:
+    """Rolling standard deviation of one column.
+
+    Slides the window mean and sum of squared deviations ``M2`` by one bar
+    with ``M2' = M2 + (new - old) * (new - mean' + old - mean)``, refreshed
+    exactly (two-pass) from the window every ``n`` bars: variance suffers
+    from cancellation, so error carried over from a volatile stretch must
+    not outlive the window (e.g. into a flat stretch, whose std is ~0).
+    """
+    every = n
+    inv_n = 1.0 / n
+    inv_dof = 1.0 / (n - ddof)
+    m = src.shape[0]
+    i = _next_full_window(src, out, 0, n)
+    while i > 0:
+        mean, m2 = _window_moments(src, i, n)
+        out[i - 1] = np.sqrt(m2 * inv_dof)
+        left = every
+        while i < m and not np.isnan(src[i]):
+            left -= 1
+            if left == 0:
+                mean, m2 = _window_moments(src, i + 1, n)
+                left = every
+            else:
+                step = src[i] - src[i - n]
+                new_mean = mean + step * inv_n
+                m2 += step * (src[i] - new_mean + src[i - n] - mean)
+                mean = new_mean
+            out[i] = np.sqrt(max(m2, 0.0) * inv_dof)
+            i += 1
+        i = _next_full_window(src, out, i, n)
+
+
+@nb.njit(**_JIT)
+def _window_weighted_sums(src: np.ndarray, stop: int, n: int) -> tuple[float, float]:
+    """Plain sum and weighted sum (weights 1..n, oldest first) of a window."""
+    plain = 0.0
+    weighted = 0.0
+    for w in range(n):
+        v = src[stop - n + w]
+        plain += v
+        weighted += (w + 1) * v
+    return plain, weighted
+
+
+@nb.njit(**_JIT)
+def _wma_col(src: np.ndarray, out: np.ndarray, n: int) -> None:
+    """Linearly weighted rolling mean of one column (newest weight ``n``).
+
+    Slides the plain window sum ``S`` and weighted sum ``W`` by one bar with
+    ``W' = W + n*new - S`` and ``S' = S + new - old``, refreshed exactly from
+    the window periodically.
+    """
+    every = max(n, _REFRESH_BARS)
+    denom = n * (n + 1) / 2.0
+    m = src.shape[0]
+    i = _next_full_window(src, out, 0, n)
+    while i > 0:
+        plain, weighted = _window_weighted_sums(src, i, n)
+        out[i - 1] = weighted / denom
+        left = every
+        while i < m and not np.isnan(src[i]):
+            left -= 1
+            if left == 0:
+                plain, weighted = _window_weighted_sums(src, i + 1, n)
+                left = every
+            else:
+                weighted += n * src[i] - plain
+                plain += src[i] - src[i - n]
+            out[i] = weighted / denom
+            i += 1
+        i = _next_full_window(src, out, i, n)
+
+
+@nb.njit(**_JIT)
+def _smooth_col(src: np.ndarray, out: np.ndarray, n: int, alpha: float) -> None:
+    """Seeded exponential smoothing of one column, skipping NaN bars.
+
+    The first output is the mean of the first ``n`` valid values; after that
+    ``y = (1 - alpha) * y + alpha * x``.  ``out`` may alias ``src``.
+    """
+    beta = 1.0 - alpha
+    count = 0
+    state = 0.0
+    for i in range(src.shape[0]):
+        v = src[i]
+        if np.isnan(v):
+            out[i] = np.nan
+        elif count < n:
+            state += v
+            count += 1
+            if count == n:
+                state /= n
+                out[i] = state
+            else:
+                out[i] = np.nan
+        else:
+            state = beta * state + alpha * v
+            out[i] = state
+
+
+@nb.njit((_ARR2D, nb.int64), **_JIT)
+def _sma_2d(x: np.ndarray, n: int) -> np.ndarray:
+    out = _alloc(x.shape[0], x.shape[1])
+    for j in range(x.shape[1]):
+        _sma_col(x[:, j], out[:, j], n)
+    return out
+
+
+@nb.njit((_ARR2D, nb.int64), **_JIT)
+def _wma_2d(x: np.ndarray, n: int) -> np.ndarray:
+    out = _alloc(x.shape[0], x.shape[1])
+    for j in range(x.shape[1]):
+        _wma_col(x[:, j], out[:, j], n)
+    return out
+
+
+@nb.njit((_ARR2D, nb.int64, nb.int64), **_JIT)
+def _std_2d(x: np.ndarray, n: int, ddof: int) -> np.ndarray:
+    out = _alloc(x.shape[0], x.shape[1])
+    for j in range(x.shape[1]):
+        _std_col(x[:, j], out[:, j], n, ddof)
+    return out
+
+
+@nb.njit((_ARR2D, nb.int64), **_JIT)
+def _ema_2d(x: np.ndarray, n: int) -> np.ndarray:
+    out = _alloc(x.shape[0], x.shape[1])
+    for j in range(x.shape[1]):
+        _smooth_col(x[:, j], out[:, j], n, 2.0 / (n + 1.0))
+    return out
+
+
+@nb.njit((_ARR2D, nb.int64, nb.int64, nb.float64), **_JIT)
+def _bollinger_2d(
+    x: np.ndarray, n: int, ddof: int, k: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    nrows, ncols = x.shape
+    middle = _alloc(nrows, ncols)
+    upper = _alloc(nrows, ncols)
+    lower = _alloc(nrows, ncols)
+    for j in range(ncols):
+        _sma_col(x[:, j], middle[:, j], n)
+        _std_col(x[:, j], upper[:, j], n, ddof)
+        for i in range(nrows):
+            width = k * upper[i, j]
+            upper[i, j] = middle[i, j] + width
+            lower[i, j] = middle[i, j] - width
+    return middle, upper, lower
+
+
+@nb.njit((_ARR2D, nb.int64, nb.int64, nb.int64), **_JIT)
+def _macd_2d(
+    x: np.ndarray, fast: int, slow: int, signal: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    nrows, ncols = x.shape
+    line = _alloc(nrows, ncols)
+    sig = _alloc(nrows, ncols)
+    hist = _alloc(nrows, ncols)
+    for j in range(ncols):
+        _smooth_col(x[:, j], line[:, j], fast, 2.0 / (fast + 1.0))
+        _smooth_col(x[:, j], hist[:, j], slow, 2.0 / (slow + 1.0))
+        for i in range(nrows):
+            line[i, j] -= hist[i, j]
+        _smooth_col(line[:, j], sig[:, j], signal, 2.0 / (signal + 1.0))
+        for i in range(nrows):
+            hist[i, j] = line[i, j] - sig[i, j]
+    return line, sig, hist
+
+
+@nb.njit((_ARR2D, nb.int64), **_JIT)
+def _rsi_2d(x: np.ndarray, n: int) -> np.ndarray:
+    nrows, ncols = x.shape
+    out = _alloc(nrows, ncols)
+    gain = np.empty(nrows)
+    loss = np.empty(nrows)
+    for j in range(ncols):
+        prev = np.nan
+        for i in range(nrows):
+            v = x[i, j]
+            if np.isnan(v) or np.isnan(prev):
+                gain[i] = np.nan
+                loss[i] = np.nan
+            else:
+                gain[i] = max(v - prev, 0.0)
+                loss[i] = max(prev - v, 0.0)
+            if not np.isnan(v):
+                prev = v
+        _smooth_col(gain, gain, n, 1.0 / n)
+        _smooth_col(loss, loss, n, 1.0 / n)
+        for i in range(nrows):
+            total = gain[i] + loss[i]
+            if np.isnan(total):
+                out[i, j] = np.nan
+            elif total > 0.0:
+                out[i, j] = 100.0 * gain[i] / total
+            else:
+                out[i, j] = 50.0
+    return out
+
+
+@nb.njit((_ARR2D, _ARR2D, _ARR2D, nb.int64), **_JIT)
+def _atr_2d(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.ndarray:
+    nrows, ncols = close.shape
+    out = _alloc(nrows, ncols)
+    for j in range(ncols):
+        col = out[:, j]
+        prev_close = np.nan
+        for i in range(nrows):
+            h = high[i, j]
+            lo = low[i, j]
+            c = close[i, j]
+            if np.isnan(h) or np.isnan(lo) or np.isnan(c):
+                col[i] = np.nan
+                continue
+            if np.isnan(prev_close):
+                col[i] = np.nan
+            else:
+                col[i] = max(h - lo, abs(h - prev_close), abs(lo - prev_close))
+            prev_close = c
+        _smooth_col(col, col, n, 1.0 / n)
+    return out
+
+
+@nb.njit((_ARR2D, _ARR2D, _ARR2D, nb.int64, nb.int64), **_JIT)
+def _stochastic_2d(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, k: int, d: int
+) -> tuple[np.ndarray, np.ndarray]:
+    nrows, ncols = close.shape
+    pct_k = _alloc(nrows, ncols)
+    pct_d = _alloc(nrows, ncols)
+    # Monotonic deques of bar indices: highs decreasing, lows increasing.
+    max_q = np.empty(nrows, dtype=np.int64)
+    min_q = np.empty(nrows, dtype=np.int64)
+    for j in range(ncols):
+        run = 0
+        max_head = max_tail = min_head = min_tail = 0
+        for i in range(nrows):
+            h = high[i, j]
+            lo = low[i, j]
+            c = close[i, j]
+            if np.isnan(h) or np.isnan(lo) or np.isnan(c):
+                run = 0
+                max_head = max_tail = min_head = min_tail = 0
+                pct_k[i, j] = np.nan
+                continue
+            run += 1
+            while max_tail > max_head and high[max_q[max_tail - 1], j] <= h:
+                max_tail -= 1
+            max_q[max_tail] = i
+            max_tail += 1
+            if max_q[max_head] <= i - k:
+                max_head += 1
+            while min_tail > min_head and low[min_q[min_tail - 1], j] >= lo:
+                min_tail -= 1
+            min_q[min_tail] = i
+            min_tail += 1
+            if min_q[min_head] <= i - k:
+                min_head += 1
+            if run < k:
+                pct_k[i, j] = np.nan
+                continue
+            highest = high[max_q[max_head], j]
+            lowest = low[min_q[min_head], j]
+            span = highest - lowest
+            pct_k[i, j] = 100.0 * (c - lowest) / span if span != 0.0 else 50.0
+        _sma_col(pct_k[:, j], pct_d[:, j], d)
+    return pct_k, pct_d
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------
+
+
+class _Operand(NamedTuple):
+    """An indicator input with the facts needed to cache on it."""
+
+    obj: object  # the caller's object
+    values: np.ndarray  # its numpy data, not copied
+    frozen: bool  # nothing can write to that memory
+    layout: tuple[object, ...]  # (shape, strides, dtype) of values, compared by ==
+    anchors: tuple[object, ...]  # root array and pandas labels, compared by `is`
+
+
+def _root(values: np.ndarray) -> np.ndarray:
+    """The last ndarray in the chain of ``base`` arrays behind ``values``."""
+    root = values
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    return root
+
+
+def _operand(x: object, role: str) -> _Operand:
+    """Inspect one array-like input (no copy is made)."""
+    if isinstance(x, pd.DataFrame):
+        values, labels = x.to_numpy(), (x.index, x.columns)
+    elif isinstance(x, pd.Series):
+        values, labels = x.to_numpy(), (x.index, x.name)
+    elif isinstance(x, np.ndarray):
+        values, labels = x, ()
+    else:
+        raise TypeError(
+            f"{role} must be a pandas DataFrame/Series or numpy ndarray, "
+            f"got {type(x).__name__}"
+        )
+    if values.ndim not in (1, 2):
+        raise ValueError(f"{role} must be 1-D or 2-D, got {values.ndim}-D")
+    # If the root is read-only no view of it can be written (numpy refuses to
+    # make such a view writable); a root that is not an ndarray (a foreign
+    # buffer) is beyond the chain, so the last ndarray decides.
+    root = _root(values)
+    layout = (values.shape, values.strides, values.dtype)
+    return _Operand(x, values, not root.flags.writeable, layout, (root, *labels))
+
+
+def _as_float2d(values: np.ndarray) -> np.ndarray:
+    """float64 2-D view of ``values`` (copies only to convert the dtype)."""
+    arr = np.asarray(values, dtype=np.float64)
+    return arr.reshape(-1, 1) if arr.ndim == 1 else arr
+
+
+def _positive_int(value: int, name: str) -> int:
+    """Validate a window length / period."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+# ---------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------
+
+
+class CacheInfo(NamedTuple):
+    """Statistics of this process's indicator cache.
+
+    ``hits`` and ``misses`` count lookups with cache-eligible (read-only)
+    inputs only; calls on writable inputs bypass the cache and are not
+    counted.  ``bytes`` is the size of the stored output arrays and ``limit``
+    the bound in bytes.
+    """
+
+    hits: int
+    misses: int
+    entries: int
+    bytes: int
+    limit: int
+
+
+class _Entry(NamedTuple):
+    operands: tuple[_Operand, ...]
+    result: tuple[object, ...]
+    nbytes: int
+
+
+def _same_inputs(stored: tuple[_Operand, ...], current: tuple[_Operand, ...]) -> bool:
+    """True if ``current`` are the very objects, unchanged, of an entry."""
+    for old, new in zip(stored, current):
+        if old.obj is not new.obj or old.layout != new.layout:
+            return False
+        if any(a is not b for a, b in zip(old.anchors, new.anchors)):
+            return False
+    return True
+
+
+class _ResultCache:
+    """Thread-safe LRU map from call keys to read-only results, bounded in bytes."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self._entries: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self.limit = limit_bytes
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def lookup(
+        self, key: tuple[object, ...], operands: tuple[_Operand, ...]
+    ) -> tuple[object, ...] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and _same_inputs(entry.operands, operands):
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry.result
+            self.misses += 1
+            return None
+
+    def store(
+        self,
+        key: tuple[object, ...],
+        operands: tuple[_Operand, ...],
+        result: tuple[object, ...],
+        nbytes: int,
+    ) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.nbytes -= old.nbytes
+            self._entries[key] = _Entry(operands, result, nbytes)
+            self.nbytes += nbytes
+            self._evict()
+
+    def set_limit(self, limit_bytes: int) -> None:
+        with self._lock:
+            self.limit = limit_bytes
+            self._evict()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.nbytes = 0
+            self.hits = 0
+            self.misses = 0
+
+    def info(self) -> CacheInfo:
+        with self._lock:
+            return CacheInfo(self.hits, self.misses, len(self._entries), self.nbytes, self.limit)
+
+    def _evict(self) -> None:
+        while self.nbytes > self.limit and self._entries:
+            _, entry = self._entries.popitem(last=False)
+            self.nbytes -= entry.nbytes
+
+
+def _limit_from_env() -> int:
+    """Cache bound in bytes from ``RAYBT_INDICATOR_CACHE_MB`` (default 256)."""
+    raw = os.environ.get(_CACHE_ENV_VAR)
+    if raw is None or not raw.strip():
+        return int(_DEFAULT_CACHE_MB * _BYTES_PER_MB)
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        megabytes = -1.0
+    if not megabytes >= 0:
+        warnings.warn(
+            f"ignoring invalid {_CACHE_ENV_VAR}={raw!r}; using {_DEFAULT_CACHE_MB:g} MB",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        megabytes = _DEFAULT_CACHE_MB
+    return int(megabytes * _BYTES_PER_MB)
+
+
+_CACHE = _ResultCache(_limit_from_env())
+
+
+def set_cache_limit(megabytes: float) -> None:
+    """Bound this process's cache to ``megabytes`` MiB of stored outputs.
+
+    Least-recently-used entries are evicted immediately if the cache is over
+    the new bound; 0 disables caching.
+    """
+    if not megabytes >= 0:
+        raise ValueError(f"megabytes must be >= 0, got {megabytes!r}")
+    _CACHE.set_limit(int(megabytes * _BYTES_PER_MB))
+
+
+def clear_cache() -> None:
+    """Drop every cached result (releasing its inputs) and reset hit/miss counts."""
+    _CACHE.clear()
+
+
+def cache_info() -> CacheInfo:
+    """Return ``CacheInfo(hits, misses, entries, bytes, limit)`` for this process."""
+    return _CACHE.info()
+
+
+# ---------------------------------------------------------------------------
+# Evaluation: cache lookup, kernel call, output wrapping
+# ---------------------------------------------------------------------------
+
+_Kernel = Callable[..., tuple[np.ndarray, ...]]
+
+
+def _freeze(arr: np.ndarray) -> None:
+    """Make ``arr`` and every ndarray it views read-only."""
+    node: object = arr
+    while isinstance(node, np.ndarray):
+        node.setflags(write=False)
+        node = node.base
+
+
+def _wrap(raw: np.ndarray, like: object) -> object:
+    """Present a 2-D kernel output as the same kind of object as ``like``."""
+    if isinstance(like, pd.DataFrame):
+        return pd.DataFrame(raw, index=like.index, columns=like.columns, copy=False)
+    if isinstance(like, pd.Series):
+        return pd.Series(raw[:, 0], index=like.index, name=like.name, copy=False)
+    return raw if like.ndim == 2 else raw[:, 0]
+
+
+def _evaluate(
+    name: str,
+    params: tuple[object, ...],
+    inputs: tuple[tuple[object, str], ...],
+    kernel: _Kernel,
+) -> tuple[object, ...]:
+    """Compute ``kernel`` on ``inputs`` or fetch the cached result.
+
+    ``inputs`` are (object, role) pairs; ``kernel`` receives their float64
+    2-D arrays and returns 2-D arrays, which are wrapped like the first input.
+    """
+    operands = tuple(_operand(obj, role) for obj, role in inputs)
+    shape = operands[0].values.shape
+    for op, (_, role) in zip(operands[1:], inputs[1:]):
+        if op.values.shape != shape:
+            raise ValueError(
+                f"{role} has shape {op.values.shape}, expected {shape} "
+                f"like {inputs[0][1]}"
+            )
+    cacheable = _CACHE.limit > 0 and all(op.frozen for op in operands)
+    key: tuple[object, ...] = ()
+    if cacheable:
+        key = (name, params, tuple(id(op.obj) for op in operands))
+        hit = _CACHE.lookup(key, operands)
+        if hit is not None:
+            return hit
+
+    raws = kernel(*(_as_float2d(op.values) for op in operands))
+    nbytes = sum(raw.nbytes for raw in raws)
+    cacheable = cacheable and nbytes <= _CACHE.limit
+    if cacheable:
+        for raw in raws:
+            _freeze(raw)
+    like = operands[0].obj
+    result = tuple(_wrap(raw, like) for raw in raws)
+    if cacheable:
+        _CACHE.store(key, operands, result, nbytes)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Public indicators
+# ---------------------------------------------------------------------------
+
+
+def sma(x: Data, n: int) -> Data:
+    """Simple moving average over ``n`` bars.
+
+    ``sma[t] = (x[t] + x[t-1] + ... + x[t-n+1]) / n``, in the units of ``x``.
+    Warm-up: NaN for the first ``n - 1`` bars of each column (counted from its
+    first valid value); any window containing NaN is NaN, exactly like
+    pandas ``x.rolling(n).mean()``.  O(rows): a running window sum, recomputed
+    exactly at least every ``max(n, 1024)`` bars.
+    """
+    n = _positive_int(n, "n")
+    return _evaluate("sma", (n,), ((x, "x"),), lambda a: (_sma_2d(a, n),))[0]
+
+
+def wma(x: Data, n: int) -> Data:
+    """Linearly weighted moving average over ``n`` bars (newest weighs most).
+
+    ``wma[t] = sum_{i=0}^{n-1} (n - i) * x[t-i] / (n (n + 1) / 2)``, in the
+    units of ``x``.  Warm-up: NaN for the first ``n - 1`` bars of each column;
+    any window containing NaN is NaN (as pandas ``rolling(n)``).
+    """
+    n = _positive_int(n, "n")
+    return _evaluate("wma", (n,), ((x, "x"),), lambda a: (_wma_2d(a, n),))[0]
+
+
+def rolling_std(x: Data, n: int, ddof: int = 1) -> Data:
+    """Rolling standard deviation over ``n`` bars.
+
+    ``std[t] = sqrt(sum_{i=0}^{n-1} (x[t-i] - mean[t])**2 / (n - ddof))`` with
+    ``mean[t] = sma(x, n)[t]``, in the units of ``x``.  The default
+    ``ddof=1`` (sample standard deviation) matches pandas
+    ``x.rolling(n).std()``; use ``ddof=0`` for the population value.  Warm-up:
+    NaN for the first ``n - 1`` bars of each column; any window containing NaN
+    is NaN.  Requires ``n > ddof``.
+    """
+    n = _positive_int(n, "n")
+    ddof = _ddof(ddof, n)
+    return _evaluate(
+        "rolling_std", (n, ddof), ((x, "x"),), lambda a: (_std_2d(a, n, ddof),)
+    )[0]
+
+
+def ema(x: Data, n: int) -> Data:
+    """Exponential moving average with span ``n``, seeded by an SMA.
+
+    ``alpha = 2 / (n + 1)``.  The first value, on a column's ``n``-th valid
+    bar, is the simple mean of its first ``n`` valid values; after that
+    ``ema[t] = (1 - alpha) * ema[t-1] + alpha * x[t]`` (pandas
+    ``ewm(span=n, adjust=False)`` started from that seed).  Units of ``x``.
+    Warm-up: NaN for the first ``n - 1`` valid bars.  NaN bars are skipped:
+    they yield NaN and leave the average unchanged.
+    """
+    n = _positive_int(n, "n")
+    return _evaluate("ema", (n,), ((x, "x"),), lambda a: (_ema_2d(a, n),))[0]
+
+
+def rsi(x: Data, n: int = 14) -> Data:
+    """Relative strength index with Wilder's smoothing, 0..100.
+
+    With ``d[t] = x[t] - x[t-1]``, ``gain = max(d, 0)`` and
+    ``loss = max(-d, 0)``, the average gain (loss) is first the simple mean of
+    the first ``n`` gains (losses) and then
+    ``avg[t] = (avg[t-1] * (n - 1) + value[t]) / n``;
+    ``rsi = 100 - 100 / (1 + avg_gain / avg_loss)``, evaluated as
+    ``100 * avg_gain / (avg_gain + avg_loss)``: 100 when the average loss is
+    0, and 50 when both averages are 0 (a flat series).  Warm-up: the first
+    ``n`` bars of each column are NaN (a change needs a previous bar), so the
+    first value is on the ``n + 1``-th valid bar.  NaN bars are skipped and
+    the next change is taken against the last valid value.
+    """
+    n = _positive_int(n, "n")
+    return _evaluate("rsi", (n,), ((x, "x"),), lambda a: (_rsi_2d(a, n),))[0]
+
+
+def atr(high: Data, low: Data, close: Data, n: int = 14) -> Data:
+    """Average true range with Wilder's smoothing, in price units.
+
+    ``tr[t] = max(high[t] - low[t], |high[t] - close[t-1]|,
+    |low[t] - close[t-1]|)`` is defined from the second bar on; the ATR is
+    first the simple mean of the first ``n`` true ranges and then
+    ``atr[t] = (atr[t-1] * (n - 1) + tr[t]) / n``.  Warm-up: the first ``n``
+    bars of each column are NaN.  A bar is valid only if high, low and close
+    are all non-NaN; invalid bars yield NaN and are skipped (``close[t-1]`` is
+    the previous valid bar's close).
+    """
+    n = _positive_int(n, "n")
+    inputs = ((high, "high"), (low, "low"), (close, "close"))
+    return _evaluate("atr", (n,), inputs, lambda h, lo, c: (_atr_2d(h, lo, c, n),))[0]
+
+
+def bollinger(
+    x: Data, n: int = 20, k: float = 2.0, ddof: int = 0
+) -> tuple[Data, Data, Data]:
+    """Bollinger bands: ``(middle, upper, lower)`` in the units of ``x``.
+
+    ``middle = sma(x, n)``, ``upper = middle + k * sd``,
+    ``lower = middle - k * sd`` with ``sd = rolling_std(x, n, ddof)``.  The
+    default ``ddof=0`` (population standard deviation) is Bollinger's own
+    definition; pass ``ddof=1`` to match pandas ``rolling(n).std()``.
+    Warm-up and NaN handling as for :func:`sma`.
+    """
+    n = _positive_int(n, "n")
+    ddof = _ddof(ddof, n)
+    k = float(k)
+    return _evaluate(
+        "bollinger", (n, k, ddof), ((x, "x"),), lambda a: _bollinger_2d(a, n, ddof, k)
+    )
+
+
+def macd(
+    x: Data, fast: int = 12, slow: int = 26, signal: int = 9
+) -> tuple[Data, Data, Data]:
+    """Moving average convergence/divergence: ``(macd, signal, histogram)``.
+
+    ``macd = ema(x, fast) - ema(x, slow)``, ``signal = ema(macd, signal)``
+    and ``histogram = macd - signal``, in the units of ``x``, each EMA seeded
+    as documented in :func:`ema`.  Warm-up: ``macd`` is NaN for the first
+    ``max(fast, slow) - 1`` valid bars of a column, ``signal`` and
+    ``histogram`` for ``signal - 1`` more.  NaN bars are skipped.
+    """
+    fast = _positive_int(fast, "fast")
+    slow = _positive_int(slow, "slow")
+    signal = _positive_int(signal, "signal")
+    return _evaluate(
+        "macd",
+        (fast, slow, signal),
+        ((x, "x"),),
+        lambda a: _macd_2d(a, fast, slow, signal),
+    )
+
+
+def stochastic(
+    high: Data, low: Data, close: Data, k: int = 14, d: int = 3
+) -> tuple[Data, Data]:
+    """Stochastic oscillator ``(%K, %D)``, 0..100.
+
+    ``%K[t] = 100 * (close[t] - LL) / (HH - LL)`` where ``HH`` is the highest
+    high and ``LL`` the lowest low of the last ``k`` bars (including ``t``);
+    ``%K = 50`` when ``HH == LL``.  ``%D = sma(%K, d)``.  Warm-up: ``%K`` is
+    NaN for the first ``k - 1`` bars of each column and ``%D`` for the first
+    ``k + d - 2``.  A bar is valid only if high, low and close are all
+    non-NaN; a window containing an invalid bar is NaN.
+    """
+    k = _positive_int(k, "k")
+    d = _positive_int(d, "d")
+    inputs = ((high, "high"), (low, "low"), (close, "close"))
+    return _evaluate(
+        "stochastic", (k, d), inputs, lambda h, lo, c: _stochastic_2d(h, lo, c, k, d)
+    )
+
+
+def crossed_above(a: Data, b: Data | float) -> Data:
+    """Bool: ``a`` crossed above ``b`` on this bar.
+
+    ``a[t] > b[t] and a[t-1] <= b[t-1]``; the first bar is False, and any
+    comparison with NaN is False.  ``b`` is a scalar or an array-like of the
+    same shape as ``a`` (compared by position).
+    """
+    return _crossed("crossed_above", a, b, np.greater, np.less_equal)
+
+
+def crossed_below(a: Data, b: Data | float) -> Data:
+    """Bool: ``a`` crossed below ``b`` on this bar.
+
+    ``a[t] < b[t] and a[t-1] >= b[t-1]``; the first bar is False, and any
+    comparison with NaN is False.  ``b`` is a scalar or an array-like of the
+    same shape as ``a`` (compared by position).
+    """
+    return _crossed("crossed_below", a, b, np.less, np.greater_equal)
+
+
+# ---------------------------------------------------------------------------
+# Helpers for the public functions
+# ---------------------------------------------------------------------------
+
+
+def _ddof(ddof: int, n: int) -> int:
+    """Validate delta degrees of freedom for a window of ``n`` bars."""
+    if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral):
+        raise TypeError(f"ddof must be an integer, got {ddof!r}")
+    if not 0 <= ddof < n:
+        raise ValueError(f"ddof must satisfy 0 <= ddof < n={n}, got {ddof}")
+    return int(ddof)
+
+
+def _crossed(
+    name: str,
+    a: Data,
+    b: Data | float,
+    now: np.ufunc,
+    before: np.ufunc,
+) -> Data:
+    """Shared body of :func:`crossed_above` / :func:`crossed_below`."""
+
+    def kernel(lhs: np.ndarray, rhs: np.ndarray | float) -> tuple[np.ndarray]:
+        cur_rhs, prev_rhs = (rhs, rhs) if np.ndim(rhs) == 0 else (rhs[1:], rhs[:-1])
+        out = np.zeros(lhs.shape, dtype=bool)
+        np.logical_and(now(lhs[1:], cur_rhs), before(lhs[:-1], prev_rhs), out=out[1:])
+        return (out,)
+
+    if isinstance(b, numbers.Real):
+        level = float(b)
+        # NaN != NaN would defeat the key lookup; all NaN levels are equivalent.
+        params = ("nan",) if np.isnan(level) else (level,)
+        return _evaluate(name, params, ((a, "a"),), lambda lhs: kernel(lhs, level))[0]
+    return _evaluate(name, (), ((a, "a"), (b, "b")), kernel)[0]

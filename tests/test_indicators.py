@@ -1,0 +1,572 @@
+"""Tests for raybt.indicators: values against plain pandas references, and the cache."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable
+from functools import cache
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raybt import indicators as ind
+
+N_BARS = 2_000
+COLUMNS = ["A", "B", "C"]
+LEADING_NAN = 50  # column "C" starts trading late
+KINDS = ["frame", "series", "array2d", "array1d"]
+RTOL = ATOL = 1e-9
+
+
+# ---------------------------------------------------------------------------
+# Data: read-only random walks, like market data coming from Ray's object store
+# ---------------------------------------------------------------------------
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def _random_walks(seed: int) -> dict[str, np.ndarray]:
+    """close/high/low/other as read-only (N_BARS, 3) arrays; column C leads with NaN."""
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(0.01 * rng.standard_normal((N_BARS, 3)), axis=0))
+    high = close + np.abs(rng.normal(0.0, 0.5, close.shape))
+    low = close - np.abs(rng.normal(0.0, 0.5, close.shape))
+    # A second series that keeps crossing close.
+    other = close + np.cumsum(0.3 * rng.standard_normal(close.shape), axis=0) * 0.05
+    data = {"close": close, "high": high, "low": low, "other": other}
+    for a in data.values():
+        a[:LEADING_NAN, 2] = np.nan
+    return {name: _readonly(a) for name, a in data.items()}
+
+
+INDEX = pd.date_range("2024-01-01", periods=N_BARS, freq="h")
+ARRAYS = _random_walks(seed=7)
+
+
+def _as_kind(a: np.ndarray, kind: str) -> pd.DataFrame | pd.Series | np.ndarray:
+    """Present a read-only (N_BARS, 3) array as ``kind``, without copying where possible."""
+    if kind == "frame":
+        return pd.DataFrame(a, index=INDEX, columns=COLUMNS, copy=False)
+    if kind == "series":  # a strided, read-only view of column C
+        return pd.Series(a[:, 2], index=INDEX, name="C", copy=False)
+    if kind == "array2d":
+        return a
+    if kind == "array1d":  # a contiguous read-only column
+        return _readonly(a[:, 2].copy())
+    raise ValueError(kind)
+
+
+def _inputs(kind: str) -> SimpleNamespace:
+    return SimpleNamespace(**{name: _as_kind(a, kind) for name, a in ARRAYS.items()})
+
+
+def _frames() -> SimpleNamespace:
+    """Writable DataFrame copies for the pandas references."""
+    return SimpleNamespace(
+        **{name: pd.DataFrame(a.copy(), index=INDEX, columns=COLUMNS) for name, a in ARRAYS.items()}
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache and the default limit."""
+    limit_mb = ind.cache_info().limit / 2**20
+    ind.clear_cache()
+    yield
+    ind.set_cache_limit(limit_mb)
+    ind.clear_cache()
+
+
+# ---------------------------------------------------------------------------
+# Plain references
+# ---------------------------------------------------------------------------
+
+
+def _seeded_ewm(s: pd.Series, n: int, alpha: float) -> pd.Series:
+    """Seed with the mean of the first n valid values, then pandas ewm(adjust=False).
+
+    NaN bars are dropped first (the documented skip rule) and restored after.
+    """
+    valid = s.dropna()
+    out = pd.Series(np.nan, index=s.index)
+    if len(valid) < n:
+        return out
+    seeded = valid.iloc[n - 1 :].copy()
+    seeded.iloc[0] = valid.iloc[:n].mean()
+    out.loc[seeded.index] = seeded.ewm(alpha=alpha, adjust=False).mean()
+    return out
+
+
+def _ref_ema(df: pd.DataFrame, n: int) -> pd.DataFrame:
+    return df.apply(lambda s: _seeded_ewm(s, n, 2.0 / (n + 1)))
+
+
+def _wilder_loop(values: list[float], n: int) -> list[float]:
+    """Wilder's smoothing written out: SMA seed, then (prev * (n - 1) + v) / n."""
+    out = [np.nan] * len(values)
+    for i in range(n - 1, len(values)):
+        if i == n - 1:
+            out[i] = sum(values[:n]) / n
+        else:
+            out[i] = (out[i - 1] * (n - 1) + values[i]) / n
+    return out
+
+
+def _ref_rsi(df: pd.DataFrame, n: int) -> pd.DataFrame:
+    def one(s: pd.Series) -> pd.Series:
+        valid = s.dropna()
+        change = valid.diff().iloc[1:]
+        gain = _wilder_loop(change.clip(lower=0).tolist(), n)
+        loss = _wilder_loop((-change).clip(lower=0).tolist(), n)
+        out = pd.Series(np.nan, index=s.index)
+        out.loc[change.index] = [_rsi_value(g, l) for g, l in zip(gain, loss)]
+        return out
+
+    return df.apply(one)
+
+
+def _rsi_value(avg_gain: float, avg_loss: float) -> float:
+    if np.isnan(avg_gain):
+        return np.nan
+    if avg_loss > 0:
+        return 100 - 100 / (1 + avg_gain / avg_loss)
+    return 100.0 if avg_gain > 0 else 50.0
+
+
+def _ref_atr(high: pd.DataFrame, low: pd.DataFrame, close: pd.DataFrame, n: int) -> pd.DataFrame:
+    out = pd.DataFrame(np.nan, index=close.index, columns=close.columns)
+    for col in close.columns:
+        h, lo, c = high[col], low[col], close[col]
+        ok = h.notna() & lo.notna() & c.notna()
+        h, lo, c = h[ok], lo[ok], c[ok]
+        prev = c.shift()
+        tr = [
+            max(hi - lw, abs(hi - pc), abs(lw - pc))
+            for hi, lw, pc in zip(h.iloc[1:], lo.iloc[1:], prev.iloc[1:])
+        ]
+        out.loc[h.index[1:], col] = _wilder_loop(tr, n)
+    return out
+
+
+def _ref_stochastic(
+    high: pd.DataFrame, low: pd.DataFrame, close: pd.DataFrame, k: int, d: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    hh = high.rolling(k).max()
+    ll = low.rolling(k).min()
+    pct_k = (100 * (close - ll) / (hh - ll)).mask(hh == ll, 50.0)
+    return pct_k, pct_k.rolling(d).mean()
+
+
+def _ref_macd(df: pd.DataFrame, fast: int, slow: int, signal: int) -> tuple[pd.DataFrame, ...]:
+    line = _ref_ema(df, fast) - _ref_ema(df, slow)
+    sig = _ref_ema(line, signal)
+    return line, sig, line - sig
+
+
+def _ref_bollinger(df: pd.DataFrame, n: int, k: float) -> tuple[pd.DataFrame, ...]:
+    mid = df.rolling(n).mean()
+    sd = df.rolling(n).std(ddof=0)
+    return mid, mid + k * sd, mid - k * sd
+
+
+def _ref_crossed(a: pd.DataFrame, b, above: bool) -> pd.DataFrame:
+    b_prev = b.shift() if isinstance(b, pd.DataFrame) else b
+    if above:
+        return (a > b) & (a.shift() <= b_prev)
+    return (a < b) & (a.shift() >= b_prev)
+
+
+def _weights_mean(n: int) -> Callable[[np.ndarray], float]:
+    w = np.arange(1.0, n + 1)
+    return lambda window: float(window @ w / w.sum())
+
+
+# name -> (call on inputs of one kind, reference on writable DataFrames)
+CASES: dict[str, tuple[Callable, Callable]] = {
+    "sma": (lambda d: ind.sma(d.close, 20), lambda r: r.close.rolling(20).mean()),
+    "sma_1": (lambda d: ind.sma(d.close, 1), lambda r: r.close),
+    "ema": (lambda d: ind.ema(d.close, 12), lambda r: _ref_ema(r.close, 12)),
+    "wma": (
+        lambda d: ind.wma(d.close, 10),
+        lambda r: r.close.rolling(10).apply(_weights_mean(10), raw=True),
+    ),
+    "rolling_std": (
+        lambda d: ind.rolling_std(d.close, 20),
+        lambda r: r.close.rolling(20).std(),
+    ),
+    "rolling_std_ddof0": (
+        lambda d: ind.rolling_std(d.close, 15, ddof=0),
+        lambda r: r.close.rolling(15).std(ddof=0),
+    ),
+    "rsi": (lambda d: ind.rsi(d.close, 14), lambda r: _ref_rsi(r.close, 14)),
+    "atr": (
+        lambda d: ind.atr(d.high, d.low, d.close, 14),
+        lambda r: _ref_atr(r.high, r.low, r.close, 14),
+    ),
+    "bollinger": (
+        lambda d: ind.bollinger(d.close, 20, 2.0),
+        lambda r: _ref_bollinger(r.close, 20, 2.0),
+    ),
+    "macd": (lambda d: ind.macd(d.close), lambda r: _ref_macd(r.close, 12, 26, 9)),
+    "stochastic": (
+        lambda d: ind.stochastic(d.high, d.low, d.close, 14, 3),
+        lambda r: _ref_stochastic(r.high, r.low, r.close, 14, 3),
+    ),
+    "crossed_above": (
+        lambda d: ind.crossed_above(d.close, d.other),
+        lambda r: _ref_crossed(r.close, r.other, above=True),
+    ),
+    "crossed_below": (
+        lambda d: ind.crossed_below(d.close, d.other),
+        lambda r: _ref_crossed(r.close, r.other, above=False),
+    ),
+    "crossed_above_level": (
+        lambda d: ind.crossed_above(d.close, 100.0),
+        lambda r: _ref_crossed(r.close, 100.0, above=True),
+    ),
+    "crossed_below_level": (
+        lambda d: ind.crossed_below(d.close, 100),
+        lambda r: _ref_crossed(r.close, 100.0, above=False),
+    ),
+}
+
+
+@cache
+def _reference(case: str) -> tuple[pd.DataFrame, ...]:
+    expected = CASES[case][1](_frames())
+    return expected if isinstance(expected, tuple) else (expected,)
+
+
+def _expected_as_kind(expected: pd.DataFrame, kind: str) -> pd.DataFrame | pd.Series:
+    return expected["C"] if kind in ("series", "array1d") else expected
+
+
+def _assert_like(result, expected: pd.DataFrame | pd.Series, like) -> None:
+    """Same kind/labels as ``like`` and values of ``expected`` to 1e-9."""
+    assert type(result) is type(like)
+    assert result.shape == like.shape
+    if isinstance(like, pd.DataFrame):
+        assert result.index.equals(like.index) and result.columns.equals(like.columns)
+    if isinstance(like, pd.Series):
+        assert result.index.equals(like.index) and result.name == like.name
+    values = np.asarray(result)
+    want = expected.to_numpy()
+    if want.dtype == bool:
+        assert values.dtype == bool
+        np.testing.assert_array_equal(values, want)
+    else:
+        assert values.dtype == np.float64
+        np.testing.assert_allclose(values, want.astype(float), rtol=RTOL, atol=ATOL)
+
+
+# ---------------------------------------------------------------------------
+# Values
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_pandas_reference(case: str, kind: str) -> None:
+    data = _inputs(kind)
+    result = CASES[case][0](data)
+    results = result if isinstance(result, tuple) else (result,)
+    expected = _reference(case)
+    assert len(results) == len(expected)
+    for res, exp in zip(results, expected):
+        _assert_like(res, _expected_as_kind(exp, kind), data.close)
+
+
+def test_references_are_not_trivial() -> None:
+    crossings = _reference("crossed_above")[0]
+    assert 20 < crossings.to_numpy().sum() < N_BARS
+    assert _reference("crossed_above_level")[0].to_numpy().sum() > 0
+    assert _reference("rsi")[0].notna().to_numpy().sum() > 5_000
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_writable_input_gives_same_values(case: str) -> None:
+    """Kernels accept writable as well as read-only arrays (a separate numba type)."""
+    writable = SimpleNamespace(**{name: a.copy() for name, a in ARRAYS.items()})
+    readonly = SimpleNamespace(**ARRAYS)
+    got, want = CASES[case][0](writable), CASES[case][0](readonly)
+    for g, w in zip(*(r if isinstance(r, tuple) else (r,) for r in (got, want))):
+        assert g.flags.writeable
+        np.testing.assert_array_equal(g, w)
+
+
+def test_warm_up_starts_at_first_valid_value() -> None:
+    close = _inputs("frame").close
+    n = 20
+    for result, first in [
+        (ind.sma(close, n), n - 1),
+        (ind.wma(close, n), n - 1),
+        (ind.rolling_std(close, n), n - 1),
+        (ind.ema(close, n), n - 1),
+        (ind.rsi(close, n), n),
+        (ind.atr(close, close, close, n), n),
+    ]:
+        valid = result.notna().to_numpy()
+        assert not valid[:first, 0].any() and valid[first:, 0].all()
+        start = LEADING_NAN + first
+        assert not valid[:start, 2].any() and valid[start:, 2].all()
+
+
+def test_ema_first_value_is_sma_seed() -> None:
+    x = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    out = ind.ema(x, 3)
+    assert np.isnan(out[:2]).all()
+    assert out[2] == 2.0
+    assert out[3] == pytest.approx(0.5 * 2.0 + 0.5 * 4.0)
+    assert out[4] == pytest.approx(0.5 * 3.0 + 0.5 * 10.0)
+
+
+def test_interior_nan_rules() -> None:
+    """Rolling windows containing NaN are NaN; recursive indicators skip NaN bars."""
+    x = ARRAYS["close"][:, 0].copy()
+    x[[300, 301, 700]] = np.nan
+    s = pd.Series(x)
+    np.testing.assert_allclose(ind.sma(x, 10), s.rolling(10).mean(), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(ind.rolling_std(x, 10), s.rolling(10).std(), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(ind.ema(x, 10), _seeded_ewm(s, 10, 2 / 11), rtol=RTOL, atol=ATOL)
+    frame = pd.DataFrame({"x": x})
+    np.testing.assert_allclose(ind.rsi(x, 14), _ref_rsi(frame, 14)["x"], rtol=RTOL, atol=ATOL)
+
+
+def test_long_series_stays_accurate() -> None:
+    """Running sums are refreshed: no drift after a volatile, high-priced stretch."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate(
+        [
+            50_000 + np.cumsum(100 * rng.standard_normal(20_000)),
+            10 + np.cumsum(0.01 * rng.standard_normal(23_800)),
+        ]
+    )
+    windows = np.lib.stride_tricks.sliding_window_view(x, 20)[-5_000:]
+    exact_mean = windows.mean(axis=1)
+    exact_std = windows.std(axis=1, ddof=1)
+    w = np.arange(1.0, 21)
+    exact_wma = windows @ w / w.sum()
+    np.testing.assert_allclose(ind.sma(x, 20)[-5_000:], exact_mean, rtol=1e-11)
+    np.testing.assert_allclose(ind.rolling_std(x, 20)[-5_000:], exact_std, rtol=1e-9)
+    np.testing.assert_allclose(ind.wma(x, 20)[-5_000:], exact_wma, rtol=1e-11)
+
+
+def test_flat_prices() -> None:
+    flat = np.full(50, 7.0)
+    assert (ind.rsi(flat, 14)[14:] == 50.0).all()
+    assert (ind.rsi(np.arange(50.0), 14)[14:] == 100.0).all()
+    pct_k, pct_d = ind.stochastic(flat, flat, flat, 5, 3)
+    assert (pct_k[4:] == 50.0).all() and (pct_d[6:] == 50.0).all()
+    np.testing.assert_allclose(ind.rolling_std(flat, 5)[4:], 0.0, atol=1e-12)
+
+
+def test_input_validation() -> None:
+    close = ARRAYS["close"]
+    with pytest.raises(ValueError):
+        ind.sma(close, 0)
+    with pytest.raises(TypeError):
+        ind.sma(close, 2.5)
+    with pytest.raises(ValueError):
+        ind.rolling_std(close, 3, ddof=3)
+    with pytest.raises(ValueError, match="shape"):
+        ind.atr(close, close[:-1], close)
+    with pytest.raises(TypeError):
+        ind.sma([1.0, 2.0, 3.0], 2)
+    with pytest.raises(ValueError):
+        ind.sma(np.zeros((2, 2, 2)), 1)
+
+
+# ---------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------
+
+
+def _root_writeable(a: np.ndarray) -> bool:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return bool(a.flags.writeable)
+
+
+def _frame(a: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(a, index=INDEX, columns=COLUMNS, copy=False)
+
+
+OUTPUT_BYTES = N_BARS * 3 * 8  # one float64 frame like close
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_repeat_call_is_a_hit_returning_the_same_object(kind: str) -> None:
+    close = _inputs(kind).close
+    first = ind.sma(close, 20)
+    assert ind.cache_info()[:3] == (0, 1, 1)
+    for _ in range(3):
+        assert ind.sma(close, 20) is first
+    info = ind.cache_info()
+    assert (info.hits, info.misses, info.entries) == (3, 1, 1)
+    assert info.bytes == np.asarray(first).nbytes
+
+
+def test_tuple_results_are_cached_whole() -> None:
+    close = _inputs("frame").close
+    bands = ind.bollinger(close, 20)
+    again = ind.bollinger(close, 20)
+    assert again is bands and ind.cache_info().hits == 1
+    assert ind.cache_info().bytes == 3 * OUTPUT_BYTES
+    assert ind.macd(close) is ind.macd(close)
+
+
+def test_other_params_slices_and_data_are_recomputed() -> None:
+    close = _inputs("frame").close
+    reference = _frames().close
+    ind.sma(close, 20)
+    cases = [
+        (ind.sma(close, 10), reference.rolling(10).mean()),
+        (ind.sma(close.iloc[100:], 20), reference.iloc[100:].rolling(20).mean()),
+        (ind.ema(close, 20), _ref_ema(reference, 20)),
+    ]
+    other = _frame(ARRAYS["other"])
+    cases.append((ind.sma(other, 20), _frames().other.rolling(20).mean()))
+    same_memory_new_object = _frame(ARRAYS["close"])
+    cases.append((ind.sma(same_memory_new_object, 20), reference.rolling(20).mean()))
+    info = ind.cache_info()
+    assert (info.hits, info.misses, info.entries) == (0, 6, 6)
+    for result, expected in cases:
+        _assert_like(result, expected, expected)
+
+
+@pytest.mark.parametrize("kind", ["frame", "array2d"])
+def test_writable_inputs_are_never_cached(kind: str) -> None:
+    memory = ARRAYS["close"].copy()
+    x = _frame(memory) if kind == "frame" else memory
+    first = ind.sma(x, 5)
+    second = ind.sma(x, 5)
+    assert second is not first
+    assert ind.cache_info()[:3] == (0, 0, 0)
+    assert _root_writeable(np.asarray(first))  # the caller owns uncached results
+    memory[100:200] *= 2.0  # mutate in place; the frame sees it too
+    expected = pd.DataFrame(memory.copy()).rolling(5).mean().to_numpy()
+    np.testing.assert_allclose(np.asarray(ind.sma(x, 5)), expected, rtol=RTOL, atol=ATOL)
+
+
+def test_read_only_view_of_writable_memory_is_not_cached() -> None:
+    """pandas 3 to_numpy() is a read-only view even of writable memory: the root decides."""
+    memory = ARRAYS["close"].copy()
+    view = memory.view()
+    view.setflags(write=False)
+    frame = pd.DataFrame(memory, copy=False)
+    assert not frame.to_numpy().flags.writeable
+    for x in (view, frame):
+        ind.sma(x, 5)
+        ind.sma(x, 5)
+    assert ind.cache_info()[:3] == (0, 0, 0)
+    memory[:] = 1.0
+    np.testing.assert_allclose(ind.sma(view, 5)[4:], 1.0)
+
+
+def test_cached_outputs_are_read_only() -> None:
+    data = _inputs("frame")
+    outputs = [
+        ind.sma(data.close, 5),
+        *ind.bollinger(data.close),
+        *ind.stochastic(data.high, data.low, data.close),
+        ind.crossed_above(data.close, data.other),
+    ]
+    for out in outputs:
+        assert not _root_writeable(out.to_numpy())
+    arr = ind.ema(ARRAYS["close"], 5)
+    with pytest.raises(ValueError):
+        arr[10, 0] = 0.0
+    column = ind.ema(_inputs("array1d").close, 5)
+    assert not _root_writeable(column)
+
+
+def test_chained_calls_are_cached() -> None:
+    close = _inputs("frame").close
+    first = ind.rsi(ind.sma(close, 5), 14)
+    assert ind.cache_info()[:3] == (0, 2, 2)
+    assert ind.rsi(ind.sma(close, 5), 14) is first
+    assert ind.cache_info().hits == 2
+    expected = _ref_rsi(_frames().close.rolling(5).mean(), 14)
+    _assert_like(first, expected, close)
+
+
+def test_multi_input_keys() -> None:
+    data = _inputs("frame")
+    first = ind.atr(data.high, data.low, data.close)
+    assert ind.atr(data.high, data.low, data.close) is first
+    assert ind.atr(data.low, data.high, data.close) is not first  # order matters
+    writable_close = _frame(ARRAYS["close"].copy())
+    ind.atr(data.high, data.low, writable_close)
+    assert ind.cache_info()[:3] == (1, 2, 2)
+    assert ind.crossed_above(data.close, 100.0) is ind.crossed_above(data.close, 100)
+    assert ind.crossed_above(data.close, 101.0) is not ind.crossed_above(data.close, 100.0)
+    assert ind.crossed_above(data.close, np.nan) is ind.crossed_above(data.close, float("nan"))
+
+
+def test_lru_eviction_respects_limit() -> None:
+    close = _inputs("frame").close
+    ind.set_cache_limit(2.5 * OUTPUT_BYTES / 2**20)
+    limit = ind.cache_info().limit
+    first = {n: ind.sma(close, n) for n in (2, 3, 4)}  # 2 is evicted
+    info = ind.cache_info()
+    assert info.entries == 2 and info.bytes == 2 * OUTPUT_BYTES <= limit
+    assert ind.sma(close, 3) is first[3]  # hit; 4 is now least recently used
+    ind.sma(close, 5)  # evicts 4
+    assert ind.sma(close, 3) is first[3]
+    assert ind.sma(close, 4) is not first[4]
+    assert ind.sma(close, 2) is not first[2]
+    assert ind.cache_info().bytes <= limit
+
+    too_big = ind.bollinger(close, 20)  # 3 frames > limit: returned, not stored
+    assert ind.bollinger(close, 20) is not too_big
+    assert ind.cache_info().bytes <= limit
+    _assert_like(too_big[0], _frames().close.rolling(20).mean(), close)
+
+    ind.set_cache_limit(0)
+    assert ind.cache_info().entries == 0
+    assert ind.sma(close, 3) is not ind.sma(close, 3)
+
+
+def test_cache_keeps_inputs_alive_until_cleared() -> None:
+    frame = _frame(ARRAYS["close"])
+    ref = weakref.ref(frame)
+    ind.sma(frame, 5)
+    del frame
+    gc.collect()
+    assert ref() is not None  # id() cannot be reused while the entry lives
+    ind.clear_cache()
+    gc.collect()
+    assert ref() is None
+    assert ind.cache_info() == (0, 0, 0, 0, ind.cache_info().limit)
+
+
+def test_in_place_changes_to_the_input_object_miss() -> None:
+    frame = _frame(ARRAYS["close"])
+    first = ind.sma(frame, 5)
+    frame.columns = ["x", "y", "z"]
+    relabelled = ind.sma(frame, 5)
+    assert relabelled is not first and list(relabelled.columns) == ["x", "y", "z"]
+
+    arr = ARRAYS["close"].view()
+    first = ind.sma(arr, 5)
+    arr.shape = (N_BARS // 2, 6)
+    reshaped = ind.sma(arr, 5)
+    assert reshaped is not first and reshaped.shape == (N_BARS // 2, 6)
+
+
+def test_cache_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAYBT_INDICATOR_CACHE_MB", "3")
+    assert ind._limit_from_env() == 3 * 2**20
+    monkeypatch.delenv("RAYBT_INDICATOR_CACHE_MB")
+    assert ind._limit_from_env() == 256 * 2**20
+    monkeypatch.setenv("RAYBT_INDICATOR_CACHE_MB", "lots")
+    with pytest.warns(RuntimeWarning):
+        assert ind._limit_from_env() == 256 * 2**20
+    with pytest.raises(ValueError):
+        ind.set_cache_limit(-1)
