@@ -170,6 +170,8 @@ def _open(s, side, p, r, at_open, open_, close, cash, state, size, fees, fixed_f
     state[_ENTRY_FEES, s] = n * price * fees + fixed_fee
     state[_EXTREME, s] = price
     state[_STOPS_FROM, s] = r if at_open else r + 1
+    if invest == cash:
+        return 0.0  # all the cash is spent: no rounding residue (~1e-13) left to fund a dust order elsewhere
     return cash - cost
 
 
