@@ -7,6 +7,9 @@ The public API::
     raybt.load_ohlcv          validate CSV/Parquet/DataFrame/dict input into MarketData
     raybt.synthetic_ohlcv     deterministic synthetic OHLCV
     raybt.run_backtest        one strategy on one range → Backtest (metrics, equity, trades)
+    raybt.run_backtests       strategies × date ranges in parallel (Ray), with Parquet checkpoints → Results
+    raybt.load_results        every row stored in a checkpoint directory
+    raybt.recommended_workers n_workers / batch sizes for this machine and data
     raybt.indicators          fast, cached indicators (sma, ema, rsi, ...)
     raybt.metrics             performance metrics on any equity curve
 """
@@ -14,11 +17,14 @@ The public API::
 from raybt import indicators, metrics
 from raybt.backtest import Backtest, run_backtest
 from raybt.data import DataError, DateRange, MarketData, load_ohlcv, synthetic_ohlcv
+from raybt.resources import Recommendation, recommended_workers
+from raybt.results import Results, load_results
 from raybt.strategy import SignalError, Strategy
+from raybt.sweep import BacktestError, run_backtests
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Backtest", "DataError", "DateRange", "MarketData", "SignalError", "Strategy", "indicators", "load_ohlcv",
-    "metrics", "run_backtest", "synthetic_ohlcv",
+    "Backtest", "BacktestError", "DataError", "DateRange", "MarketData", "Results", "SignalError", "Strategy",
+    "indicators", "load_ohlcv", "load_results", "metrics", "Recommendation", "recommended_workers", "run_backtest", "run_backtests", "synthetic_ohlcv",
 ]

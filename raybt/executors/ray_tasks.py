@@ -1,0 +1,154 @@
+"""The Ray executor: batches of jobs as Ray remote tasks over market data put once into the object store.
+
+* **Connecting.** ``address`` joins an existing cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``). Without
+  it, an already initialised Ray (a notebook, ``ray job submit``) or ``RAY_ADDRESS`` is used; otherwise a local Ray
+  starts with small-machine defaults: no dashboard, an explicit object store size, and token authentication
+  (``RAY_AUTH_MODE=token`` unless the environment already sets a mode; Ray writes the token to
+  ``~/.ray/auth_token``). A Ray started here is left running for later sweeps in the same process.
+* **Data.** ``ray.put(market)`` once; every task receives the ObjectRef as a top-level argument, which Ray resolves to
+  a zero-copy, read-only view of the arrays.
+* **Flow control.** At most ``window`` tasks are in flight (``ray.wait``), so driver memory stays flat however many
+  jobs there are; results are yielded in completion order.
+* **Strategy code.** Strategy classes from the user's own modules (not installed packages) are pickled by value, so
+  workers need not be able to import them (a script's folder, a notebook, ``sys.path`` tweaks). What those classes
+  import must exist on the workers: on a cluster ship it with ``runtime_env`` (``working_dir`` / ``py_modules``).
+* **Failures.** A worker process that dies is retried by Ray (``max_retries``); the driver receives each task's result
+  once, and the checkpoint store de-duplicates by key in any case.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+from collections.abc import Iterable, Iterator, Sequence
+
+# Ray reads the authentication mode when it is imported, and every process of a cluster must agree on it: default to
+# token authentication unless the environment says otherwise, before the first `import ray`.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import psutil  # noqa: E402
+import ray  # noqa: E402
+from ray import cloudpickle  # noqa: E402
+
+from raybt.batch import Batch, BatchResult, run_batch
+from raybt.data import MarketData
+from raybt.plan import RunSettings
+from raybt.strategy import Strategy
+
+TASK_RETRIES = 3
+
+
+class PicklingError(TypeError):
+    """A strategy cannot be sent to Ray workers; the message names the strategy and the offending attribute."""
+
+
+def check_picklable(strategies: Sequence[Strategy]) -> None:
+    """Pre-flight before any task is submitted: pickle one instance of every strategy class with cloudpickle (what
+    Ray uses). Instances hold only scalar parameters, so one per class stands for all. On failure, name the class
+    attribute that cannot be pickled."""
+    seen: set[type] = set()
+    for strategy in strategies:
+        cls = type(strategy)
+        if cls in seen:
+            continue
+        seen.add(cls)
+        try:
+            cloudpickle.dumps(strategy)
+        except Exception as exc:  # noqa: BLE001 - cloudpickle raises many types
+            raise PicklingError(f"strategy {strategy!r} cannot be pickled for Ray workers: "
+                                f"{_culprit(cls)}{type(exc).__name__}: {exc}") from exc
+
+
+def ship_user_modules(strategies: Sequence[Strategy]) -> None:
+    """Register the modules defining user strategy classes (and their user base classes) for pickling by value."""
+    installed = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("purelib", "platlib", "stdlib")}
+    for cls in {type(s) for s in strategies}:
+        for klass in cls.__mro__:
+            module = sys.modules.get(klass.__module__)
+            if module is None or klass is Strategy or not issubclass(klass, Strategy):
+                continue
+            if module.__name__ == "__main__" or module.__name__.split(".")[0] == "raybt":
+                continue  # __main__ is pickled by value anyway; raybt is installed on every worker
+            path = os.path.realpath(getattr(module, "__file__", None) or "")
+            if path and not any(path.startswith(root + os.sep) for root in installed):
+                cloudpickle.register_pickle_by_value(module)
+
+
+def _culprit(cls: type) -> str:
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        for name, value in vars(klass).items():
+            if name.startswith("__"):
+                continue
+            try:
+                cloudpickle.dumps(value)
+            except Exception:  # noqa: BLE001
+                return f"attribute {klass.__qualname__}.{name} ({type(value).__name__}) is not picklable; "
+    return ""
+
+
+def _run_remote(market: MarketData, batch: Batch, settings: RunSettings, profile: bool) -> BatchResult:
+    context = ray.get_runtime_context()
+    return run_batch(market, batch, settings, profile, worker=f"{context.get_node_id()}:{os.getpid()}")
+
+
+class RayExecutor:
+    """Runs batches as Ray tasks, one CPU each. ``n_workers=-1`` uses every CPU of the cluster (and keeps twice as
+    many tasks queued so no worker idles); ``n_workers=N`` runs at most N tasks at once."""
+
+    def __init__(self, market: MarketData, settings: RunSettings, *, n_workers: int = -1, address: str | None = None,
+                 profile: bool = False):
+        self.started_ray = connect(address, market.nbytes)
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.n_workers = cpus if n_workers == -1 else n_workers
+        self.window = 2 * cpus if n_workers == -1 else n_workers
+        self._market_ref = ray.put(market)
+        self._settings, self._profile = settings, profile
+        self._task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_run_remote)
+
+    def run(self, batches: Iterable[Batch]) -> Iterator[BatchResult]:
+        pending = iter(batches)
+        in_flight: list[ray.ObjectRef] = []
+        try:
+            for batch in pending:
+                in_flight.append(self._submit(batch))
+                if len(in_flight) >= self.window:
+                    break
+            while in_flight:
+                done, in_flight = ray.wait(in_flight, num_returns=1)
+                result = ray.get(done[0])
+                next_batch = next(pending, None)
+                if next_batch is not None:
+                    in_flight.append(self._submit(next_batch))
+                yield result
+        finally:
+            for ref in in_flight:
+                ray.cancel(ref)
+
+    def _submit(self, batch: Batch) -> ray.ObjectRef:
+        return self._task.remote(self._market_ref, batch, self._settings, self._profile)
+
+    def close(self) -> None:
+        """Release the data in the object store (Ray itself keeps running)."""
+        del self._market_ref
+
+
+def connect(address: str | None, data_bytes: int) -> bool:
+    """Join the given or ambient cluster, or start a local Ray; returns True if a local Ray was started here."""
+    if ray.is_initialized():
+        return False
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, log_to_driver=True)
+        return False
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=object_store_bytes(data_bytes),
+             log_to_driver=True)
+    return True
+
+
+def object_store_bytes(data_bytes: int) -> int:
+    """Object store size for a local start: room for the data several times over, at least 256 MiB, at most a
+    quarter of the memory available now."""
+    available = psutil.virtual_memory().available
+    return int(min(max(256 * 2**20, 8 * data_bytes), max(available // 4, 128 * 2**20)))

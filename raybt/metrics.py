@@ -1,0 +1,947 @@
+"""Performance metrics of a backtest, cheap enough to compute after every simulation.
+
+:func:`compute_metrics` turns one simulated equity curve and its trade records into a flat ``dict`` of floats (the
+metric columns of the results, names in :data:`METRIC_NAMES`). Everything that depends only on the date range (bar
+times, month and year boundaries, periods per year, buy-and-hold) is computed once per range by
+:meth:`RangeCalendar.build` and shared by every strategy run on that range. The per-backtest work is a few passes of
+numba-compiled loops over the equity curve; no pandas objects are created. The public per-metric functions
+(:func:`sharpe_ratio`, :func:`max_drawdown`, ...) accept a numpy array or a pandas Series of equity and run the same
+compiled code.
+
+Conventions
+-----------
+- *Returns* are fractions (0.05 = +5 %), durations are in days (86,400 s), counts are floats holding whole numbers
+  (every value of the dict is a float, so result columns have one dtype).
+- *Per-bar returns*: ``r[i] = equity[i] / equity[i-1] - 1`` with ``equity[-1] = initial_amount``, so ``n_bars``
+  returns. The public functions called without ``initial_amount`` use the first equity value as the initial amount
+  (``n_bars - 1`` returns).
+- *Years* = number of per-bar returns / ``periods_per_year``.
+- *Times*: ``equity[i]`` is dated at ``times[i]``; the initial amount is dated at ``times[0]``.
+- *rf* is an annual risk-free rate, applied per bar as ``rf_bar = (1 + rf) ** (1 / periods_per_year) - 1``.
+- A degenerate case gives the value listed below, never an exception or a numpy warning. If the equity reaches 0
+  (or becomes negative), later returns are undefined (inf/NaN) and so are the return-based metrics.
+
+Metrics
+-------
+======================  ===============================================================  =========================
+name                    definition (units)                                               degenerate value
+======================  ===============================================================  =========================
+final_value             equity at the last bar (quote currency)                          NaN if no bars
+total_return            final_value / initial_amount - 1                                 NaN if no bars
+cagr                    (final / initial) ** (1 / years) - 1                             NaN if no bars, if
+                                                                                         periods_per_year is NaN
+                                                                                         or if final < 0
+volatility              std(r, ddof=1) * sqrt(ppy)                                       NaN if < 2 returns;
+                                                                                         0.0 for a flat curve
+sharpe                  mean(r - rf_bar) / std(r, ddof=1) * sqrt(ppy)                    NaN if < 2 returns or
+                                                                                         std == 0
+sortino                 mean(r - rf_bar) / dd * sqrt(ppy),                               NaN if < 2 returns or
+                        dd = sqrt(mean(min(r - rf_bar, 0) ** 2)) over all bars           dd == 0 (no bar below rf)
+calmar                  cagr / abs(max_drawdown)                                         NaN if max_drawdown == 0
+max_drawdown            min(equity / running peak - 1), initial amount = first peak      0.0 if never below a
+                        (negative fraction)                                              peak; NaN if no bars
+max_drawdown_duration   longest time from a peak until equity is back at or above it,    0.0 if never below a
+                        or until the last bar if it never is (days)                      peak; NaN if no bars
+var_95                  5th percentile of r, linear interpolation as np.percentile       NaN if no returns or
+                        (a loss is negative)                                             any return is NaN
+cvar_95                 mean of the returns <= var_95                                    as var_95
+best_month              max monthly return: equity at a month's last bar / equity at     NaN if no bars
+                        the previous month's last bar - 1 (first month against the
+                        initial amount; partial months at the edges count; UTC)
+worst_month             min monthly return                                               NaN if no bars
+pct_winning_months      fraction (0-1) of months with a return > 0                       NaN if no bars
+best_year, worst_year   as best/worst_month with calendar years                          NaN if no bars
+exposure                bars_in_market / n_bars (fraction)                               NaN if no bars
+n_trades                number of trade records, open ones included                      0.0
+n_winning_trades        trades with PNL > 0                                              0.0
+n_losing_trades         trades with PNL < 0 (PNL == 0 is neither)                        0.0
+win_rate                n_winning_trades / n_trades                                      NaN if no trades
+profit_factor           sum of positive PNL / abs(sum of negative PNL)                   inf if no losing trade
+                                                                                         and some winning one;
+                                                                                         NaN if neither
+avg_trade_return        mean RETURN of all trades                                        NaN if no trades
+best_trade, worst_trade max / min RETURN                                                 NaN if no trades
+avg_win, avg_loss       mean RETURN of winning / losing trades                           NaN if none
+win_loss_ratio          avg_win / abs(avg_loss)                                          NaN if no winning or no
+                                                                                         losing trade
+max_consecutive_wins    longest run of winning trades in row order (a PNL == 0 trade     0.0
+                        ends both kinds of run)
+max_consecutive_losses  longest run of losing trades in row order                        0.0
+avg_trade_duration      mean of times[EXIT_BAR] - times[ENTRY_BAR] (days)                NaN if no trades
+trades_per_year         n_trades / years                                                 NaN if no bars or ppy NaN
+total_fees              sum of FEES (quote currency)                                     0.0
+buy_and_hold_return     from the RangeCalendar: equal-weight mean over symbols of        NaN if no symbol has a
+                        last valid close / first valid close - 1, no fees                price
+======================  ===============================================================  =========================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numba import njit
+
+from raybt import _records as rec
+
+__all__ = [
+    "METRIC_NAMES",
+    "RangeCalendar",
+    "bar_returns",
+    "cagr",
+    "calmar_ratio",
+    "compute_metrics",
+    "conditional_value_at_risk",
+    "infer_periods_per_year",
+    "max_drawdown",
+    "max_drawdown_duration",
+    "monthly_returns",
+    "sharpe_ratio",
+    "sortino_ratio",
+    "total_return",
+    "value_at_risk",
+    "volatility",
+    "yearly_returns",
+]
+
+METRIC_NAMES: tuple[str, ...] = (
+    "final_value",
+    "total_return",
+    "cagr",
+    "volatility",
+    "sharpe",
+    "sortino",
+    "calmar",
+    "max_drawdown",
+    "max_drawdown_duration",
+    "var_95",
+    "cvar_95",
+    "best_month",
+    "worst_month",
+    "pct_winning_months",
+    "best_year",
+    "worst_year",
+    "exposure",
+    "n_trades",
+    "n_winning_trades",
+    "n_losing_trades",
+    "win_rate",
+    "profit_factor",
+    "avg_trade_return",
+    "best_trade",
+    "worst_trade",
+    "avg_win",
+    "avg_loss",
+    "win_loss_ratio",
+    "max_consecutive_wins",
+    "max_consecutive_losses",
+    "avg_trade_duration",
+    "trades_per_year",
+    "total_fees",
+    "buy_and_hold_return",
+)
+"""Keys of the dict :func:`compute_metrics` returns, in the order of the result columns."""
+
+_NS_PER_DAY = 86_400 * 10**9
+_NS_PER_YEAR = 365 * _NS_PER_DAY
+_VAR_QUANTILE = 0.05
+# Tail quantile: from _SAMPLED_SELECT_MIN returns on, a strided sample of about _SAMPLE_SIZE returns brackets the
+# quantile within +-_SAMPLE_SIGMAS standard errors, so only the few percent of returns in that band are ordered.
+_SAMPLE_SIZE = 1024
+_SAMPLE_SIGMAS = 4.0
+_SAMPLED_SELECT_MIN = 8 * _SAMPLE_SIZE
+# Drawdown scan: blocks of _DRAWDOWN_BLOCK bars are first checked with a vectorised count, most need no scalar pass.
+_DRAWDOWN_BLOCK = 128
+
+# error_model="numpy": float division by zero gives inf/NaN instead of raising, as in numpy (without warnings).
+# Loops index from 0 over whole arrays or slices: with a runtime start index numba's negative-index wraparound
+# defeats vectorisation (LLVM falls back to gathers, very slow on this hardware).
+_jit = njit(cache=True, error_model="numpy")
+# Reassociation lets LLVM vectorise float sums; results differ from a sequential sum by rounding only.
+_jit_vector = njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Compiled building blocks (shared by compute_metrics and the public per-metric functions)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@_jit_vector
+def _return_stats(equity, initial, rf_bar, out):
+    """Write the per-bar returns of ``equity`` (the first against ``initial``) into ``out``; one vectorised pass.
+
+    Returns ``(mean(r), std(r, ddof=1), sqrt(mean(min(r - rf_bar, 0) ** 2)))``. The standard deviation
+    and the downside deviation are NaN below 2 returns, all three are NaN without returns. The sums run over the
+    deviations from the first return (shifted data), so identical returns give a standard deviation of exactly 0.
+    """
+    n = equity.size
+    if n == 0:
+        return np.nan, np.nan, np.nan
+    first = equity[0] / initial - 1.0
+    out[0] = first
+    down = min(first - rf_bar, 0.0)
+    sum_down2 = down * down
+    sum_dev = 0.0
+    sum_dev2 = 0.0
+    for i in range(1, n):
+        ret = equity[i] / equity[i - 1] - 1.0
+        out[i] = ret
+        dev = ret - first
+        sum_dev += dev
+        sum_dev2 += dev * dev
+        excess = ret - rf_bar
+        down = excess if excess < 0.0 else 0.0
+        sum_down2 += down * down
+    mean = first + sum_dev / n
+    if n < 2:
+        return mean, np.nan, np.nan
+    var = max((sum_dev2 - sum_dev * sum_dev / n) / (n - 1), 0.0)
+    return mean, math.sqrt(var), math.sqrt(sum_down2 / n)
+
+
+@_jit
+def _count_outside(block, peak, floor):
+    """Bars of ``block`` at or above ``peak`` plus bars below ``floor``: a vectorised count."""
+    count = 0
+    for j in range(block.size):
+        value = block[j]
+        count += np.int64(value >= peak) + np.int64(value < floor)
+    return count
+
+
+@_jit
+def _count_equal(block, value):
+    """Bars of ``block`` equal to ``value``: a vectorised count."""
+    count = 0
+    for j in range(block.size):
+        count += np.int64(block[j] == value)
+    return count
+
+
+@_jit
+def _drawdown(equity, initial, times, t0):
+    """``(max drawdown, longest drawdown duration in ns)``; ``initial`` (dated ``t0``) is the first peak.
+
+    A drawdown lasts from the last bar at a peak until the first bar back at or above it, or until the last bar.
+    ``floor`` is the equity level that would deepen the max drawdown under the current peak. A block of bars all
+    below the peak and not below the floor changes nothing, and one flat at the peak only moves the peak bar;
+    only other blocks are scanned bar by bar.
+    """
+    n = equity.size
+    if n == 0:
+        return np.nan, np.nan
+    peak = initial
+    peak_bar = -1  # bar of the current peak; -1 is the initial amount
+    peak_time = t0
+    worst = 0.0
+    floor = initial
+    longest = 0
+    for block_index in range((n + _DRAWDOWN_BLOCK - 1) // _DRAWDOWN_BLOCK):
+        start = block_index * _DRAWDOWN_BLOCK
+        block = equity[start : start + _DRAWDOWN_BLOCK]
+        outside = _count_outside(block, peak, floor)
+        if outside == 0:
+            continue
+        if outside == block.size and _count_equal(block, peak) == block.size:
+            if peak_bar != start - 1:  # back at the peak on the block's first bar
+                longest = max(longest, times[start] - peak_time)
+            peak_bar = start + block.size - 1
+            peak_time = times[peak_bar]
+            continue
+        for j in range(block.size):
+            value = block[j]
+            if value >= peak:
+                bar = start + j
+                if peak_bar != bar - 1:
+                    longest = max(longest, times[bar] - peak_time)
+                peak = value
+                peak_bar = bar
+                peak_time = times[bar]
+                floor = peak * (1.0 + worst)
+            elif value < floor:
+                worst = min(worst, value / peak - 1.0)
+                floor = value
+    if peak_bar != n - 1:
+        longest = max(longest, times[n - 1] - peak_time)
+    return worst, float(longest)
+
+
+@_jit
+def _select(values, k):
+    """Reorder ``values`` in place so ``values[k]`` is its k-th smallest (0-based), smaller ones before and larger
+    ones after; return it. Hoare partitioning around a median of three, so runs of equal values stay linear."""
+    lo = 0
+    hi = values.size - 1
+    while lo < hi:
+        a, b, c = values[lo], values[(lo + hi) >> 1], values[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return values[k]
+
+
+@_jit
+def _lerp(a, b, t):
+    """Linear interpolation exactly as numpy's percentile computes it."""
+    diff = b - a
+    if t >= 0.5:
+        return b - diff * (1.0 - t)
+    return a + diff * t
+
+
+@_jit
+def _sample_bracket(returns, q):
+    """``(low, high)``: values about q -+ _SAMPLE_SIGMAS standard errors of the returns lie below, from a strided
+    sample of about _SAMPLE_SIZE returns."""
+    stride = returns.size // _SAMPLE_SIZE
+    m = returns.size // stride
+    sample = np.empty(m)
+    for j in range(m):
+        sample[j] = returns[j * stride]
+    margin = _SAMPLE_SIGMAS * math.sqrt(q * (1.0 - q) / m)
+    low = _select(sample, max(0, int((q - margin) * m) - 1))
+    high = _select(sample, min(m - 1, int((q + margin) * m) + 1))
+    return low, high
+
+
+@_jit_vector
+def _count_below(returns, low, high):
+    """``(count < low, sum of those, count < high, count == high)``: a vectorised pass."""
+    n_low = 0
+    sum_low = 0.0
+    n_high = 0
+    n_equal = 0
+    for i in range(returns.size):
+        x = returns[i]
+        is_low = x < low
+        n_low += np.int64(is_low)
+        sum_low += x if is_low else 0.0
+        n_high += np.int64(x < high)
+        n_equal += np.int64(x == high)
+    return n_low, sum_low, n_high, n_equal
+
+
+@_jit
+def _tail_in_band(returns, k, gamma, low, high):
+    """``(found, quantile, tail mean)`` from the returns in ``[low, high]``.
+
+    The quantile interpolates order statistics k and k+1 of all returns with weight ``gamma``. ``found`` is False
+    (and the values meaningless) unless both order statistics lie in the band.
+    """
+    n = returns.size
+    n_low, sum_low, n_high, n_equal = _count_below(returns, low, high)
+    k_next = min(k + 1, n - 1)
+    if k < n_low or k_next >= n_high + n_equal:
+        return False, np.nan, np.nan
+    band = np.empty(n_high - n_low)
+    size = 0
+    for i in range(n):
+        x = returns[i]
+        if low <= x < high:
+            band[size] = x
+            size += 1
+    if k < n_high:
+        at_k = _select(band, k - n_low)
+        if k_next == k:
+            at_next = at_k
+        elif k_next < n_high:
+            at_next = band[k_next - n_low :].min()
+        else:
+            at_next = high
+    else:
+        at_k = at_next = high
+    quantile = _lerp(at_k, at_next, gamma)
+    total = sum_low
+    count = n_low
+    for j in range(size):
+        if band[j] <= quantile:
+            total += band[j]
+            count += 1
+    if n_equal > 0 and high <= quantile:
+        total += n_equal * high
+        count += n_equal
+    return True, quantile, total / count
+
+
+@_jit
+def _lower_tail(returns, q):
+    """``(q-quantile as np.percentile(returns, 100 q), mean of the returns <= it)``; NaN, NaN without returns.
+
+    The returns must not contain NaN. Long series first try the band a sample brackets, and order all returns
+    only if the quantile falls outside it.
+    """
+    n = returns.size
+    if n == 0:
+        return np.nan, np.nan
+    position = (n - 1) * q
+    k = int(math.floor(position))
+    gamma = position - k
+    if n >= _SAMPLED_SELECT_MIN:
+        low, high = _sample_bracket(returns, q)
+        found, quantile, tail_mean = _tail_in_band(returns, k, gamma, low, high)
+        if found:
+            return quantile, tail_mean
+    _, quantile, tail_mean = _tail_in_band(returns, k, gamma, -np.inf, np.inf)
+    return quantile, tail_mean
+
+
+@_jit
+def _tail_risk(returns, mean, q):
+    """``_lower_tail`` of returns whose mean is ``mean``; NaN, NaN when the mean is NaN (a return is NaN)."""
+    if math.isnan(mean):
+        return np.nan, np.nan
+    return _lower_tail(returns, q)
+
+
+@_jit
+def _fill_period_returns(equity, initial, last_bars, out):
+    """``out[j]`` = return of the period ending at bar ``last_bars[j]``, the first one against ``initial``."""
+    previous = initial
+    for j in range(last_bars.size):
+        value = equity[last_bars[j]]
+        out[j] = value / previous - 1.0
+        previous = value
+
+
+@_jit
+def _period_stats(equity, initial, last_bars):
+    """``(best, worst, fraction > 0)`` of the period returns ending at ``last_bars``; NaNs without periods."""
+    m = last_bars.size
+    if m == 0:
+        return np.nan, np.nan, np.nan
+    returns = np.empty(m)
+    _fill_period_returns(equity, initial, last_bars, returns)
+    return returns.max(), returns.min(), np.count_nonzero(returns > 0.0) / m
+
+
+@_jit
+def _growth(final, initial):
+    return final / initial - 1.0
+
+
+@_jit
+def _cagr(final, initial, years):
+    if not years > 0.0:
+        return np.nan
+    return (final / initial) ** (1.0 / years) - 1.0
+
+
+@_jit
+def _annualised_ratio(mean_excess, risk, periods_per_year):
+    """Sharpe/Sortino: mean excess return per bar over a per-bar risk, annualised; NaN unless risk > 0."""
+    if not risk > 0.0:
+        return np.nan
+    return mean_excess / risk * math.sqrt(periods_per_year)
+
+
+@_jit
+def _calmar(cagr_value, worst_drawdown):
+    if worst_drawdown == 0.0:
+        return np.nan
+    return cagr_value / abs(worst_drawdown)
+
+
+@_jit
+def _rf_per_bar(risk_free_rate, periods_per_year):
+    if risk_free_rate == 0.0:
+        return 0.0
+    return (1.0 + risk_free_rate) ** (1.0 / periods_per_year) - 1.0
+
+
+@_jit
+def _mean_or_nan(total, count):
+    return total / count if count > 0 else np.nan
+
+
+@_jit
+def _trade_stats(trades, times, years):
+    """Trade metrics in METRIC_NAMES order from n_trades to total_fees (see the module table).
+
+    ``times`` are the bar times of the equity curve the ENTRY_BAR/EXIT_BAR positions point into.
+    """
+    n = trades.shape[0]
+    n_bars = times.size
+    n_win = n_loss = 0
+    gross_profit = gross_loss = 0.0
+    sum_return = sum_win = sum_loss = 0.0
+    best = worst = np.nan
+    run_win = run_loss = max_run_win = max_run_loss = 0
+    duration_ns = 0.0
+    fees = 0.0
+    for i in range(n):
+        pnl = trades[i, rec.PNL]
+        ret = trades[i, rec.RETURN]
+        sum_return += ret
+        best = ret if i == 0 else max(best, ret)
+        worst = ret if i == 0 else min(worst, ret)
+        if pnl > 0.0:
+            n_win += 1
+            gross_profit += pnl
+            sum_win += ret
+            run_win += 1
+            run_loss = 0
+        elif pnl < 0.0:
+            n_loss += 1
+            gross_loss -= pnl
+            sum_loss += ret
+            run_loss += 1
+            run_win = 0
+        else:
+            run_win = run_loss = 0
+        max_run_win = max(max_run_win, run_win)
+        max_run_loss = max(max_run_loss, run_loss)
+        entry = int(trades[i, rec.ENTRY_BAR])
+        exit_ = int(trades[i, rec.EXIT_BAR])
+        if not (0 <= entry < n_bars and 0 <= exit_ < n_bars):
+            raise ValueError("trade ENTRY_BAR/EXIT_BAR outside the equity curve")
+        duration_ns += times[exit_] - times[entry]
+        fees += trades[i, rec.FEES]
+    if gross_loss > 0.0:
+        profit_factor = gross_profit / gross_loss
+    elif gross_profit > 0.0:
+        profit_factor = np.inf
+    else:
+        profit_factor = np.nan
+    avg_win = _mean_or_nan(sum_win, n_win)
+    avg_loss = _mean_or_nan(sum_loss, n_loss)
+    return (
+        float(n),
+        float(n_win),
+        float(n_loss),
+        _mean_or_nan(float(n_win), n),
+        profit_factor,
+        _mean_or_nan(sum_return, n),
+        best,
+        worst,
+        avg_win,
+        avg_loss,
+        avg_win / abs(avg_loss),
+        float(max_run_win),
+        float(max_run_loss),
+        _mean_or_nan(duration_ns, n) / _NS_PER_DAY,
+        n / years if years > 0.0 else np.nan,
+        fees,
+    )
+
+
+@_jit
+def _equity_stats(equity, bars_in_market, initial, times, month_last, year_last, periods_per_year, risk_free_rate):
+    """Equity-curve metrics in METRIC_NAMES order from final_value to exposure (see the module table)."""
+    n = equity.size
+    final = equity[n - 1] if n > 0 else np.nan
+    rf_bar = _rf_per_bar(risk_free_rate, periods_per_year)
+    returns = np.empty(n)
+    mean, std, downside = _return_stats(equity, initial, rf_bar, returns)
+    var, cvar = _tail_risk(returns, mean, _VAR_QUANTILE)
+    worst_drawdown, drawdown_ns = _drawdown(equity, initial, times, times[0] if n > 0 else 0)
+    cagr_value = _cagr(final, initial, n / periods_per_year)
+    best_month, worst_month, winning_months = _period_stats(equity, initial, month_last)
+    best_year, worst_year, _ = _period_stats(equity, initial, year_last)
+    return (
+        final,
+        _growth(final, initial),
+        cagr_value,
+        std * math.sqrt(periods_per_year),
+        _annualised_ratio(mean - rf_bar, std, periods_per_year),
+        _annualised_ratio(mean - rf_bar, downside, periods_per_year),
+        _calmar(cagr_value, worst_drawdown),
+        worst_drawdown,
+        drawdown_ns / _NS_PER_DAY,
+        var,
+        cvar,
+        best_month,
+        worst_month,
+        winning_months,
+        best_year,
+        worst_year,
+        _mean_or_nan(float(bars_in_market), n),
+    )
+
+
+@_jit
+def _metrics_row(equity, trades, bars_in_market, initial, times, month_last, year_last, periods_per_year, risk_free_rate):
+    """``(equity metrics, trade metrics)``: METRIC_NAMES up to total_fees, in order, in two tuples (numba cannot
+    build one tuple this long)."""
+    return (
+        _equity_stats(equity, bars_in_market, initial, times, month_last, year_last, periods_per_year, risk_free_rate),
+        _trade_stats(trades, times, equity.size / periods_per_year),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Per-range calendar
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def infer_periods_per_year(times_ns: Any) -> float:
+    """Bars per 365-day year from the median spacing of ``times_ns``: 1h -> 8760.0, 1d -> 365.0, 5min -> 105120.0.
+
+    ``times_ns`` is int64 UTC nanoseconds (or anything :class:`pandas.DatetimeIndex` accepts). With fewer than 2
+    bars there is no spacing and the result is NaN (annualised metrics then come out NaN; pass
+    ``periods_per_year`` explicitly to avoid that). Raises ValueError if the median spacing is not positive.
+    """
+    times = _as_times_ns(times_ns)
+    if times.size < 2:
+        return math.nan
+    spacing = float(np.median(np.diff(times)))
+    if not spacing > 0:
+        raise ValueError("bar times must be increasing to infer periods_per_year")
+    return _NS_PER_YEAR / spacing
+
+
+@dataclass(frozen=True)
+class RangeCalendar:
+    """What the metrics need to know about a date range, computed once and shared by all its backtests.
+
+    Build it with :meth:`build`. Arrays are read-only (numba compiles one signature for them).
+    """
+
+    times_ns: np.ndarray
+    """int64 UTC nanoseconds of each bar of the range."""
+    periods_per_year: float
+    """Bars per year used to annualise (NaN if it could not be inferred)."""
+    month_last_bar: np.ndarray
+    """int64 positions of the last bar of each calendar month (UTC) present in the range."""
+    year_last_bar: np.ndarray
+    """int64 positions of the last bar of each calendar year (UTC) present in the range."""
+    buy_and_hold_return: float
+    """Equal-weight mean over symbols of last valid close / first valid close - 1 (no fees); NaN if no prices."""
+
+    @classmethod
+    def build(cls, times_ns: Any, close: Any, periods_per_year: float | None = None) -> RangeCalendar:
+        """Calendar of a range with bar times ``times_ns`` and closes ``close``.
+
+        ``times_ns``: int64 UTC nanoseconds (or anything :class:`pandas.DatetimeIndex` accepts).
+        ``close``: float64 ``(n_bars, n_symbols)`` (or ``(n_bars,)``) closes, NaN where a symbol has no bar;
+        symbols without any close are left out of the buy-and-hold mean.
+        ``periods_per_year``: inferred by :func:`infer_periods_per_year` when None.
+        """
+        times = np.array(_as_times_ns(times_ns), dtype=np.int64)  # a private copy, frozen below
+        if times.ndim != 1:
+            raise ValueError(f"times_ns must be one-dimensional, got shape {times.shape}")
+        if np.any(np.diff(times) <= 0):
+            raise ValueError("bar times must be strictly increasing")
+        times.flags.writeable = False
+        prices = np.asarray(close, dtype=np.float64)
+        if prices.ndim == 1:
+            prices = prices[:, None]
+        if prices.ndim != 2 or prices.shape[0] != times.size:
+            raise ValueError(f"close must have one row per bar ({times.size}), got shape {prices.shape}")
+        if periods_per_year is None:
+            periods_per_year = infer_periods_per_year(times)
+        else:
+            _check_periods(periods_per_year)
+        return cls(
+            times_ns=times,
+            periods_per_year=float(periods_per_year),
+            month_last_bar=_readonly(_period_last_bars(times, "M")),
+            year_last_bar=_readonly(_period_last_bars(times, "Y")),
+            buy_and_hold_return=_buy_and_hold_return(prices),
+        )
+
+
+def _period_last_bars(times_ns: np.ndarray, unit: str) -> np.ndarray:
+    """Positions of the last bar of each calendar period (numpy datetime unit "M" or "Y") in sorted UTC times."""
+    if times_ns.size == 0:
+        return np.empty(0, dtype=np.int64)
+    first, last = times_ns[[0, -1]].view("datetime64[ns]").astype(f"datetime64[{unit}]")
+    next_starts = np.arange(first + 1, last + 1).astype("datetime64[ns]").view(np.int64)
+    ends = np.searchsorted(times_ns, next_starts, side="left") - 1
+    # A period without bars repeats the previous period's last bar: unique() drops it.
+    return np.unique(np.append(ends, times_ns.size - 1)).astype(np.int64)
+
+
+def _buy_and_hold_return(close: np.ndarray) -> float:
+    """Equal-weight mean over symbols with prices of last valid close / first valid close - 1."""
+    by_symbol = np.ascontiguousarray(close.T)
+    valid = ~np.isnan(by_symbol)
+    has_price = valid.any(axis=1)
+    if not has_price.any():
+        return math.nan
+    rows = np.flatnonzero(has_price)
+    first = valid[rows].argmax(axis=1)
+    last = by_symbol.shape[1] - 1 - valid[rows, ::-1].argmax(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero first close gives inf/NaN, not a warning
+        return float(np.mean(by_symbol[rows, last] / by_symbol[rows, first] - 1.0))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# compute_metrics: the per-backtest entry point
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def compute_metrics(
+    equity: np.ndarray,
+    trades: np.ndarray,
+    bars_in_market: int,
+    *,
+    initial_amount: float,
+    calendar: RangeCalendar,
+    risk_free_rate: float = 0.0,
+) -> dict[str, float]:
+    """All metrics of one backtest, keyed by :data:`METRIC_NAMES` (definitions in the module docstring).
+
+    ``equity``: float64 ``(n_bars,)`` portfolio value at each bar's close over ``calendar``'s range.
+    ``trades``: float64 ``(n_trades, rec.N_TRADE_FIELDS)`` trade records (open trades included).
+    ``bars_in_market``: bars with any open position. ``initial_amount``: cash at the start (> 0).
+    ``risk_free_rate``: annual rate (> -1) subtracted from the returns in sharpe and sortino.
+    Inputs may be read-only; they are not modified.
+    """
+    values = _as_float_array(equity)
+    records = _as_trades(trades)
+    if values.size != calendar.times_ns.size:
+        raise ValueError(f"equity has {values.size} bars, the calendar {calendar.times_ns.size}")
+    _check_initial(initial_amount)
+    _check_risk_free(risk_free_rate)
+    equity_part, trade_part = _metrics_row(
+        values,
+        records,
+        int(bars_in_market),
+        float(initial_amount),
+        calendar.times_ns,
+        calendar.month_last_bar,
+        calendar.year_last_bar,
+        calendar.periods_per_year,
+        float(risk_free_rate),
+    )
+    return dict(zip(METRIC_NAMES, (*equity_part, *trade_part, calendar.buy_and_hold_return)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Public per-metric functions for any equity curve
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def bar_returns(equity: Any, initial_amount: float | None = None) -> np.ndarray:
+    """Per-bar returns: ``equity[i] / equity[i-1] - 1``, the first against ``initial_amount``.
+
+    Without ``initial_amount`` the first equity value is the initial amount, giving one return fewer than bars.
+    """
+    curve, initial = _curve(equity, initial_amount)
+    returns = np.empty(curve.size)
+    _return_stats(curve, initial, 0.0, returns)
+    return returns
+
+
+def total_return(equity: Any, initial_amount: float | None = None) -> float:
+    """Last equity / initial amount - 1 (fraction); NaN for an empty curve."""
+    curve, initial = _curve(equity, initial_amount)
+    return _growth(float(curve[-1]), initial) if curve.size else math.nan
+
+
+def cagr(equity: Any, periods_per_year: float, initial_amount: float | None = None) -> float:
+    """Compound annual growth rate ``(final / initial) ** (1 / years) - 1``, years = returns / periods_per_year.
+
+    NaN for an empty curve or a negative final value; -1.0 if the final value is 0.
+    """
+    _check_periods(periods_per_year)
+    curve, initial = _curve(equity, initial_amount)
+    final = curve[-1] if curve.size else math.nan
+    return _cagr(float(final), initial, curve.size / periods_per_year)
+
+
+def volatility(equity: Any, periods_per_year: float, initial_amount: float | None = None) -> float:
+    """Annualised volatility ``std(r, ddof=1) * sqrt(periods_per_year)``; NaN below 2 returns, 0.0 if flat."""
+    _, std, _ = _stats(equity, initial_amount, 0.0, periods_per_year)
+    return std * math.sqrt(periods_per_year)
+
+
+def sharpe_ratio(
+    equity: Any, periods_per_year: float, risk_free_rate: float = 0.0, initial_amount: float | None = None
+) -> float:
+    """Annualised Sharpe ratio ``mean(r - rf_bar) / std(r, ddof=1) * sqrt(periods_per_year)``.
+
+    ``risk_free_rate`` is annual; ``rf_bar = (1 + rf) ** (1 / periods_per_year) - 1``. NaN below 2 returns or when
+    the returns do not vary (std == 0).
+    """
+    mean, std, _ = _stats(equity, initial_amount, risk_free_rate, periods_per_year)
+    return _annualised_ratio(mean, std, periods_per_year)
+
+
+def sortino_ratio(
+    equity: Any, periods_per_year: float, risk_free_rate: float = 0.0, initial_amount: float | None = None
+) -> float:
+    """Annualised Sortino ratio ``mean(r - rf_bar) / dd * sqrt(periods_per_year)``.
+
+    ``dd = sqrt(mean(min(r - rf_bar, 0) ** 2))`` over all bars. NaN below 2 returns or when no return is below
+    ``rf_bar`` (dd == 0).
+    """
+    mean, _, downside = _stats(equity, initial_amount, risk_free_rate, periods_per_year)
+    return _annualised_ratio(mean, downside, periods_per_year)
+
+
+def max_drawdown(equity: Any, initial_amount: float | None = None) -> float:
+    """Deepest fall from a running peak, ``min(equity / peak - 1)`` (negative fraction; 0.0 if none).
+
+    The initial amount (default: the first value) is the first peak. NaN for an empty curve.
+    """
+    curve, initial = _curve(equity, initial_amount)
+    return _drawdown(curve, initial, _readonly(np.zeros(curve.size, dtype=np.int64)), 0)[0]
+
+
+def max_drawdown_duration(equity: Any, times: Any = None, initial_amount: float | None = None) -> float:
+    """Longest time (days) from a peak until equity is back at or above it, or until the last bar if never.
+
+    ``times``: bar times (int64 UTC ns or datetime-like); default: the index of a pandas Series ``equity``.
+    The initial amount is dated at the first time. 0.0 without drawdown, NaN for an empty curve.
+    """
+    curve, initial = _curve(equity, initial_amount)
+    stamps, t0 = _curve_times(equity, times, initial_amount)
+    return _drawdown(curve, initial, stamps, t0)[1] / _NS_PER_DAY
+
+
+def calmar_ratio(equity: Any, periods_per_year: float, initial_amount: float | None = None) -> float:
+    """``cagr / abs(max_drawdown)``; NaN when there is no drawdown."""
+    return _calmar(cagr(equity, periods_per_year, initial_amount), max_drawdown(equity, initial_amount))
+
+
+def value_at_risk(equity: Any, quantile: float = _VAR_QUANTILE, initial_amount: float | None = None) -> float:
+    """Historical VaR: the ``quantile`` quantile of per-bar returns (as ``np.percentile``, linear interpolation).
+
+    A loss is negative. NaN without returns or if a return is NaN.
+    """
+    return _tail(equity, quantile, initial_amount)[0]
+
+
+def conditional_value_at_risk(
+    equity: Any, quantile: float = _VAR_QUANTILE, initial_amount: float | None = None
+) -> float:
+    """Historical CVaR (expected shortfall): mean of the per-bar returns at or below :func:`value_at_risk`."""
+    return _tail(equity, quantile, initial_amount)[1]
+
+
+def monthly_returns(equity: Any, times: Any = None, initial_amount: float | None = None) -> np.ndarray:
+    """Return of each calendar month (UTC) present: equity at its last bar / at the previous month's last bar - 1.
+
+    The first month is measured against the initial amount (default: the first value, which then belongs to no
+    month). ``times`` defaults to the index of a pandas Series ``equity``.
+    """
+    return _period_returns(equity, times, initial_amount, "M")
+
+
+def yearly_returns(equity: Any, times: Any = None, initial_amount: float | None = None) -> np.ndarray:
+    """Return of each calendar year (UTC) present; see :func:`monthly_returns`."""
+    return _period_returns(equity, times, initial_amount, "Y")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Input normalisation
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array`` (itself if already read-only), so compiled code sees one array type."""
+    if array.flags.writeable:
+        array = array.view()
+        array.flags.writeable = False
+    return array
+
+
+def _as_float_array(values: Any) -> np.ndarray:
+    array = np.ascontiguousarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"equity must be one-dimensional, got shape {array.shape}")
+    return _readonly(array)
+
+
+def _as_trades(trades: Any) -> np.ndarray:
+    array = np.ascontiguousarray(trades, dtype=np.float64)
+    if array.size == 0:
+        array = array.reshape(0, rec.N_TRADE_FIELDS)
+    if array.ndim != 2 or array.shape[1] != rec.N_TRADE_FIELDS:
+        raise ValueError(f"trades must have shape (n_trades, {rec.N_TRADE_FIELDS}), got {array.shape}")
+    return _readonly(array)
+
+
+def _as_times_ns(times: Any) -> np.ndarray:
+    """int64 UTC nanoseconds from int64 nanoseconds or anything DatetimeIndex accepts (naive times are UTC)."""
+    if not (isinstance(times, np.ndarray) and times.dtype == np.int64):
+        times = pd.DatetimeIndex(times).as_unit("ns").asi8  # epoch ns: UTC for tz-aware times
+    return np.ascontiguousarray(times)
+
+
+def _check_initial(initial_amount: float | None) -> None:
+    if initial_amount is not None and not initial_amount > 0:
+        raise ValueError(f"initial_amount must be positive, got {initial_amount}")
+
+
+def _check_risk_free(risk_free_rate: float) -> None:
+    if not risk_free_rate > -1:
+        raise ValueError(f"risk_free_rate must be greater than -1, got {risk_free_rate}")
+
+
+def _check_periods(periods_per_year: float) -> None:
+    if not periods_per_year > 0:
+        raise ValueError(f"periods_per_year must be positive, got {periods_per_year}")
+
+
+def _curve(equity: Any, initial_amount: float | None) -> tuple[np.ndarray, float]:
+    """(equity after the initial amount, initial amount); the first value is the initial amount if None."""
+    _check_initial(initial_amount)
+    values = _as_float_array(equity)
+    if initial_amount is not None:
+        return values, float(initial_amount)
+    if values.size == 0:
+        return values, math.nan
+    return values[1:], float(values[0])
+
+
+def _curve_times(equity: Any, times: Any, initial_amount: float | None) -> tuple[np.ndarray, int]:
+    """Times matching :func:`_curve`'s equity, and the time of the initial amount."""
+    if times is None:
+        if not isinstance(equity, pd.Series):
+            raise ValueError("times are needed unless equity is a pandas Series with a DatetimeIndex")
+        times = equity.index
+    stamps = _as_times_ns(times)
+    if stamps.size != np.shape(equity)[0]:
+        raise ValueError(f"{stamps.size} times for {np.shape(equity)[0]} equity values")
+    if stamps.size == 0:
+        return _readonly(stamps), 0
+    return _readonly(stamps if initial_amount is not None else stamps[1:]), int(stamps[0])
+
+
+def _stats(
+    equity: Any, initial_amount: float | None, risk_free_rate: float, periods_per_year: float
+) -> tuple[float, float, float]:
+    """``(mean(r - rf_bar), std(r), downside deviation)`` of a user's equity curve."""
+    _check_risk_free(risk_free_rate)
+    _check_periods(periods_per_year)
+    curve, initial = _curve(equity, initial_amount)
+    rf_bar = _rf_per_bar(risk_free_rate, periods_per_year)
+    mean, std, downside = _return_stats(curve, initial, rf_bar, np.empty(curve.size))
+    return mean - rf_bar, std, downside
+
+
+def _tail(equity: Any, quantile: float, initial_amount: float | None) -> tuple[float, float]:
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"quantile must be between 0 and 1, got {quantile}")
+    curve, initial = _curve(equity, initial_amount)
+    returns = np.empty(curve.size)
+    mean, _, _ = _return_stats(curve, initial, 0.0, returns)
+    return _tail_risk(returns, mean, quantile)
+
+
+def _period_returns(equity: Any, times: Any, initial_amount: float | None, unit: str) -> np.ndarray:
+    curve, initial = _curve(equity, initial_amount)
+    stamps, _ = _curve_times(equity, times, initial_amount)
+    last_bars = _readonly(_period_last_bars(stamps, unit))
+    out = np.empty(last_bars.size)
+    _fill_period_returns(curve, initial, last_bars, out)
+    return out

@@ -1,0 +1,106 @@
+"""Plan a sweep: jobs = strategies × date ranges, each with a content key.
+
+A job's key hashes everything its result depends on: the strategy id (class, source, parameters), the date range,
+the data fingerprint, the run's settings (cost model, fill, initial amount, periods per year, risk-free rate) and
+:data:`RESULTS_VERSION`. An unchanged job has the same key in every process and on every machine, so it is skipped
+on resume; any change makes the old result *stale* and the job reruns.
+
+Jobs are kept as parallel arrays (strategy position, range position, key) rather than objects, so planning a million
+jobs stays cheap in time and memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from raybt.data import DateRange, MarketData
+from raybt.engine import CostModel
+from raybt.strategy import Strategy
+
+RESULTS_VERSION = 1
+"""Bumped whenever the engine or metrics change what a job produces; makes every stored result stale."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything besides the strategy and the range that a result depends on."""
+
+    costs: CostModel
+    periods_per_year: float | None = None
+    risk_free_rate: float = 0.0
+
+    def fingerprint(self) -> str:
+        text = repr((RESULTS_VERSION, sorted(asdict(self.costs).items()), self.periods_per_year,
+                     float(self.risk_free_rate)))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """All jobs of a sweep: job ``i`` runs ``strategies[strategy_index[i]]`` on ``date_ranges[range_index[i]]``."""
+
+    strategies: Sequence[Strategy]
+    date_ranges: tuple[DateRange | None, ...]
+    strategy_index: np.ndarray
+    range_index: np.ndarray
+    keys: np.ndarray  # fixed-width ASCII bytes, one per job
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def key(self, job: int) -> str:
+        return self.keys[job].decode()
+
+    def describe(self, job: int) -> str:
+        """``Strategy(params) on range 'name'`` for error messages."""
+        strategy = self.strategies[self.strategy_index[job]]
+        date_range = self.date_ranges[self.range_index[job]]
+        name = date_range.name if date_range is not None else "all data"
+        return f"{strategy!r} (id {strategy.id}) on range {name!r}"
+
+
+def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | None] | DateRange | None,
+              market: MarketData, settings: RunSettings) -> Plan:
+    """Cross strategies with date ranges and key every job. Duplicate strategies (same id) and duplicate ranges are
+    planned once. Every range must select at least one bar (checked here, before any work starts)."""
+    strategies = list(strategies)
+    for position, strategy in enumerate(strategies):
+        if not isinstance(strategy, Strategy):
+            raise TypeError(f"strategies[{position}] is a {type(strategy).__name__}, not a raybt.Strategy")
+    if not strategies:
+        raise ValueError("no strategies to run")
+    ranges = _as_ranges(date_ranges)
+    for date_range in ranges:
+        market.bounds(date_range)  # raises a DataError naming an empty range
+    unique: dict[str, int] = {}
+    for position, strategy in enumerate(strategies):
+        unique.setdefault(strategy.id, position)
+    kept = [strategies[p] for p in unique.values()]
+    base = f"{market.fingerprint}|{settings.fingerprint()}|"
+    range_keys = [(r.key if r is not None else "all") for r in ranges]
+    keys = [hashlib.blake2b(f"{base}{s.id}|{rk}".encode(), digest_size=12).hexdigest().encode()
+            for s in kept for rk in range_keys]
+    n_ranges = len(ranges)
+    strategy_index = np.repeat(np.arange(len(kept), dtype=np.int64), n_ranges)
+    range_index = np.tile(np.arange(n_ranges, dtype=np.int64), len(kept))
+    return Plan(kept, ranges, strategy_index, range_index, np.array(keys, dtype="S24"))
+
+
+def _as_ranges(date_ranges: Iterable[DateRange | None] | DateRange | None) -> tuple[DateRange | None, ...]:
+    if date_ranges is None or isinstance(date_ranges, DateRange):
+        return (date_ranges,)
+    ranges = tuple(dict.fromkeys(date_ranges))
+    if not ranges:
+        raise ValueError("date_ranges is empty")
+    for r in ranges:
+        if r is not None and not isinstance(r, DateRange):
+            raise TypeError(f"date_ranges must hold raybt.DateRange objects, got {type(r).__name__}")
+    names = [r.name for r in ranges if r is not None]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"several date ranges share the name(s) {duplicated}; give each range its own name")
+    return ranges

@@ -1,0 +1,133 @@
+"""Result rows and the :class:`Results` of a sweep.
+
+One row per (strategy, date range), columns in this order: ``key``, ``strategy_id``, ``strategy`` (class name), one
+column per parameter (named after it; null for strategies without it), ``range`` (name), ``start`` and ``end`` (UTC
+times of the first and last simulated bar), every metric of :data:`raybt.metrics.METRIC_NAMES`, ``error`` (null when
+the job ran; else exception type, message and traceback tail) and ``duration_s`` (seconds in the worker).
+"""
+
+from __future__ import annotations
+
+import pstats
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from raybt.batch import BatchResult
+from raybt.checkpoint import CheckpointStore, MemoryStore
+from raybt.data import MarketData
+from raybt.metrics import METRIC_NAMES
+from raybt.plan import Plan
+
+
+def rows_table(plan: Plan, market: MarketData, results: Sequence[BatchResult]) -> pa.Table:
+    """The result rows of finished batches as an Arrow table (what a checkpoint part holds)."""
+    jobs = np.concatenate([r.jobs for r in results])
+    strategies = [plan.strategies[i] for i in plan.strategy_index[jobs]]
+    ranges = [plan.date_ranges[i] for i in plan.range_index[jobs]]
+    bar_times = {r: _bar_times(market, r) for r in set(ranges)}
+    columns: dict[str, pa.Array | list] = {
+        "key": pa.array(plan.keys[jobs].astype(str)),
+        "strategy_id": [s.id for s in strategies],
+        "strategy": [type(s).__qualname__ for s in strategies],
+    }
+    param_names = list(dict.fromkeys(name for s in strategies for name in s._params))
+    for name in param_names:
+        columns[name] = _param_column([s._params.get(name) for s in strategies])
+    columns["range"] = [r.name if r is not None else "all" for r in ranges]
+    columns["start"] = pa.array([bar_times[r][0] for r in ranges], type=pa.timestamp("ns", tz="UTC"))
+    columns["end"] = pa.array([bar_times[r][1] for r in ranges], type=pa.timestamp("ns", tz="UTC"))
+    metrics = np.concatenate([r.metrics for r in results])
+    for position, name in enumerate(METRIC_NAMES):
+        columns[name] = pa.array(metrics[:, position])
+    columns["error"] = pa.array([e for r in results for e in r.errors], type=pa.string())
+    columns["duration_s"] = pa.array(np.concatenate([r.durations for r in results]))
+    return pa.table(columns)
+
+
+def _param_column(values: list) -> pa.Array:
+    """A parameter's values as one Arrow column; values of mixed kinds (a name shared by different strategy classes
+    with different types) are stored as text."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def _bar_times(market: MarketData, date_range) -> tuple[int, int]:
+    _, start, end = market.bounds(date_range)
+    return int(market.times_ns[start]), int(market.times_ns[end - 1])
+
+
+def merge_profiles(results: Sequence[BatchResult]) -> pstats.Stats | None:
+    """cProfile statistics of every profiled batch, merged."""
+    merged = None
+    for result in results:
+        if result.profile is None:
+            continue
+        holder = _StatsHolder(result.profile)
+        if merged is None:
+            merged = pstats.Stats(holder)
+        else:
+            merged.add(holder)
+    return merged
+
+
+@dataclass
+class _StatsHolder:
+    """Adapter: pstats.Stats accepts any object with ``create_stats()`` and ``stats``."""
+
+    stats: dict
+
+    def create_stats(self) -> None:
+        """The stats are already there."""
+
+
+class Results:
+    """The outcome of :func:`raybt.run_backtests`: rows for every planned job (computed now or found in the
+    checkpoint directory from earlier runs). ``df`` is read on first access, so a huge sweep does not hold its rows
+    in memory while it runs."""
+
+    def __init__(self, store: CheckpointStore | MemoryStore, keys: np.ndarray, *, n_computed: int, n_skipped: int,
+                 profile: pstats.Stats | None = None):
+        self._store, self._keys = store, keys
+        self.n_computed, self.n_skipped = n_computed, n_skipped
+        self.profile = profile
+        self._df: pd.DataFrame | None = None
+
+    @property
+    def df(self) -> pd.DataFrame:
+        """One row per (strategy, date range) of this sweep."""
+        if self._df is None:
+            self._df = self._store.read(self._keys)
+        return self._df
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        """Rows whose job failed."""
+        return self.df[self.df["error"].notna()]
+
+    @property
+    def checkpoint_dir(self) -> str | None:
+        return self._store.location
+
+    def best(self, metric: str = "sharpe", n: int = 10, ascending: bool = False) -> pd.DataFrame:
+        """The top ``n`` rows by ``metric`` (failed rows and NaN values last)."""
+        if metric not in self.df.columns:
+            raise KeyError(f"unknown column {metric!r}; metrics are {list(METRIC_NAMES)}")
+        return self.df.sort_values(metric, ascending=ascending, na_position="last").head(n)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        where = f", checkpoint_dir={self.checkpoint_dir!r}" if self.checkpoint_dir else ""
+        return f"Results({len(self)} jobs: {self.n_computed} computed, {self.n_skipped} from checkpoints{where})"
+
+
+def load_results(checkpoint_dir: str) -> pd.DataFrame:
+    """Every row stored in a checkpoint directory (all runs, newest row per key), without running anything."""
+    return CheckpointStore(checkpoint_dir).read()

@@ -1,0 +1,137 @@
+"""``run_backtests``: plan → skip what is stored → dispatch batches → collect rows into checkpoints → Results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from raybt.batch import Batch, BatchResult
+from raybt.checkpoint import CheckpointStore, MemoryStore
+from raybt.data import DataLike, DateRange, MarketData, load_ohlcv
+from raybt.engine import CostModel
+from raybt.executors import LocalExecutor
+from raybt.plan import RESULTS_VERSION, Plan, RunSettings, plan_jobs
+from raybt.results import Results, merge_profiles, rows_table
+from raybt.strategy import Strategy
+
+
+class BacktestError(RuntimeError):
+    """A job failed with ``continue_on_error=False``; the message names the strategy id, parameters and range."""
+
+
+def run_backtests(strategies: Iterable[Strategy], data: DataLike,
+                  date_ranges: Iterable[DateRange | None] | DateRange | None = None, *,
+                  initial_amount: float = 10_000, fees: float = 0.0, fixed_fee: float = 0.0, slippage: float = 0.0,
+                  fill: str = "close", n_workers: int | None = None, batch_size: int = 100,
+                  checkpoint_dir: str | None = None, checkpoint_batch_size: int = 1000, show_progress: bool = True,
+                  continue_on_error: bool = False, rerun_errors: bool = False, address: str | None = None,
+                  profile: bool = False, periods_per_year: float | None = None,
+                  risk_free_rate: float = 0.0) -> Results:
+    """Run every strategy on every date range and return :class:`~raybt.results.Results`.
+
+    Execution: ``n_workers=None`` or ``1`` runs in this process without Ray; ``-1`` runs Ray tasks on every CPU of
+    the Ray cluster; ``N`` runs at most N Ray tasks at once. ``address`` joins an existing Ray cluster (otherwise an
+    initialised Ray, ``RAY_ADDRESS``, or a new local Ray is used). Each task runs ``batch_size`` jobs.
+
+    Checkpoints: with ``checkpoint_dir`` (a path or a pyarrow filesystem URI) every ``checkpoint_batch_size`` rows
+    are written as one atomic Parquet part, and jobs already stored there (same strategy, range, data and settings)
+    are skipped — rerun with ``rerun_errors=True`` to retry failed ones. Without it, results stay in memory.
+
+    Errors: with ``continue_on_error=True`` a failing job yields a row with ``error`` set; with ``False`` the sweep
+    stops at the first failure, keeps every finished row checkpointed and raises :class:`BacktestError`.
+
+    Costs and settings are those of :func:`raybt.run_backtest`; ``profile=True`` runs each batch under cProfile and
+    puts the merged statistics in ``results.profile``.
+    """
+    _check_sizes(n_workers, batch_size, checkpoint_batch_size)
+    market = load_ohlcv(data)
+    settings = RunSettings(CostModel(initial_amount, fees, fixed_fee, slippage, fill), periods_per_year,
+                           risk_free_rate)
+    plan = plan_jobs(strategies, date_ranges, market, settings)
+    store = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else MemoryStore()
+    todo = np.flatnonzero(~np.isin(plan.keys, store.done_keys(rerun_errors)))
+    n_skipped = len(plan) - len(todo)
+    progress = tqdm(total=len(plan), initial=n_skipped, disable=not show_progress, unit="backtest",
+                    desc="raybt", dynamic_ncols=True, smoothing=0.1)
+    progress.set_postfix(skipped=n_skipped, errors=0)
+    profiles: list[BatchResult] = []
+    try:
+        if len(todo):
+            executor = _executor(plan, market, settings, n_workers, address, profile)
+            store.record_run({"raybt_results_version": RESULTS_VERSION, "data_fingerprint": market.fingerprint,
+                              "settings": repr(settings), "jobs": len(plan), "to_run": int(len(todo)),
+                              "executor": type(executor).__name__, "n_workers": executor.n_workers})
+            try:
+                _collect(executor.run(_batches(plan, todo, batch_size)), plan, market, store,
+                         checkpoint_batch_size, continue_on_error, progress, n_skipped, profiles)
+            finally:
+                executor.close()
+    finally:
+        progress.close()
+    return Results(store, plan.keys, n_computed=int(len(todo)), n_skipped=n_skipped,
+                   profile=merge_profiles(profiles) if profile else None)
+
+
+def _check_sizes(n_workers: int | None, batch_size: int, checkpoint_batch_size: int) -> None:
+    if n_workers is not None and (not isinstance(n_workers, int) or n_workers == 0 or n_workers < -1):
+        raise ValueError(f"n_workers must be None, -1 (all CPUs) or a positive int, got {n_workers!r}")
+    for name, value in (("batch_size", batch_size), ("checkpoint_batch_size", checkpoint_batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: int | None, address: str | None,
+              profile: bool):
+    if n_workers in (None, 1) and address is None:
+        return LocalExecutor(market, settings, profile)
+    from raybt.executors.ray_tasks import RayExecutor, check_picklable, ship_user_modules
+
+    ship_user_modules(plan.strategies)
+    check_picklable(plan.strategies)
+    return RayExecutor(market, settings, n_workers=n_workers or -1, address=address, profile=profile)
+
+
+def _batches(plan: Plan, todo: np.ndarray, batch_size: int) -> Iterator[Batch]:
+    for start in range(0, len(todo), batch_size):
+        jobs = todo[start:start + batch_size]
+        yield Batch(jobs, [plan.strategies[i] for i in plan.strategy_index[jobs]],
+                    [plan.date_ranges[i] for i in plan.range_index[jobs]])
+
+
+def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, store: CheckpointStore | MemoryStore,
+             checkpoint_batch_size: int, continue_on_error: bool, progress: tqdm, n_skipped: int,
+             profiles: list[BatchResult]) -> None:
+    """Buffer finished batches and flush them to the store every ``checkpoint_batch_size`` rows."""
+    buffered: list[BatchResult] = []
+    n_buffered = n_errors = 0
+
+    def flush() -> None:
+        nonlocal n_buffered
+        if buffered:
+            store.write(rows_table(plan, market, buffered))
+            buffered.clear()
+            n_buffered = 0
+
+    for result in results:
+        if result.profile is not None:
+            profiles.append(BatchResult(result.jobs[:0], result.metrics[:0], [], result.durations[:0],
+                                        profile=result.profile))
+        failed = [i for i, error in enumerate(result.errors) if error is not None]
+        if failed and not continue_on_error:
+            buffered.append(result.without(failed))
+            flush()
+            job = int(result.jobs[failed[0]])
+            raise BacktestError(f"backtest of {plan.describe(job)} failed: {result.errors[failed[0]]}\n"
+                                f"Finished rows are kept{' in the checkpoint' if store.location else ''}; pass "
+                                f"continue_on_error=True to record failures and go on.")
+        n_errors += len(failed)
+        buffered.append(result)
+        n_buffered += len(result.jobs)
+        if n_buffered >= checkpoint_batch_size:
+            flush()
+        progress.update(len(result.jobs))
+        if failed:
+            progress.set_postfix(skipped=n_skipped, errors=n_errors)
+    flush()

@@ -1,0 +1,54 @@
+"""Strategies used by the sweep tests (a module of their own: Ray workers receive it by value)."""
+
+import os
+import signal
+import time
+
+import raybt
+
+
+class SmaCross(raybt.Strategy):
+    fast: int = 5
+    slow: int = 20
+
+    def signals(self, data):
+        fast = raybt.indicators.sma(data.close, self.fast)
+        slow = raybt.indicators.sma(data.close, self.slow)
+        return raybt.indicators.crossed_above(fast, slow), raybt.indicators.crossed_below(fast, slow)
+
+
+class FailsOn(raybt.Strategy):
+    """Raises for one value of ``n``: a strategy bug the sweep must record or stop on."""
+
+    n: int = 0
+    bad: int = 3
+
+    def signals(self, data):
+        if self.n == self.bad:
+            raise ValueError(f"cannot handle n={self.n}")
+        return data.close > data.close.shift(self.n + 1), data.close < data.close.shift(self.n + 1)
+
+
+class KillsItsWorkerOnce(raybt.Strategy):
+    """The first time any process runs it (a marker file records it), it SIGKILLs its own process: a worker crash."""
+
+    n: int = 0
+    marker: str = ""
+
+    def signals(self, data):
+        if self.n == 7 and not os.path.exists(self.marker):
+            with open(self.marker, "w") as handle:
+                handle.write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return data.close > data.close.shift(self.n + 1), data.close < data.close.shift(self.n + 1)
+
+
+class Slow(raybt.Strategy):
+    """A quick momentum rule that sleeps ``sleep_ms`` per backtest, so a sweep lasts long enough to be killed."""
+
+    n: int = 1
+    sleep_ms: float = 5.0
+
+    def signals(self, data):
+        time.sleep(self.sleep_ms / 1000)
+        return data.close > data.close.shift(self.n), data.close < data.close.shift(self.n)

@@ -1,0 +1,277 @@
+"""run_backtests: executors agree, resume, staleness, errors, pre-flight, crashes of workers and of the driver."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import raybt
+from raybt.checkpoint import CheckpointWarning
+from raybt.metrics import METRIC_NAMES
+from sweep_strategies import FailsOn, KillsItsWorkerOnce, Slow, SmaCross
+
+DATA = raybt.synthetic_ohlcv(["BTC"], "2023-01-01", "2023-04-01", "1h", seed=5)
+RANGES = [raybt.DateRange("2023-01-01", "2023-02-15", name="first"),
+          raybt.DateRange("2023-02-15", "2023-04-01", name="second")]
+GRID = [SmaCross(fast=f, slow=s) for f in (3, 5, 8, 13) for s in (20, 30, 50)]
+
+
+def run(strategies=GRID, data=DATA, **kwargs):
+    options = dict(date_ranges=RANGES, fees=0.001, show_progress=False, batch_size=5, checkpoint_batch_size=7)
+    options.update(kwargs)
+    return raybt.run_backtests(strategies, data, **options)
+
+
+def by_key(df):
+    return df.sort_values("key").reset_index(drop=True)
+
+
+def same_rows(a, b):
+    """Every result column equal (metrics bit for bit), ignoring timings."""
+    a, b = by_key(a).drop(columns="duration_s"), by_key(b).drop(columns="duration_s")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The sweep run sequentially in memory: what every other way of running it must reproduce."""
+    return run().df
+
+
+# ---------------------------------------------------------------------------------------------- shape of results
+
+def test_results_columns_and_values(reference):
+    df = reference
+    assert len(df) == len(GRID) * len(RANGES)
+    assert list(df.columns[:6]) == ["key", "strategy_id", "strategy", "fast", "slow", "range"]
+    assert list(df.columns[6:8]) == ["start", "end"]
+    assert list(df.columns[8:8 + len(METRIC_NAMES)]) == list(METRIC_NAMES)
+    assert list(df.columns[-2:]) == ["error", "duration_s"]
+    assert df["key"].is_unique and df["error"].isna().all()
+    assert set(df["range"]) == {"first", "second"}
+    first = df[df["range"] == "first"]
+    assert (first["start"] == pd.Timestamp("2023-01-01", tz="UTC")).all()
+    assert (first["end"] == pd.Timestamp("2023-02-14 23:00", tz="UTC")).all()
+    # each row equals the single-backtest API on the same job
+    row = df[(df["fast"] == 5) & (df["slow"] == 30) & (df["range"] == "second")].iloc[0]
+    single = raybt.run_backtest(SmaCross(fast=5, slow=30), DATA, RANGES[1], fees=0.001)
+    for name in METRIC_NAMES:
+        assert row[name] == single.metrics[name] or (np.isnan(row[name]) and np.isnan(single.metrics[name]))
+
+
+def test_duplicates_planned_once_and_bad_arguments():
+    results = run([SmaCross(), SmaCross()], date_ranges=RANGES[0])
+    assert len(results.df) == 1
+    with pytest.raises(ValueError, match="n_workers must be None, -1"):
+        run(n_workers=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        run(batch_size=0)
+    with pytest.raises(TypeError, match=r"strategies\[1\] is a str, not a raybt.Strategy"):
+        run([SmaCross(), "SmaCross"])
+    with pytest.raises(raybt.DataError, match="date range 'empty' selects no bars"):
+        run(date_ranges=[raybt.DateRange("2030-01-01", "2030-02-01", name="empty")])
+
+
+# ----------------------------------------------------------------------------------------------------- Ray
+
+def test_ray_results_identical_to_sequential(ray_cluster, reference, tmp_path):
+    for n_workers in (-1, 2):
+        results = run(n_workers=n_workers, checkpoint_dir=tmp_path / f"ray{n_workers}")
+        same_rows(results.df, reference)
+        assert results.n_computed == len(reference)
+
+
+def test_worker_killed_mid_sweep_is_retried_without_duplicates(ray_cluster, tmp_path):
+    marker = tmp_path / "killed"
+    grid = [KillsItsWorkerOnce(n=n, marker=str(marker)) for n in range(12)]
+    results = run(grid, n_workers=-1, checkpoint_dir=tmp_path / "ck")
+    assert marker.exists(), "no worker was killed"
+    assert results.df["key"].is_unique and len(results.df) == 24 and results.df["error"].isna().all()
+    # identical to a sequential run (the marker exists now, so nothing dies in-process)
+    same_rows(results.df, run(grid).df)
+
+
+def test_pickle_preflight_names_the_attribute(ray_cluster):
+    class HoldsALock(raybt.Strategy):
+        lock = threading.Lock()
+        n: int = 1
+
+        def signals(self, data):
+            return data.close > 0, data.close < 0
+
+    from raybt.executors.ray_tasks import PicklingError
+    with pytest.raises(PicklingError, match=r"HoldsALock\(n=1\) cannot be pickled.*attribute .*HoldsALock.lock "
+                                            r"\(lock\) is not picklable"):
+        run([HoldsALock()], n_workers=-1)
+
+
+def test_profile_merges_worker_stats(ray_cluster):
+    results = run(GRID[:4], n_workers=-1, profile=True)
+    functions = {f[2] for f in results.profile.stats}
+    assert "evaluate" in functions and "simulate" in functions
+
+
+# ------------------------------------------------------------------------------------------------ resuming
+
+def test_resume_computes_only_missing_jobs(tmp_path, reference):
+    ck = tmp_path / "ck"
+    first = run(GRID[:5], checkpoint_dir=ck)
+    assert first.n_computed == 10 and first.n_skipped == 0
+    second = run(checkpoint_dir=ck)
+    assert second.n_skipped == 10 and second.n_computed == len(reference) - 10
+    same_rows(second.df, reference)
+    third = run(checkpoint_dir=ck)
+    assert third.n_computed == 0
+    same_rows(third.df, reference)
+
+
+def test_stale_results_rerun(tmp_path):
+    ck = tmp_path / "ck"
+    run(GRID[:2], checkpoint_dir=ck)
+    assert run(GRID[:2], checkpoint_dir=ck).n_computed == 0
+    assert run(GRID[:2], checkpoint_dir=ck, fees=0.002).n_computed == 4          # cost model changed
+    assert run(GRID[:2], checkpoint_dir=ck, fill="next_open").n_computed == 4    # fill changed
+    other_data = raybt.synthetic_ohlcv(["BTC"], "2023-01-01", "2023-04-01", "1h", seed=6)
+    assert run(GRID[:2], checkpoint_dir=ck, data=other_data).n_computed == 4     # data changed
+
+    namespace = {}
+    exec(textwrap.dedent("""
+        import raybt
+        class SmaCross(raybt.Strategy):
+            fast: int = 5
+            slow: int = 21   # a changed default: a different class source, so a different strategy id
+            def signals(self, data):
+                return data.close > data.close.shift(self.fast), data.close < data.close.shift(self.slow)
+    """), namespace)
+    changed = namespace["SmaCross"]
+    assert run([changed(fast=3, slow=20)], checkpoint_dir=ck).n_computed == 2
+
+
+def test_results_of_the_run_only_and_load_results(tmp_path):
+    ck = tmp_path / "ck"
+    run(GRID[:2], checkpoint_dir=ck)
+    later = run(GRID[2:4], checkpoint_dir=ck)
+    assert len(later.df) == 4
+    assert len(raybt.load_results(str(ck))) == 8
+
+
+# -------------------------------------------------------------------------------------------- the store itself
+
+def test_parts_are_plain_parquet_and_deduplicated(tmp_path, reference):
+    ck = tmp_path / "ck"
+    run(checkpoint_dir=ck)
+    parts = sorted((ck / "parts").glob("part-*.parquet"))
+    assert len(parts) == 3  # 24 rows in batches of 5, flushed once >= 7 rows are buffered: 10 + 10 + 4
+    plain = pd.concat([pd.read_parquet(p) for p in parts])
+    assert len(plain) == len(reference) and plain["key"].is_unique
+    assert pq.read_table(parts[0]).schema.field("sharpe").type == "double"
+    # the same part written twice (e.g. by a retried write) reads back once
+    shutil.copy(parts[0], ck / "parts" / "part-99999999999999999999-copy.parquet")
+    again = run(checkpoint_dir=ck)
+    assert again.n_computed == 0
+    same_rows(again.df, reference)
+
+
+def test_corrupt_part_is_quarantined_and_its_jobs_rerun(tmp_path, reference):
+    ck = tmp_path / "ck"
+    run(checkpoint_dir=ck)
+    part = sorted((ck / "parts").glob("part-*.parquet"))[1]
+    n_rows = pq.read_metadata(part).num_rows
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # truncated, as by a crash mid-copy
+    with pytest.warns(CheckpointWarning, match="unreadable.*moved to"):
+        again = run(checkpoint_dir=ck)
+    assert again.n_computed == n_rows
+    assert (ck / "quarantine" / part.name).exists() and not part.exists()
+    same_rows(again.df, reference)
+
+
+def test_leftover_temporary_files_are_ignored_and_removed(tmp_path):
+    ck = tmp_path / "ck"
+    run(GRID[:1], checkpoint_dir=ck)
+    leftover = ck / "parts" / ".tmp-part-1.parquet"
+    leftover.write_bytes(b"half a file")
+    assert run(GRID[:1], checkpoint_dir=ck).n_computed == 0
+    assert not leftover.exists()
+
+
+# -------------------------------------------------------------------------------------------------- errors
+
+def test_continue_on_error_records_the_failure(tmp_path):
+    grid = [FailsOn(n=n) for n in range(6)]
+    results = run(grid, checkpoint_dir=tmp_path / "ck", continue_on_error=True)
+    failed = results.errors
+    assert len(failed) == 2 and set(failed["n"]) == {3}
+    assert failed["error"].str.startswith("ValueError: cannot handle n=3").all()
+    assert "signals" in failed["error"].iloc[0]  # traceback tail
+    assert failed[list(METRIC_NAMES)].isna().all().all()
+    assert results.df["error"].isna().sum() == 10
+    # stored like any other row: not rerun, unless asked
+    assert run(grid, checkpoint_dir=tmp_path / "ck", continue_on_error=True).n_computed == 0
+    assert run(grid, checkpoint_dir=tmp_path / "ck", continue_on_error=True, rerun_errors=True).n_computed == 2
+
+
+def test_stop_on_first_error_keeps_finished_rows(tmp_path):
+    grid = [FailsOn(n=n) for n in range(6)]
+    with pytest.raises(raybt.BacktestError, match=r"FailsOn\(n=3, bad=3\) \(id [0-9a-f]{16}\) on range 'first' "
+                                                   r"failed: ValueError: cannot handle n=3"):
+        run(grid, checkpoint_dir=tmp_path / "ck", batch_size=4)
+    stored = raybt.load_results(str(tmp_path / "ck"))
+    assert len(stored) == 6 and stored["error"].isna().all()  # jobs 0..5 ran; the failed one is not stored
+    fixed = run(grid, checkpoint_dir=tmp_path / "ck", continue_on_error=True)
+    assert fixed.n_computed == 6
+
+
+def test_stop_on_first_error_with_ray(ray_cluster, tmp_path):
+    grid = [FailsOn(n=n) for n in range(6)]
+    with pytest.raises(raybt.BacktestError, match=r"FailsOn\(n=3, bad=3\)"):
+        run(grid, n_workers=-1, checkpoint_dir=tmp_path / "ck")
+
+
+# --------------------------------------------------------------------------------------------- driver crash
+
+DRIVER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import raybt
+    from sweep_strategies import Slow
+    data = raybt.synthetic_ohlcv(["BTC"], "2023-01-01", "2023-04-01", "1h", seed=5)
+    ranges = [raybt.DateRange("2023-01-01", "2023-02-15", name="a"), raybt.DateRange("2023-02-15", None, name="b")]
+    raybt.run_backtests([Slow(n=n, sleep_ms=8.0) for n in range(1, 151)], data, ranges, checkpoint_dir=sys.argv[1],
+                        batch_size=3, checkpoint_batch_size=5, show_progress=False)
+""")
+
+
+def test_driver_killed_at_random_moments_then_resumed(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(tests=str(Path(__file__).parent)))
+    data = raybt.synthetic_ohlcv(["BTC"], "2023-01-01", "2023-04-01", "1h", seed=5)
+    ranges = [raybt.DateRange("2023-01-01", "2023-02-15", name="a"), raybt.DateRange("2023-02-15", None, name="b")]
+    uninterrupted = raybt.run_backtests([Slow(n=n, sleep_ms=8.0) for n in range(1, 151)], data, ranges,
+                                        show_progress=False).df
+    rng = np.random.default_rng(11)
+    for attempt, delay in enumerate(rng.uniform(0.0, 1.5, size=3)):
+        ck = tmp_path / f"ck{attempt}"
+        process = subprocess.Popen([sys.executable, str(script), str(ck)])
+        deadline = time.monotonic() + 60
+        while not list((ck / "parts").glob("part-*.parquet")) and time.monotonic() < deadline:
+            time.sleep(0.01)  # wait until the sweep is under way (the first part is written) ...
+        time.sleep(delay)  # ... then kill it at a random moment, possibly in the middle of a write
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        stored_before = len(raybt.load_results(str(ck))) if (ck / "parts").exists() else 0
+        assert stored_before < 300, f"the sweep finished before the kill at {delay:.1f}s"
+        resumed = raybt.run_backtests([Slow(n=n, sleep_ms=8.0) for n in range(1, 151)], data, ranges,
+                                      checkpoint_dir=str(ck), show_progress=False)
+        assert resumed.n_skipped == stored_before and resumed.n_computed == 300 - stored_before
+        assert resumed.df["key"].is_unique and len(resumed.df) == 300
+        same_rows(resumed.df, uninterrupted)
