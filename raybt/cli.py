@@ -216,9 +216,9 @@ def _print_summary(df: pd.DataFrame, sort: str, top: int, ascending: bool = Fals
 
 def _param_columns(df: pd.DataFrame) -> list[str]:
     from raybt.metrics import METRIC_NAMES
+    from raybt.strategy import RESULT_COLUMNS
 
-    fixed = {"key", "strategy_id", "strategy", "range", "start", "end", "error", "duration_s", *METRIC_NAMES}
-    return [c for c in df.columns if c not in fixed]
+    return [c for c in df.columns if c not in RESULT_COLUMNS and c not in METRIC_NAMES]
 
 
 if __name__ == "__main__":

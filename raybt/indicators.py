@@ -469,6 +469,73 @@ def _stochastic_2d(
     return pct_k, pct_d
 
 
+_ROWS = nb.types.Array(nb.float64, 2, "C", readonly=True)
+
+
+@nb.njit((_ROWS, _ROWS, nb.boolean), **_JIT)
+def _crossed_rows(a: np.ndarray, b: np.ndarray, above: bool) -> np.ndarray:
+    """Crossings along the rows of C-contiguous ``(columns, bars)`` arrays.
+
+    ``out[j, t] = a[j, t] > b[j, t] and a[j, t-1] <= b[j, t-1]`` (``<`` and
+    ``>=`` if not ``above``); ``out[j, 0]`` is False and any comparison with
+    NaN is False.  Each bar is evaluated independently (no state carried
+    between bars), so the contiguous inner loop vectorises.
+    """
+    ncols, nrows = a.shape
+    out = np.empty((ncols, nrows), dtype=np.bool_)
+    for j in range(ncols):
+        if nrows == 0:
+            break
+        x = a[j]
+        y = b[j]
+        o = out[j]
+        o[0] = False
+        if above:
+            for i in range(1, nrows):
+                o[i] = (x[i] > y[i]) & (x[i - 1] <= y[i - 1])
+        else:
+            for i in range(1, nrows):
+                o[i] = (x[i] < y[i]) & (x[i - 1] >= y[i - 1])
+    return out
+
+
+@nb.njit((_ROWS, nb.float64, nb.boolean), **_JIT)
+def _crossed_level_rows(a: np.ndarray, level: float, above: bool) -> np.ndarray:
+    """:func:`_crossed_rows` against a constant level."""
+    ncols, nrows = a.shape
+    out = np.empty((ncols, nrows), dtype=np.bool_)
+    for j in range(ncols):
+        if nrows == 0:
+            break
+        x = a[j]
+        o = out[j]
+        o[0] = False
+        if above:
+            for i in range(1, nrows):
+                o[i] = (x[i] > level) & (x[i - 1] <= level)
+        else:
+            for i in range(1, nrows):
+                o[i] = (x[i] < level) & (x[i - 1] >= level)
+    return out
+
+
+def _columns_as_rows(x: np.ndarray) -> np.ndarray:
+    """``x.T`` as a C-contiguous ``(columns, bars)`` array: a view when the
+    columns of ``x`` are contiguous (pandas blocks, market data and indicator
+    outputs all are), a copy otherwise."""
+    return np.ascontiguousarray(x.T)
+
+
+def _crossed_2d(a: np.ndarray, b: np.ndarray, above: bool) -> np.ndarray:
+    """Crossings of 2-D ``(bars, columns)`` arrays; output columns contiguous."""
+    return _crossed_rows(_columns_as_rows(a), _columns_as_rows(b), above).T
+
+
+def _crossed_level_2d(a: np.ndarray, level: float, above: bool) -> np.ndarray:
+    """Crossings of a 2-D ``(bars, columns)`` array and a level."""
+    return _crossed_level_rows(_columns_as_rows(a), level, above).T
+
+
 # ---------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------
@@ -484,18 +551,14 @@ class _Operand(NamedTuple):
     anchors: tuple[object, ...]  # root array and pandas labels, compared by `is`
 
 
-def _root(values: np.ndarray) -> np.ndarray:
-    """The last ndarray in the chain of ``base`` arrays behind ``values``."""
-    root = values
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    return root
-
-
 def _operand(x: object, role: str) -> _Operand:
     """Inspect one array-like input (no copy is made)."""
     if isinstance(x, pd.DataFrame):
-        values, labels = x.to_numpy(), (x.index, x.columns)
+        # ``.values`` is ``to_numpy()`` with default arguments, minus their
+        # handling: a view of a single-dtype frame's one block, read-only
+        # under Copy-on-Write (a copy if the frame has several blocks).
+        values = x.values
+        labels: tuple[object, ...] = (x.index, x.columns)
     elif isinstance(x, pd.Series):
         values, labels = x.to_numpy(), (x.index, x.name)
     elif isinstance(x, np.ndarray):
@@ -510,19 +573,29 @@ def _operand(x: object, role: str) -> _Operand:
     # If the root is read-only no view of it can be written (numpy refuses to
     # make such a view writable); a root that is not an ndarray (a foreign
     # buffer) is beyond the chain, so the last ndarray decides.
-    root = _root(values)
+    root = values  # the last ndarray in the chain of ``base`` arrays
+    while isinstance(root.base, np.ndarray):
+        root = root.base
     layout = (values.shape, values.strides, values.dtype)
-    return _Operand(x, values, not root.flags.writeable, layout, (root, *labels))
+    # tuple.__new__ is what the NamedTuple constructor calls, minus a frame.
+    return _new_operand(
+        _Operand, (x, values, not root.flags.writeable, layout, (root, *labels))
+    )
+
+
+_new_operand = tuple.__new__
 
 
 def _as_float2d(values: np.ndarray) -> np.ndarray:
     """float64 2-D view of ``values`` (copies only to convert the dtype)."""
-    arr = np.asarray(values, dtype=np.float64)
+    arr = values if values.dtype == np.float64 else np.asarray(values, dtype=np.float64)
     return arr.reshape(-1, 1) if arr.ndim == 1 else arr
 
 
 def _positive_int(value: int, name: str) -> int:
     """Validate a window length / period."""
+    if type(value) is int and value >= 1:  # the common case, without ABC checks
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < 1:
@@ -562,8 +635,9 @@ def _same_inputs(stored: tuple[_Operand, ...], current: tuple[_Operand, ...]) ->
     for old, new in zip(stored, current):
         if old.obj is not new.obj or old.layout != new.layout:
             return False
-        if any(a is not b for a, b in zip(old.anchors, new.anchors)):
-            return False
+        for a, b in zip(old.anchors, new.anchors):
+            if a is not b:
+                return False
     return True
 
 
@@ -685,13 +759,23 @@ def _freeze(arr: np.ndarray) -> None:
         node = node.base
 
 
-def _wrap(raw: np.ndarray, like: object) -> object:
-    """Present a 2-D kernel output as the same kind of object as ``like``."""
-    if isinstance(like, pd.DataFrame):
-        return pd.DataFrame(raw, index=like.index, columns=like.columns, copy=False)
-    if isinstance(like, pd.Series):
-        return pd.Series(raw[:, 0], index=like.index, name=like.name, copy=False)
-    return raw if like.ndim == 2 else raw[:, 0]
+def _wrap(raw: np.ndarray, like: _Operand) -> object:
+    """Present a 2-D kernel output as the same kind of object as ``like``.
+
+    DataFrames are built with the public constructor from the one 2-D array
+    (one block, nothing to consolidate; ``copy=False`` keeps the kernel's
+    memory, whose columns are contiguous as in a pandas block), reusing the
+    input's very index and columns objects, so that e.g. ``signal_arrays``
+    recognises the labels by identity.
+    """
+    obj = like.obj
+    if isinstance(obj, pd.DataFrame):
+        _, index, columns = like.anchors
+        return pd.DataFrame(raw, index=index, columns=columns, copy=False)
+    if isinstance(obj, pd.Series):
+        _, index, name = like.anchors
+        return pd.Series(raw[:, 0], index=index, name=name, copy=False)
+    return raw if like.values.ndim == 2 else raw[:, 0]
 
 
 def _evaluate(
@@ -705,32 +789,37 @@ def _evaluate(
     ``inputs`` are (object, role) pairs; ``kernel`` receives their float64
     2-D arrays and returns 2-D arrays, which are wrapped like the first input.
     """
-    operands = tuple(_operand(obj, role) for obj, role in inputs)
-    shape = operands[0].values.shape
-    for op, (_, role) in zip(operands[1:], inputs[1:]):
-        if op.values.shape != shape:
-            raise ValueError(
-                f"{role} has shape {op.values.shape}, expected {shape} "
-                f"like {inputs[0][1]}"
-            )
-    cacheable = _CACHE.limit > 0 and all(op.frozen for op in operands)
+    operands = tuple([_operand(obj, role) for obj, role in inputs])
+    first = operands[0]
+    cache = _CACHE
+    cacheable = cache.limit > 0 and first.frozen
+    if len(operands) > 1:
+        shape = first.values.shape
+        for op, (_, role) in zip(operands[1:], inputs[1:]):
+            if op.values.shape != shape:
+                raise ValueError(
+                    f"{role} has shape {op.values.shape}, expected {shape} "
+                    f"like {inputs[0][1]}"
+                )
+            cacheable = cacheable and op.frozen
     key: tuple[object, ...] = ()
     if cacheable:
-        key = (name, params, tuple(id(op.obj) for op in operands))
-        hit = _CACHE.lookup(key, operands)
+        key = (name, params, tuple([id(op.obj) for op in operands]))
+        hit = cache.lookup(key, operands)
         if hit is not None:
             return hit
 
-    raws = kernel(*(_as_float2d(op.values) for op in operands))
-    nbytes = sum(raw.nbytes for raw in raws)
-    cacheable = cacheable and nbytes <= _CACHE.limit
+    raws = kernel(*[_as_float2d(op.values) for op in operands])
+    nbytes = 0
+    for raw in raws:
+        nbytes += raw.nbytes
+    cacheable = cacheable and nbytes <= cache.limit
     if cacheable:
         for raw in raws:
             _freeze(raw)
-    like = operands[0].obj
-    result = tuple(_wrap(raw, like) for raw in raws)
+    result = tuple([_wrap(raw, first) for raw in raws])
     if cacheable:
-        _CACHE.store(key, operands, result, nbytes)
+        cache.store(key, operands, result, nbytes)
     return result
 
 
@@ -896,7 +985,7 @@ def crossed_above(a: Data, b: Data | float) -> Data:
     comparison with NaN is False.  ``b`` is a scalar or an array-like of the
     same shape as ``a`` (compared by position).
     """
-    return _crossed("crossed_above", a, b, np.greater, np.less_equal)
+    return _crossed("crossed_above", a, b, True)
 
 
 def crossed_below(a: Data, b: Data | float) -> Data:
@@ -906,7 +995,7 @@ def crossed_below(a: Data, b: Data | float) -> Data:
     comparison with NaN is False.  ``b`` is a scalar or an array-like of the
     same shape as ``a`` (compared by position).
     """
-    return _crossed("crossed_below", a, b, np.less, np.greater_equal)
+    return _crossed("crossed_below", a, b, False)
 
 
 # ---------------------------------------------------------------------------
@@ -923,24 +1012,19 @@ def _ddof(ddof: int, n: int) -> int:
     return int(ddof)
 
 
-def _crossed(
-    name: str,
-    a: Data,
-    b: Data | float,
-    now: np.ufunc,
-    before: np.ufunc,
-) -> Data:
-    """Shared body of :func:`crossed_above` / :func:`crossed_below`."""
+_ARRAY_LIKE = (pd.DataFrame, pd.Series, np.ndarray)
 
-    def kernel(lhs: np.ndarray, rhs: np.ndarray | float) -> tuple[np.ndarray]:
-        cur_rhs, prev_rhs = (rhs, rhs) if np.ndim(rhs) == 0 else (rhs[1:], rhs[:-1])
-        out = np.zeros(lhs.shape, dtype=bool)
-        np.logical_and(now(lhs[1:], cur_rhs), before(lhs[:-1], prev_rhs), out=out[1:])
-        return (out,)
 
-    if isinstance(b, numbers.Real):
+def _crossed(name: str, a: Data, b: Data | float, above: bool) -> Data:
+    """Shared body of :func:`crossed_above` / :func:`crossed_below`: one
+    fused numba pass (``above`` selects ``>``/``<=`` or ``<``/``>=``)."""
+    if not isinstance(b, _ARRAY_LIKE) and isinstance(b, numbers.Real):
         level = float(b)
         # NaN != NaN would defeat the key lookup; all NaN levels are equivalent.
         params = ("nan",) if np.isnan(level) else (level,)
-        return _evaluate(name, params, ((a, "a"),), lambda lhs: kernel(lhs, level))[0]
-    return _evaluate(name, (), ((a, "a"), (b, "b")), kernel)[0]
+        return _evaluate(
+            name, params, ((a, "a"),), lambda lhs: (_crossed_level_2d(lhs, level, above),)
+        )[0]
+    return _evaluate(
+        name, (), ((a, "a"), (b, "b")), lambda lhs, rhs: (_crossed_2d(lhs, rhs, above),)
+    )[0]

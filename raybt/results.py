@@ -3,7 +3,8 @@
 One row per (strategy, date range), columns in this order: ``key``, ``strategy_id``, ``strategy`` (class name), one
 column per parameter (named after it; null for strategies without it), ``range`` (name), ``start`` and ``end`` (UTC
 times of the first and last simulated bar), every metric of :data:`raybt.metrics.METRIC_NAMES`, ``error`` (null when
-the job ran; else exception type, message and traceback tail) and ``duration_s`` (seconds in the worker).
+the job ran; else exception type, message and traceback tail), ``duration_s`` (seconds in the worker) and
+``worker`` (where it ran: ``local:<pid>`` in-process, ``<Ray node id>:<pid>`` on Ray).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def rows_table(plan: Plan, market: MarketData, results: Sequence[BatchResult]) -
         columns[name] = pa.array(metrics[:, position])
     columns["error"] = pa.array([e for r in results for e in r.errors], type=pa.string())
     columns["duration_s"] = pa.array(np.concatenate([r.durations for r in results]))
+    columns["worker"] = pa.array([r.worker for r in results for _ in range(len(r.jobs))], type=pa.string())
     return pa.table(columns)
 
 

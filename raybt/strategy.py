@@ -38,7 +38,8 @@ import pandas as pd
 from raybt.data import MarketView
 from raybt.metrics import METRIC_NAMES
 
-RESULT_COLUMNS = ("key", "strategy_id", "strategy", "range", "start", "end", "error", "duration_s")
+RESULT_COLUMNS = ("key", "strategy_id", "strategy", "range", "start", "end", "error", "duration_s", "worker")
+"""Result columns besides parameters and metrics (a parameter may not take one of these names)."""
 _RULE_NAMES = ("size", "direction", "stop_loss", "take_profit", "trailing_stop", "warmup")
 _DIRECTIONS = ("long", "short", "both")
 _SCALARS = (bool, int, float, str, type(None))
@@ -245,17 +246,62 @@ def _consts(code: types.CodeType) -> str:
 def signal_arrays(strategy: Strategy, view: MarketView) -> tuple[np.ndarray, np.ndarray]:
     """Call ``strategy.signals(view)`` and return ``(entries, exits)`` as boolean arrays of shape
     ``(n_symbols, len(view))`` (symbol-major, like the market data). NaN counts as False. Raises :class:`SignalError` naming the strategy on a shape,
-    index or column mismatch."""
+    index or column mismatch.
+
+    Boolean DataFrames on the view's own index object (as indicator outputs and pandas operations on ``data.close``
+    are) with the symbols as columns are returned as views of their memory, without copying or re-checking labels.
+    """
     result = strategy.signals(view)
     if not isinstance(result, tuple) or len(result) != 2:
         raise SignalError(f"{strategy!r}: signals() must return a tuple (entries, exits), got {type(result).__name__}")
     return _as_array(strategy, view, result[0], "entries").T, _as_array(strategy, view, result[1], "exits").T
 
 
+class _Where:
+    """``"<strategy repr>: <what>"`` for error messages, formatted only when a message is built."""
+
+    __slots__ = ("strategy", "what")
+
+    def __init__(self, strategy: Strategy, what: str):
+        self.strategy, self.what = strategy, what
+
+    def __str__(self) -> str:
+        return f"{self.strategy!r}: {self.what}"
+
+
+# Column Index objects already found to list exactly the symbols (id -> (columns, symbols)). pandas Index objects are
+# immutable and the entry holds strong references, so an id cannot be recycled while it is stored: a hit proves the
+# match without iterating the labels (slow for pandas 3 string columns). Bounded: cleared when full.
+_MATCHED_COLUMNS: dict[int, tuple[pd.Index, tuple[str, ...]]] = {}
+_MATCHED_COLUMNS_MAX = 256
+
+
+def _columns_are_symbols(columns: pd.Index, symbols: tuple[str, ...]) -> bool:
+    """``list(columns) == list(symbols)``, memoised by the identity of ``columns``."""
+    entry = _MATCHED_COLUMNS.get(id(columns))
+    if entry is not None and entry[0] is columns and (entry[1] is symbols or entry[1] == symbols):
+        return True
+    if len(columns) != len(symbols) or list(columns) != list(symbols):
+        return False
+    if len(_MATCHED_COLUMNS) >= _MATCHED_COLUMNS_MAX:
+        _MATCHED_COLUMNS.clear()
+    _MATCHED_COLUMNS[id(columns)] = (columns, symbols)
+    return True
+
+
 def _as_array(strategy: Strategy, view: MarketView, signal: Any, what: str) -> np.ndarray:
     n, symbols = len(view), view.symbols
-    where = f"{strategy!r}: {what}"
-    if isinstance(signal, Mapping):
+    where = _Where(strategy, what)
+    if isinstance(signal, pd.DataFrame):
+        index = signal.index
+        if index is not view.index:
+            _check_index(index, view, where)
+        if not _columns_are_symbols(signal.columns, symbols):
+            if sorted(map(str, signal.columns)) != sorted(symbols):
+                raise SignalError(f"{where} has columns {list(signal.columns)}, expected the symbols {list(symbols)}")
+            signal = signal[list(symbols)]
+        values = signal.values  # DataFrame.to_numpy() with default arguments: a view of a single-block frame
+    elif isinstance(signal, Mapping):
         unknown = sorted(set(map(str, signal)) - set(symbols))
         if unknown:
             raise SignalError(f"{where} names unknown symbol(s) {unknown}; the data has {list(symbols)}")
@@ -264,13 +310,6 @@ def _as_array(strategy: Strategy, view: MarketView, signal: Any, what: str) -> n
             if symbol in signal:
                 out[:, col] = _as_column(view, signal[symbol], f"{where}[{symbol!r}]")
         return out
-    if isinstance(signal, pd.DataFrame):
-        _check_index(signal.index, view, where)
-        if list(signal.columns) != list(symbols):
-            if sorted(map(str, signal.columns)) != sorted(symbols):
-                raise SignalError(f"{where} has columns {list(signal.columns)}, expected the symbols {list(symbols)}")
-            signal = signal[list(symbols)]
-        values = signal.to_numpy()
     elif isinstance(signal, pd.Series) or np.ndim(signal) == 1:
         if len(symbols) != 1:
             raise SignalError(f"{where} is one-dimensional but the data has {len(symbols)} symbols {list(symbols)}; "
@@ -283,7 +322,7 @@ def _as_array(strategy: Strategy, view: MarketView, signal: Any, what: str) -> n
     return _to_bool(values, where)
 
 
-def _as_column(view: MarketView, signal: Any, where: str) -> np.ndarray:
+def _as_column(view: MarketView, signal: Any, where: Any) -> np.ndarray:
     """One symbol's signal (a Series on the view's index or a 1-D array) as a boolean vector."""
     if isinstance(signal, pd.Series):
         _check_index(signal.index, view, where)
@@ -295,7 +334,7 @@ def _as_column(view: MarketView, signal: Any, where: str) -> np.ndarray:
     return _to_bool(values, where)
 
 
-def _check_index(index: pd.Index, view: MarketView, where: str) -> None:
+def _check_index(index: pd.Index, view: MarketView, where: Any) -> None:
     if index is view.index or index.equals(view.index):
         return
     if len(index) != len(view):
@@ -305,11 +344,13 @@ def _check_index(index: pd.Index, view: MarketView, where: str) -> None:
                       f"{view.index[first]}")
 
 
-def _to_bool(values: np.ndarray, where: str) -> np.ndarray:
+def _to_bool(values: np.ndarray, where: Any) -> np.ndarray:
     if values.dtype == np.bool_:
         return values
-    if values.dtype.kind in "iuf":
-        return np.nan_to_num(values, nan=0.0) != 0
+    if values.dtype.kind == "f":
+        return np.abs(values) > 0  # NaN -> False, like nan_to_num(values, nan=0) != 0, in one pass and one temporary
+    if values.dtype.kind in "iu":
+        return values != 0
     if values.dtype == object:
         try:
             return pd.array(values.ravel(), dtype="boolean").fillna(False).to_numpy(bool).reshape(values.shape)

@@ -37,8 +37,8 @@ def by_key(df):
 
 
 def same_rows(a, b):
-    """Every result column equal (metrics bit for bit), ignoring timings."""
-    a, b = by_key(a).drop(columns="duration_s"), by_key(b).drop(columns="duration_s")
+    """Every result column equal (metrics bit for bit), ignoring timings and where the jobs ran."""
+    a, b = by_key(a).drop(columns=["duration_s", "worker"]), by_key(b).drop(columns=["duration_s", "worker"])
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
@@ -56,7 +56,8 @@ def test_results_columns_and_values(reference):
     assert list(df.columns[:6]) == ["key", "strategy_id", "strategy", "fast", "slow", "range"]
     assert list(df.columns[6:8]) == ["start", "end"]
     assert list(df.columns[8:8 + len(METRIC_NAMES)]) == list(METRIC_NAMES)
-    assert list(df.columns[-2:]) == ["error", "duration_s"]
+    assert list(df.columns[-3:]) == ["error", "duration_s", "worker"]
+    assert df["worker"].str.startswith("local:").all()
     assert df["key"].is_unique and df["error"].isna().all()
     assert set(df["range"]) == {"first", "second"}
     first = df[df["range"] == "first"]
