@@ -1,16 +1,21 @@
-"""Shared fixtures: one Ray instance per test session (2 CPUs, no dashboard, a small object store)."""
+"""Shared fixtures: one local Ray for the session (2 CPUs, no dashboard, a small object store)."""
 
 import os
 
 import pytest
 
+# Ray reads its authentication mode at import, and every process of a cluster must agree: token authentication,
+# set before any test module imports ray (raybt's Ray executor makes the same choice).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-@pytest.fixture(scope="session")
+
+@pytest.fixture()
 def ray_cluster():
-    """Ray, started once for the whole session; sweeps with n_workers=-1/N join it."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    """The session's local Ray (2 CPUs, no dashboard, 256 MiB object store), started on first use and kept for
+    every later test; sweeps with n_workers=-1/N join it. (tests/test_cluster.py shuts it down to start its own
+    multi-node clusters; the next test that needs it starts it again.)"""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
+    return ray
