@@ -615,11 +615,12 @@ def infer_periods_per_year(times_ns: TimesLike) -> float:
     return _NS_PER_YEAR / spacing
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RangeCalendar:
     """What the metrics need to know about a date range, computed once and shared by all its backtests.
 
-    Build it with :meth:`build`. Arrays are read-only (numba compiles one signature for them).
+    Build it with :meth:`build`. Arrays are read-only (numba compiles one signature for them). Instances compare
+    by identity (arrays have no single truth value).
     """
 
     times_ns: np.ndarray
