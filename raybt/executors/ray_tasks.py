@@ -1,8 +1,9 @@
 """The Ray executor: batches of jobs as Ray remote tasks over market data put once into the object store.
 
 * **Connecting.** ``address`` joins an existing cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``). Without
-  it, an already initialised Ray (a notebook, ``ray job submit``) or ``RAY_ADDRESS`` is used; otherwise a local Ray
-  starts with small-machine defaults: no dashboard, an explicit object store size, and token authentication
+  it, an already initialised Ray (a notebook, ``ray job submit``) or ``RAY_ADDRESS`` is used; otherwise a new local
+  Ray starts (never silently joining a ``ray start`` cluster that happens to run on the machine) with small-machine
+  defaults: no dashboard, an explicit object store size, and token authentication
   (``RAY_AUTH_MODE=token`` unless the environment already sets a mode; Ray writes the token to
   ``~/.ray/auth_token``). A Ray started here is left running for later sweeps in the same process.
 * **Data.** ``ray.put(market)`` once; every task receives the ObjectRef as a top-level argument, which Ray resolves to
@@ -142,8 +143,8 @@ def connect(address: str | None, data_bytes: int) -> bool:
     if address is not None or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=True)
         return False
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=object_store_bytes(data_bytes),
-             log_to_driver=True)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+             object_store_memory=object_store_bytes(data_bytes), log_to_driver=True)
     return True
 
 
