@@ -11,7 +11,8 @@ Guarantees:
 * **Atomic parts.** A local part is written to a hidden temporary file, fsync'ed, renamed into place and the folder
   fsync'ed: a kill at any moment leaves either the whole part or none of it (leftover temporary files are ignored
   and removed on the next open). Object stores (``s3://``, ``gs://``) publish an object only when its upload
-  completes, which gives the same guarantee.
+  completes, which gives the same guarantee: a part is serialized in memory first and sent in one write, and an
+  upload that fails or is interrupted by an exception is deleted again.
 * **Idempotent.** Rows are keyed by job key; a part written twice, or a job stored by two runs, reads back as one row
   (the newest part wins).
 * **Never unpickled.** Parts are plain Parquet (page checksums on), readable by pandas, pyarrow or DuckDB without
@@ -137,8 +138,9 @@ class CheckpointStore:
             os.replace(temporary, final)
             _fsync_dir(self._parts)
         else:
-            with self._fs.open_output_stream(final) as handle:
-                pq.write_table(table, handle, write_page_checksum=True)
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink, write_page_checksum=True)
+            _upload_new_object(self._fs, final, sink.getvalue())
         return final
 
     def record_run(self, info: dict[str, Any]) -> None:
@@ -180,6 +182,25 @@ def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     if "://" in location:
         return pafs.FileSystem.from_uri(location)
     return pafs.LocalFileSystem(), os.path.abspath(location)
+
+
+def _upload_new_object(fs: pafs.FileSystem, path: str, payload: pa.Buffer) -> None:
+    """Upload ``payload`` as the new object ``path``, all of it or nothing.
+
+    An object store publishes an object when its output stream is closed, and pyarrow closes the stream (publishing
+    what was written so far) even when the ``with`` body raises. So the whole payload is serialized before the
+    stream opens and sent in one write, and if anything fails or is interrupted before the upload returns, the
+    object is deleted again (``path`` is a fresh unique name: nothing else is ever there). A killed process never
+    completes its upload, so nothing is published."""
+    try:
+        with fs.open_output_stream(path) as handle:
+            handle.write(payload)
+    except BaseException:
+        try:
+            fs.delete_file(path)
+        except OSError:
+            pass  # never published
+        raise
 
 
 def _fsync_dir(path: str) -> None:

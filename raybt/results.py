@@ -10,6 +10,7 @@ the job ran; else exception type, message and traceback tail), ``duration_s`` (s
 from __future__ import annotations
 
 import pstats
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -126,8 +127,13 @@ class Results:
         return len(self._keys)
 
     def __repr__(self) -> str:
-        where = f", checkpoint_dir={self.checkpoint_dir!r}" if self.checkpoint_dir else ""
+        where = f", checkpoint_dir={_redacted(self.checkpoint_dir)!r}" if self.checkpoint_dir else ""
         return f"Results({len(self)} jobs: {self.n_computed} computed, {self.n_skipped} from checkpoints{where})"
+
+
+def _redacted(location: str) -> str:
+    """A checkpoint location without credentials embedded in a URI (``s3://KEY:SECRET@bucket`` → ``s3://***@bucket``)."""
+    return re.sub(r"://[^/@]+@", "://***@", location)
 
 
 def load_results(checkpoint_dir: str) -> pd.DataFrame:
