@@ -18,19 +18,10 @@ from pathlib import Path
 import pytest
 
 import raybt
-from sweep_strategies import Slow, SmaCross
+from sweeps import DATA, RANGES, Slow, SmaCross, comparable
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
-
-DATA = raybt.synthetic_ohlcv(["BTC"], "2023-01-01", "2023-04-01", "1h", seed=5)
-RANGES = [raybt.DateRange("2023-01-01", "2023-02-15", name="first"),
-          raybt.DateRange("2023-02-15", "2023-04-01", name="second")]
-
-
-def rows(df):
-    return df.drop(columns=["duration_s", "worker"]).sort_values("key").reset_index(drop=True)
-
 
 def node_of(worker: str) -> str:
     return worker.rsplit(":", 1)[0]
@@ -58,7 +49,7 @@ def test_sweep_uses_both_nodes_and_matches_a_local_run(two_nodes):
                                  batch_size=3, show_progress=False)
     assert len(ray.nodes()) == 2
     assert remote.df["worker"].map(node_of).nunique() == 2, "tasks did not land on both nodes"
-    assert rows(remote.df).equals(rows(local.df))
+    assert comparable(remote.df).equals(comparable(local.df))
 
 
 def test_losing_a_node_mid_sweep(two_nodes, tmp_path):
@@ -89,8 +80,8 @@ def test_losing_a_node_mid_sweep(two_nodes, tmp_path):
     assert len(raybt.load_results(str(ck))) == 240
     local = raybt.run_backtests([Slow(n=n, sleep_ms=0.0) for n in range(1, 121)], DATA, RANGES,
                                 show_progress=False).df
-    pd_local = rows(local).drop(columns=["key", "strategy_id", "sleep_ms"])
-    pd_remote = rows(df).drop(columns=["key", "strategy_id", "sleep_ms"])
+    pd_local = comparable(local).drop(columns=["key", "strategy_id", "sleep_ms"])
+    pd_remote = comparable(df).drop(columns=["key", "strategy_id", "sleep_ms"])
     assert pd_remote.sort_values(["n", "range"]).reset_index(drop=True).equals(
         pd_local.sort_values(["n", "range"]).reset_index(drop=True))
 

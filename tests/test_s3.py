@@ -25,29 +25,9 @@ import pytest
 import raybt
 import raybt.checkpoint
 from raybt.checkpoint import CheckpointStore, CheckpointWarning
-from sweep_strategies import Slow, SmaCross
+from sweeps import DATA, GRID, Slow, run, same_rows
 
-DATA = raybt.synthetic_ohlcv(["BTC"], "2023-01-01", "2023-04-01", "1h", seed=5)
-RANGES = [raybt.DateRange("2023-01-01", "2023-02-15", name="first"),
-          raybt.DateRange("2023-02-15", "2023-04-01", name="second")]
-GRID = [SmaCross(fast=f, slow=s) for f in (3, 5, 8, 13) for s in (20, 30, 50)]
 BUCKET, KEY, SECRET, REGION = "bucket", "testing", "testing", "us-east-1"
-
-
-def run(strategies=GRID, data=DATA, **kwargs):
-    options = dict(date_ranges=RANGES, fees=0.001, show_progress=False, batch_size=5, checkpoint_batch_size=7)
-    options.update(kwargs)
-    return raybt.run_backtests(strategies, data, **options)
-
-
-def by_key(df):
-    return df.sort_values("key").reset_index(drop=True)
-
-
-def same_rows(a, b):
-    """Every result column equal (metrics bit for bit), ignoring timings and where the jobs ran."""
-    a, b = by_key(a).drop(columns=["duration_s", "worker"]), by_key(b).drop(columns=["duration_s", "worker"])
-    pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
 # ------------------------------------------------------------------------------------------------- the server
@@ -257,7 +237,7 @@ DRIVER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
     import raybt
-    from sweep_strategies import Slow
+    from sweeps import Slow
     data = raybt.synthetic_ohlcv(["BTC"], "2023-01-01", "2023-04-01", "1h", seed=5)
     ranges = [raybt.DateRange("2023-01-01", "2023-02-15", name="a"), raybt.DateRange("2023-02-15", None, name="b")]
     raybt.run_backtests([Slow(n=n, sleep_ms=8.0) for n in range(1, 101)], data, ranges, checkpoint_dir=sys.argv[1],

@@ -1,8 +1,10 @@
-"""Strategies used by the sweep tests (a module of their own: Ray workers receive it by value)."""
+"""Strategies, data and helpers shared by the sweep tests (a module of its own: Ray workers receive it by value)."""
 
 import os
 import signal
 import time
+
+import pandas as pd
 
 import raybt
 
@@ -52,3 +54,26 @@ class Slow(raybt.Strategy):
     def signals(self, data):
         time.sleep(self.sleep_ms / 1000)
         return data.close > data.close.shift(self.n), data.close < data.close.shift(self.n)
+
+
+DATA = raybt.synthetic_ohlcv(["BTC"], "2023-01-01", "2023-04-01", "1h", seed=5)
+RANGES = [raybt.DateRange("2023-01-01", "2023-02-15", name="first"),
+          raybt.DateRange("2023-02-15", "2023-04-01", name="second")]
+GRID = [SmaCross(fast=f, slow=s) for f in (3, 5, 8, 13) for s in (20, 30, 50)]
+
+
+def run(strategies=GRID, data=DATA, **kwargs):
+    """The standard test sweep (in-process unless told otherwise): small batches and parts, so several of each."""
+    options = dict(date_ranges=RANGES, fees=0.001, show_progress=False, batch_size=5, checkpoint_batch_size=7)
+    options.update(kwargs)
+    return raybt.run_backtests(strategies, data, **options)
+
+
+def comparable(df):
+    """Result rows sorted by key, without what legitimately differs between runs (timings, where jobs ran)."""
+    return df.sort_values("key").drop(columns=["duration_s", "worker"]).reset_index(drop=True)
+
+
+def same_rows(a, b):
+    """Every result column equal, metrics bit for bit."""
+    pd.testing.assert_frame_equal(comparable(a), comparable(b), check_exact=True)
