@@ -3,9 +3,9 @@
 * **Connecting.** ``address`` joins an existing cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``). Without
   it, an already initialised Ray (a notebook, ``ray job submit``) or ``RAY_ADDRESS`` is used; otherwise a new local
   Ray starts (never silently joining a ``ray start`` cluster that happens to run on the machine) with small-machine
-  defaults: no dashboard, an explicit object store size, and token authentication
-  (``RAY_AUTH_MODE=token`` unless the environment already sets a mode; Ray writes the token to
-  ``~/.ray/auth_token``). A Ray started here is left running for later sweeps in the same process.
+  defaults: no dashboard, an explicit object store size, every server bound to 127.0.0.1 (see
+  :mod:`raybt.executors.ray_env`), and token authentication (``RAY_AUTH_MODE=token`` unless the environment already
+  sets a mode; Ray writes the token to ``~/.ray/auth_token``). A Ray started here is left running for later sweeps in the same process.
 * **Data.** ``ray.put(market)`` once; every task receives the ObjectRef as a top-level argument, which Ray resolves to
   a zero-copy, read-only view of the arrays.
 * **Flow control.** At most ``window`` tasks are in flight (``ray.wait``), so driver memory stays flat however many
