@@ -102,7 +102,8 @@ class MarketData:
 
     def __post_init__(self) -> None:
         for field in FIELDS:
-            values = np.ascontiguousarray(getattr(self, field), dtype=np.float64)
+            # Always an owned copy: freezing a view (or the caller's own array) could not stop others writing.
+            values = np.array(getattr(self, field), dtype=np.float64, order="C", copy=True)
             if values.shape != (len(self.symbols), len(self.index)):
                 raise DataError(f"{field} has shape {values.shape}, expected (n_symbols, n_bars) = "
                                 f"({len(self.symbols)}, {len(self.index)})")

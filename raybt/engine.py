@@ -269,27 +269,26 @@ def _stop_fill(side, open_, high, low, level, reason, target):
 
 
 _SCAN_BLOCK = 64
+_INLINE_BARS = 32  # hops up to this many bars are scanned and valued inside the bar loop
 
 
 @njit(cache=True)
 def _next_signal(entries, exits, q, stop):
     """First signal column in ``q:stop`` with an entry or exit for any symbol (``stop`` if none). Blocks are first
-    OR-reduced (vectorised); only a block with a hit is searched bar by bar. (Loops index slices from 0 so numba
-    can drop negative-index checks and vectorise.)"""
+    OR-reduced (vectorised); only a block with a hit is searched bar by bar. Indices are unsigned so numba emits no
+    negative-index wraparound, which would block vectorisation (slicing instead costs ~20 ns per block)."""
     n_symbols = entries.shape[0]
     while q < stop:
         block_end = min(q + _SCAN_BLOCK, stop)
         hit = False
         for s in range(n_symbols):
-            block_entries = entries[s, q:block_end]
-            block_exits = exits[s, q:block_end]
-            for j in range(block_entries.shape[0]):
-                hit = hit | block_entries[j] | block_exits[j]
+            for j in range(np.uint64(q), np.uint64(block_end)):
+                hit = hit | entries[s, j] | exits[s, j]
         if hit:
-            for j in range(block_end - q):
+            for j in range(np.uint64(q), np.uint64(block_end)):
                 for s in range(n_symbols):
-                    if entries[s, q + j] or exits[s, q + j]:
-                        return q + j
+                    if entries[s, j] or exits[s, j]:
+                        return np.int64(j)
         q = block_end
     return stop
 
@@ -297,25 +296,27 @@ def _next_signal(entries, exits, q, stop):
 @njit(cache=True)
 def _value_stretch(equity, r0, r1, bar0, cash, close, state):
     """Equity at the close of simulated bars ``r0:r1`` while positions stay unchanged (row-wise, vectorised; the
-    same arithmetic as :func:`_position_value`)."""
-    out = equity[r0:r1]
-    out[:] = cash
+    same arithmetic as :func:`_position_value`; unsigned indices, as in :func:`_next_signal`)."""
+    for r in range(np.uint64(r0), np.uint64(r1)):
+        equity[r] = cash
     for s in range(state.shape[1]):
         units = state[_UNITS, s]
         if units > 0.0:
             offset = 0.0 if state[_SIDE, s] > 0 else 2.0 * units * state[_ENTRY, s]
             slope = units if state[_SIDE, s] > 0 else -units
-            closes = close[s, bar0 + r0:bar0 + r1]
-            for i in range(out.shape[0]):
-                out[i] += offset + slope * closes[i]
+            shift = np.uint64(bar0)
+            for r in range(np.uint64(r0), np.uint64(r1)):
+                equity[r] += offset + slope * close[s, r + shift]
 
 
 def _simulate_source(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction,
                      fees, fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, equity, trades):
     """The bar loop (compiled by :func:`_compile`). Simulated bar ``r`` reads prices at ``p = bar0 + r`` and
-    signals at ``q = sig0 + r``. Per bar: (1) orders queued by the previous bar's signals fill at the open, (2) stops
-    are checked intrabar, (3) this bar's signals fill at the close or are queued, (4) equity is valued at the close.
-    Stretches where nothing can happen (no signal, no queued order, no stop to watch) are valued in one pass."""
+    signals at ``q = sig0 + r``. On bar ``r``: (1) orders queued by the previous bar's signals fill at the open,
+    (2) stops are checked intrabar, (3) this bar's signals fill at the close or are queued; then (4) equity is
+    valued at the close of ``r`` and of every following bar on which nothing can happen (no signal, no queued
+    order, no stop to watch), and the loop jumps to the next bar that needs attention. Short hops are scanned and
+    valued inline; long quiet stretches by the vectorised helpers (a call costs ~0.1 µs, an inline bar ~1 ns)."""
     n_symbols = close.shape[0] if _N_SYMBOLS == 0 else _N_SYMBOLS
     state = np.zeros((_N_STATE, n_symbols))
     pending_entry = np.zeros(n_symbols, dtype=np.bool_)
@@ -328,15 +329,6 @@ def _simulate_source(open_, high, low, close, entries, exits, bar0, n_bars, sig0
     bars_in_market = 0
     r = 0
     while r < n_bars:
-        if n_pending == 0 and not (has_stops and n_open > 0):
-            quiet_end = _next_signal(entries, exits, sig0 + r, sig0 + n_bars) - sig0
-            if quiet_end > r:
-                _value_stretch(equity, r, quiet_end, bar0, cash, close, state)
-                if n_open > 0:
-                    bars_in_market += quiet_end - r
-                r = quiet_end
-                if r == n_bars:
-                    break
         p = bar0 + r
         q = sig0 + r
         if n_pending > 0:
@@ -390,14 +382,34 @@ def _simulate_source(open_, high, low, close, entries, exits, bar0, n_bars, sig0
             if open_side != 0.0:
                 cash = _open(s, open_side, p, r, False, open_, close, cash, state, size, fees, fixed_fee, slippage)
                 n_open += state[_UNITS, s] > 0.0
-        value = cash
+        # The next bar that needs attention: the next one if an order is queued or a stop is watched, else the
+        # next bar with a signal (a short inline look-ahead first, then the vectorised scan).
+        following = r + 1
+        if n_pending == 0 and not (has_stops and n_open > 0):
+            look_ahead = min(r + _INLINE_BARS, n_bars)
+            while following < look_ahead:
+                signalled = False
+                for s in range(n_symbols):
+                    signalled = signalled or entries[s, sig0 + following] or exits[s, sig0 + following]
+                if signalled:
+                    break
+                following += 1
+            if following == look_ahead and following < n_bars:
+                following = _next_signal(entries, exits, sig0 + following, sig0 + n_bars) - sig0
         if n_open > 0:
-            bars_in_market += 1
-            for s in range(n_symbols):
-                if state[_UNITS, s] > 0.0:
-                    value += _position_value(state[_UNITS, s], state[_SIDE, s], state[_ENTRY, s], close[s, p])
-        equity[r] = value
-        r += 1
+            bars_in_market += following - r
+        if following - r <= _INLINE_BARS:
+            for t in range(r, following):
+                value = cash
+                if n_open > 0:
+                    for s in range(n_symbols):
+                        if state[_UNITS, s] > 0.0:
+                            value += _position_value(state[_UNITS, s], state[_SIDE, s], state[_ENTRY, s],
+                                                     close[s, bar0 + t])
+                equity[t] = value
+        else:
+            _value_stretch(equity, r, following, bar0, cash, close, state)
+        r = following
     # Positions still open: marked to market at the last close, no exit fee.
     last = bar0 + n_bars - 1
     for s in range(n_symbols):

@@ -214,6 +214,16 @@ def test_synthetic_is_deterministic_and_realistic():
     assert load_ohlcv(a.to_frame()).fingerprint == a.fingerprint
 
 
+def test_arrays_own_their_memory_so_they_are_immutable():
+    close = np.full((1, 5), 100.0)
+    md = raybt.MarketData(index=pd.date_range("2024-01-01", periods=5, freq="h", tz="UTC"), symbols=("A",),
+                          open=close, high=close, low=close, close=close.T.T, volume=close)
+    close[0, 0] = 1.0  # the caller's array changes; the market data must not
+    assert md.close[0, 0] == 100.0 and md.close.base is None and not md.close.flags.writeable
+    synthetic = synthetic_ohlcv(["A"], "2024-01-01", "2024-01-02", "1h")
+    assert all(getattr(synthetic, f).base is None for f in ("open", "high", "low", "close", "volume"))
+
+
 def test_fingerprint_changes_with_any_value():
     df = frame()
     base = load_ohlcv(df).fingerprint
