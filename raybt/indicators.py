@@ -60,6 +60,18 @@ Making an array read-only is taken as a promise that its contents will not
 change while it is in use; an owner that turns the flag back on and writes
 defeats the check.
 
+The crossing helpers (``crossed_above``, ``crossed_below``) are memoised
+*weakly*: same keys, checks and read-only outputs, and a repeated call
+returns the same object as long as the caller still holds it, but the cache
+does not keep their results alive and does not count them against the limit.
+In a sweep each crossing of two averages is used once, by one parameter set;
+keeping them would fill the cache with dead results (evicting the averages
+that are reused), and every kept result is fresh memory the OS must fault
+in, which costs more than recomputing a crossing.  Both crossings of a pair
+come from one pass over the inputs: the one not asked for is held in a
+single slot (validated like any entry) for the call that usually follows,
+e.g. ``crossed_below(f, s)`` after ``crossed_above(f, s)``.
+
 Memory bound: the cache counts the bytes of the output arrays it stores and
 evicts least-recently-used entries once the total exceeds the limit, 256 MiB
 per process by default.  The limit is read at import from the environment
@@ -85,6 +97,7 @@ import numbers
 import os
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
@@ -472,51 +485,52 @@ def _stochastic_2d(
 _ROWS = nb.types.Array(nb.float64, 2, "C", readonly=True)
 
 
-@nb.njit((_ROWS, _ROWS, nb.boolean), **_JIT)
-def _crossed_rows(a: np.ndarray, b: np.ndarray, above: bool) -> np.ndarray:
+@nb.njit((_ROWS, _ROWS), **_JIT)
+def _crossings_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Crossings along the rows of C-contiguous ``(columns, bars)`` arrays.
 
-    ``out[j, t] = a[j, t] > b[j, t] and a[j, t-1] <= b[j, t-1]`` (``<`` and
-    ``>=`` if not ``above``); ``out[j, 0]`` is False and any comparison with
-    NaN is False.  Each bar is evaluated independently (no state carried
-    between bars), so the contiguous inner loop vectorises.
+    Returns ``(above, below)`` with ``above[j, t] = a[j, t] > b[j, t] and
+    a[j, t-1] <= b[j, t-1]`` and ``below`` likewise with ``<`` and ``>=``;
+    bar 0 is False and any comparison with NaN is False.  Both come from one
+    pass over the inputs (the pair is nearly always asked for together), and
+    each bar is evaluated independently, so the contiguous loop vectorises.
     """
     ncols, nrows = a.shape
-    out = np.empty((ncols, nrows), dtype=np.bool_)
+    up = np.empty((ncols, nrows), dtype=np.bool_)
+    down = np.empty((ncols, nrows), dtype=np.bool_)
     for j in range(ncols):
         if nrows == 0:
             break
         x = a[j]
         y = b[j]
-        o = out[j]
-        o[0] = False
-        if above:
-            for i in range(1, nrows):
-                o[i] = (x[i] > y[i]) & (x[i - 1] <= y[i - 1])
-        else:
-            for i in range(1, nrows):
-                o[i] = (x[i] < y[i]) & (x[i - 1] >= y[i - 1])
-    return out
+        u = up[j]
+        d = down[j]
+        u[0] = False
+        d[0] = False
+        for i in range(1, nrows):
+            u[i] = (x[i] > y[i]) & (x[i - 1] <= y[i - 1])
+            d[i] = (x[i] < y[i]) & (x[i - 1] >= y[i - 1])
+    return up, down
 
 
-@nb.njit((_ROWS, nb.float64, nb.boolean), **_JIT)
-def _crossed_level_rows(a: np.ndarray, level: float, above: bool) -> np.ndarray:
-    """:func:`_crossed_rows` against a constant level."""
+@nb.njit((_ROWS, nb.float64), **_JIT)
+def _level_crossings_rows(a: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_crossings_rows` against a constant level."""
     ncols, nrows = a.shape
-    out = np.empty((ncols, nrows), dtype=np.bool_)
+    up = np.empty((ncols, nrows), dtype=np.bool_)
+    down = np.empty((ncols, nrows), dtype=np.bool_)
     for j in range(ncols):
         if nrows == 0:
             break
         x = a[j]
-        o = out[j]
-        o[0] = False
-        if above:
-            for i in range(1, nrows):
-                o[i] = (x[i] > level) & (x[i - 1] <= level)
-        else:
-            for i in range(1, nrows):
-                o[i] = (x[i] < level) & (x[i - 1] >= level)
-    return out
+        u = up[j]
+        d = down[j]
+        u[0] = False
+        d[0] = False
+        for i in range(1, nrows):
+            u[i] = (x[i] > level) & (x[i - 1] <= level)
+            d[i] = (x[i] < level) & (x[i - 1] >= level)
+    return up, down
 
 
 def _columns_as_rows(x: np.ndarray) -> np.ndarray:
@@ -526,14 +540,17 @@ def _columns_as_rows(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.T)
 
 
-def _crossed_2d(a: np.ndarray, b: np.ndarray, above: bool) -> np.ndarray:
-    """Crossings of 2-D ``(bars, columns)`` arrays; output columns contiguous."""
-    return _crossed_rows(_columns_as_rows(a), _columns_as_rows(b), above).T
+def _crossings_2d(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(above, below)`` crossings of 2-D ``(bars, columns)`` arrays; output
+    columns contiguous, like the other kernels' outputs."""
+    up, down = _crossings_rows(_columns_as_rows(a), _columns_as_rows(b))
+    return up.T, down.T
 
 
-def _crossed_level_2d(a: np.ndarray, level: float, above: bool) -> np.ndarray:
-    """Crossings of a 2-D ``(bars, columns)`` array and a level."""
-    return _crossed_level_rows(_columns_as_rows(a), level, above).T
+def _level_crossings_2d(a: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(above, below)`` crossings of a 2-D ``(bars, columns)`` array and a level."""
+    up, down = _level_crossings_rows(_columns_as_rows(a), level)
+    return up.T, down.T
 
 
 # ---------------------------------------------------------------------------
@@ -588,7 +605,10 @@ _new_operand = tuple.__new__
 
 def _as_float2d(values: np.ndarray) -> np.ndarray:
     """float64 2-D view of ``values`` (copies only to convert the dtype)."""
-    arr = values if values.dtype == np.float64 else np.asarray(values, dtype=np.float64)
+    if type(values) is np.ndarray and values.dtype == np.float64:
+        arr = values  # what np.asarray would return, without the call
+    else:
+        arr = np.asarray(values, dtype=np.float64)
     return arr.reshape(-1, 1) if arr.ndim == 1 else arr
 
 
@@ -630,6 +650,12 @@ class _Entry(NamedTuple):
     nbytes: int
 
 
+class _WeakEntry(NamedTuple):
+    operands: tuple[_Operand, ...]
+    # to the result objects, which the caller keeps alive (or not)
+    refs: tuple[weakref.ref, ...]
+
+
 def _same_inputs(stored: tuple[_Operand, ...], current: tuple[_Operand, ...]) -> bool:
     """True if ``current`` are the very objects, unchanged, of an entry."""
     for old, new in zip(stored, current):
@@ -641,11 +667,27 @@ def _same_inputs(stored: tuple[_Operand, ...], current: tuple[_Operand, ...]) ->
     return True
 
 
+# (key, operands, raw outputs) of a result computed ahead of its call
+_Parked = tuple[tuple[object, ...], tuple[_Operand, ...], tuple[np.ndarray, ...]]
+
+
 class _ResultCache:
-    """Thread-safe LRU map from call keys to read-only results, bounded in bytes."""
+    """Thread-safe LRU map from call keys to read-only results, bounded in bytes.
+
+    Beside the LRU it keeps *weak* entries (see :func:`_crossed`): they
+    reference their results weakly, count no bytes, and disappear when the
+    last outside reference to a result does; and one *parked* result, computed
+    ahead of the call that will most likely ask for it next.
+    """
 
     def __init__(self, limit_bytes: int) -> None:
         self._entries: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
+        self._weak: dict[tuple[object, ...], _WeakEntry] = {}
+        # (key, weakref) of weak results that died: appended by weakref
+        # callbacks (which may run in any thread, so they take no lock) and
+        # purged under the lock by the next lookup, store or info.
+        self._dead: list[tuple[tuple[object, ...], weakref.ref]] = []
+        self._parked: _Parked | None = None
         self._lock = threading.Lock()
         self.limit = limit_bytes
         self.nbytes = 0
@@ -664,6 +706,33 @@ class _ResultCache:
             self.misses += 1
             return None
 
+    def lookup_weak(
+        self, key: tuple[object, ...], operands: tuple[_Operand, ...]
+    ) -> tuple[tuple[object, ...] | None, tuple[np.ndarray, ...] | None]:
+        """``(result, None)`` on a hit of a live weak entry, ``(None, raws)``
+        if the result was computed ahead (see :meth:`park`) and is handed
+        over, ``(None, None)`` on a miss."""
+        with self._lock:
+            if self._dead:
+                self._purge()
+            weak = self._weak.get(key)
+            if weak is not None and _same_inputs(weak.operands, operands):
+                result = tuple([ref() for ref in weak.refs])
+                if all(obj is not None for obj in result):
+                    self.hits += 1
+                    return result, None
+            parked = self._parked
+            if (
+                parked is not None
+                and parked[0] == key
+                and _same_inputs(parked[1], operands)
+            ):
+                self._parked = None
+                self.hits += 1
+                return None, parked[2]
+            self.misses += 1
+            return None, None
+
     def store(
         self,
         key: tuple[object, ...],
@@ -679,26 +748,72 @@ class _ResultCache:
             self.nbytes += nbytes
             self._evict()
 
+    def store_weak(
+        self,
+        key: tuple[object, ...],
+        operands: tuple[_Operand, ...],
+        result: tuple[object, ...],
+    ) -> None:
+        dead = self._dead
+
+        def died(ref: weakref.ref, key: tuple[object, ...] = key) -> None:
+            dead.append((key, ref))
+
+        refs = tuple([weakref.ref(obj, died) for obj in result])
+        with self._lock:
+            if self._dead:
+                self._purge()
+            self._weak[key] = _WeakEntry(operands, refs)
+
+    def park(
+        self,
+        key: tuple[object, ...],
+        operands: tuple[_Operand, ...],
+        raws: tuple[np.ndarray, ...],
+    ) -> None:
+        """Hold one result computed ahead of its call (the other crossing of
+        a pair) until that call takes it or the next :meth:`park` replaces it:
+        a single slot, so at most one such result is ever kept."""
+        with self._lock:
+            self._parked = (key, operands, raws)
+
     def set_limit(self, limit_bytes: int) -> None:
         with self._lock:
             self.limit = limit_bytes
+            if limit_bytes <= 0:
+                self._weak.clear()
+                self._parked = None
             self._evict()
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._weak.clear()
+            self._parked = None
             self.nbytes = 0
             self.hits = 0
             self.misses = 0
 
     def info(self) -> CacheInfo:
         with self._lock:
-            return CacheInfo(self.hits, self.misses, len(self._entries), self.nbytes, self.limit)
+            if self._dead:
+                self._purge()
+            entries = len(self._entries) + len(self._weak)
+            return CacheInfo(self.hits, self.misses, entries, self.nbytes, self.limit)
 
     def _evict(self) -> None:
         while self.nbytes > self.limit and self._entries:
             _, entry = self._entries.popitem(last=False)
             self.nbytes -= entry.nbytes
+
+    def _purge(self) -> None:
+        """Drop weak entries whose results died (caller holds the lock)."""
+        dead = self._dead
+        while dead:
+            key, ref = dead.pop()
+            weak = self._weak.get(key)
+            if weak is not None and any(r is ref for r in weak.refs):
+                del self._weak[key]
 
 
 def _limit_from_env() -> int:
@@ -778,6 +893,26 @@ def _wrap(raw: np.ndarray, like: _Operand) -> object:
     return raw if like.values.ndim == 2 else raw[:, 0]
 
 
+def _inspect(
+    inputs: tuple[tuple[object, str], ...],
+) -> tuple[tuple[_Operand, ...], bool]:
+    """Operands of ``inputs`` ((object, role) pairs), checked to have one
+    shape, and whether the call may use the cache."""
+    operands = tuple([_operand(obj, role) for obj, role in inputs])
+    first = operands[0]
+    cacheable = _CACHE.limit > 0 and first.frozen
+    if len(operands) > 1:
+        shape = first.values.shape
+        for op, (_, role) in zip(operands[1:], inputs[1:]):
+            if op.values.shape != shape:
+                raise ValueError(
+                    f"{role} has shape {op.values.shape}, expected {shape} "
+                    f"like {inputs[0][1]}"
+                )
+            cacheable = cacheable and op.frozen
+    return operands, cacheable
+
+
 def _evaluate(
     name: str,
     params: tuple[object, ...],
@@ -789,19 +924,8 @@ def _evaluate(
     ``inputs`` are (object, role) pairs; ``kernel`` receives their float64
     2-D arrays and returns 2-D arrays, which are wrapped like the first input.
     """
-    operands = tuple([_operand(obj, role) for obj, role in inputs])
-    first = operands[0]
+    operands, cacheable = _inspect(inputs)
     cache = _CACHE
-    cacheable = cache.limit > 0 and first.frozen
-    if len(operands) > 1:
-        shape = first.values.shape
-        for op, (_, role) in zip(operands[1:], inputs[1:]):
-            if op.values.shape != shape:
-                raise ValueError(
-                    f"{role} has shape {op.values.shape}, expected {shape} "
-                    f"like {inputs[0][1]}"
-                )
-            cacheable = cacheable and op.frozen
     key: tuple[object, ...] = ()
     if cacheable:
         key = (name, params, tuple([id(op.obj) for op in operands]))
@@ -817,6 +941,7 @@ def _evaluate(
     if cacheable:
         for raw in raws:
             _freeze(raw)
+    first = operands[0]
     result = tuple([_wrap(raw, first) for raw in raws])
     if cacheable:
         cache.store(key, operands, result, nbytes)
@@ -983,7 +1108,8 @@ def crossed_above(a: Data, b: Data | float) -> Data:
 
     ``a[t] > b[t] and a[t-1] <= b[t-1]``; the first bar is False, and any
     comparison with NaN is False.  ``b`` is a scalar or an array-like of the
-    same shape as ``a`` (compared by position).
+    same shape as ``a`` (compared by position).  One fused pass; the result
+    is memoised weakly (see the module docstring).
     """
     return _crossed("crossed_above", a, b, True)
 
@@ -993,7 +1119,8 @@ def crossed_below(a: Data, b: Data | float) -> Data:
 
     ``a[t] < b[t] and a[t-1] >= b[t-1]``; the first bar is False, and any
     comparison with NaN is False.  ``b`` is a scalar or an array-like of the
-    same shape as ``a`` (compared by position).
+    same shape as ``a`` (compared by position).  One fused pass; the result
+    is memoised weakly (see the module docstring).
     """
     return _crossed("crossed_below", a, b, False)
 
@@ -1016,15 +1143,50 @@ _ARRAY_LIKE = (pd.DataFrame, pd.Series, np.ndarray)
 
 
 def _crossed(name: str, a: Data, b: Data | float, above: bool) -> Data:
-    """Shared body of :func:`crossed_above` / :func:`crossed_below`: one
-    fused numba pass (``above`` selects ``>``/``<=`` or ``<``/``>=``)."""
+    """Shared body of :func:`crossed_above` / :func:`crossed_below`.
+
+    One fused pass computes both crossings of the pair.  The one asked for is
+    returned and memoised weakly; the other is parked in the cache's single
+    slot for the matching call that usually follows (``crossed_below(f, s)``
+    after ``crossed_above(f, s)``), which then takes it without a pass over
+    the inputs.  Same keys and input checks as every cached indicator.
+    """
     if not isinstance(b, _ARRAY_LIKE) and isinstance(b, numbers.Real):
         level = float(b)
         # NaN != NaN would defeat the key lookup; all NaN levels are equivalent.
-        params = ("nan",) if np.isnan(level) else (level,)
-        return _evaluate(
-            name, params, ((a, "a"),), lambda lhs: (_crossed_level_2d(lhs, level, above),)
-        )[0]
-    return _evaluate(
-        name, (), ((a, "a"), (b, "b")), lambda lhs, rhs: (_crossed_2d(lhs, rhs, above),)
-    )[0]
+        params: tuple[object, ...] = ("nan",) if np.isnan(level) else (level,)
+        inputs: tuple[tuple[object, str], ...] = ((a, "a"),)
+    else:
+        level = None
+        params = ()
+        inputs = ((a, "a"), (b, "b"))
+    operands, cacheable = _inspect(inputs)
+    cache = _CACHE
+    first = operands[0]
+    key: tuple[object, ...] = ()
+    if cacheable:
+        ids = tuple([id(op.obj) for op in operands])
+        key = (name, params, ids)
+        hit, ahead = cache.lookup_weak(key, operands)
+        if hit is not None:
+            return hit[0]
+        if ahead is not None:
+            result = (_wrap(ahead[0], first),)
+            cache.store_weak(key, operands, result)
+            return result[0]
+
+    values = [_as_float2d(op.values) for op in operands]
+    if level is None:
+        up, down = _crossings_2d(values[0], values[1])
+    else:
+        up, down = _level_crossings_2d(values[0], level)
+    mine, other = (up, down) if above else (down, up)
+    if cacheable and mine.nbytes <= cache.limit:
+        _freeze(mine)
+        _freeze(other)
+        other_name = "crossed_below" if above else "crossed_above"
+        cache.park((other_name, params, ids), operands, (other,))
+        result = (_wrap(mine, first),)
+        cache.store_weak(key, operands, result)
+        return result[0]
+    return _wrap(mine, first)

@@ -383,6 +383,158 @@ def test_input_validation() -> None:
 
 
 # ---------------------------------------------------------------------------
+# Fast paths: fused crossing kernel, output wrapping
+# ---------------------------------------------------------------------------
+
+
+def _np_crossed(a: np.ndarray, b, above: bool) -> np.ndarray:
+    """The crossing formula with numpy ufuncs (NaN compares False), bar 0 False."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    cur_b, prev_b = (b, b) if b.ndim == 0 else (b[1:], b[:-1])
+    now, before = (np.greater, np.less_equal) if above else (np.less, np.greater_equal)
+    out = np.zeros(a.shape, dtype=bool)
+    if len(a):
+        out[1:] = now(a[1:], cur_b) & before(a[:-1], prev_b)
+    return out
+
+
+def _crossing_inputs() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Pairs with ties, NaN, infinities and every memory layout the kernel may meet."""
+    rng = np.random.default_rng(11)
+    a = np.round(rng.standard_normal((300, 3)), 1)  # rounded: many exact ties
+    b = np.round(rng.standard_normal((300, 3)), 1)
+    a[[5, 6, 40], 0] = np.nan
+    b[[7, 41], 1] = np.nan
+    a[[60, 90], 2] = np.inf
+    b[[61, 91], 2] = -np.inf
+    return [
+        ("C-ordered", a, b),
+        ("F-ordered", np.asfortranarray(a), np.asfortranarray(b)),
+        ("mixed orders", a, np.asfortranarray(b)),
+        ("strided rows", a[::3], b[1::3]),
+        ("strided columns", a[:, ::2], b[:, 1:]),
+        ("one row", a[:1], b[:1]),
+        ("two rows", a[:2], b[:2]),
+        ("no rows", a[:0], b[:0]),
+        ("integers", np.arange(-6, 6).reshape(4, 3), np.zeros((4, 3), dtype=np.int64)),
+        ("1-D", a[:, 0].copy(), b[:, 0].copy()),
+    ]
+
+
+@pytest.mark.parametrize("above", [True, False])
+@pytest.mark.parametrize("label, a, b", _crossing_inputs(), ids=[c[0] for c in _crossing_inputs()])
+def test_crossings_match_the_formula_on_any_layout(label: str, a, b, above: bool) -> None:
+    fn = ind.crossed_above if above else ind.crossed_below
+    got = fn(a, b)
+    assert got.dtype == np.bool_ and got.shape == a.shape
+    np.testing.assert_array_equal(got, _np_crossed(a, b, above))
+    for level in (0.0, 0, np.inf, -np.inf, np.nan, True):
+        np.testing.assert_array_equal(fn(a, level), _np_crossed(a, level, above))
+
+
+def test_dataframe_outputs_keep_the_input_labels_and_one_block() -> None:
+    """A wrapped output is a plain DataFrame on the input's very index/columns objects, one block, no copy."""
+    close = _inputs("frame").close
+    other = _inputs("frame").other
+    for result, expected in [
+        (ind.sma(close, 20), _frames().close.rolling(20).mean()),
+        (ind.crossed_above(close, other), _ref_crossed(_frames().close, _frames().other, above=True)),
+        (ind.crossed_below(close, 100.0), _ref_crossed(_frames().close, 100.0, above=False)),
+    ]:
+        assert type(result) is pd.DataFrame
+        assert result.index is close.index and result.columns is close.columns
+        pd.testing.assert_frame_equal(result, expected, check_exact=expected.dtypes.iloc[0] == bool,
+                                      rtol=RTOL, atol=ATOL)
+        assert len({id(dtype) for dtype in result.dtypes}) == 1  # one dtype: one block
+        values = result.to_numpy()
+        assert np.shares_memory(values, result.to_numpy())  # a view, not an interleaved copy
+        assert values.flags.f_contiguous  # each symbol's column contiguous
+    series = ind.crossed_above(_inputs("series").close, 100.0)
+    assert series.index is INDEX and series.name == "C"
+
+
+def test_crossings_are_memoised_weakly() -> None:
+    """Same object while the caller holds it; never kept alive or counted by the cache."""
+    close = _inputs("frame").close
+    fast, slow = ind.sma(close, 5), ind.sma(close, 20)
+    assert ind.cache_info()[:3] == (0, 2, 2)
+    bytes_before = ind.cache_info().bytes
+    first = ind.crossed_above(fast, slow)
+    assert ind.crossed_above(fast, slow) is first
+    assert ind.crossed_above(fast, 100.0) is ind.crossed_above(fast, 100)
+    assert not _root_writeable(first.to_numpy())  # shared object: read-only
+    pd.testing.assert_frame_equal(first, _ref_crossed(fast, slow, above=True))
+    info = ind.cache_info()
+    assert (info.hits, info.misses, info.bytes) == (2, 4, bytes_before) and info.entries == 3
+    values = first.to_numpy().copy()
+    gone = weakref.ref(first)
+    del first
+    gc.collect()
+    assert gone() is None  # the cache did not keep it
+    assert ind.cache_info().entries == 2  # the dead crossings' entries went with them
+    again = ind.crossed_above(fast, slow)
+    np.testing.assert_array_equal(again.to_numpy(), values)
+    assert ind.cache_info().misses == 5
+    ind.set_cache_limit(0)
+    assert ind.cache_info().entries == 0
+    assert ind.crossed_above(fast, slow) is not ind.crossed_above(fast, slow)
+
+
+@pytest.mark.parametrize("level", [None, 100.0])
+def test_the_other_crossing_of_a_pair_is_computed_ahead(level) -> None:
+    """crossed_below(f, s) right after crossed_above(f, s) (or the reverse) is served from the same pass."""
+    close = _inputs("frame").close
+    fast, slow = ind.sma(close, 5), ind.sma(close, 20)
+    rhs = slow if level is None else level
+    ref = _ref_crossed(fast, rhs if level is None else level, above=False)
+    up = ind.crossed_above(fast, rhs)
+    misses = ind.cache_info().misses
+    down = ind.crossed_below(fast, rhs)
+    assert ind.cache_info().misses == misses  # taken, not computed
+    pd.testing.assert_frame_equal(down, ref)
+    assert down.index is close.index and down.columns is close.columns
+    assert not _root_writeable(down.to_numpy())
+    assert ind.crossed_below(fast, rhs) is down  # then memoised like any crossing
+    assert ind.crossed_above(fast, rhs) is up
+    # the reverse order, and only for the very same inputs
+    ind.clear_cache()
+    fast, slow = ind.sma(close, 5), ind.sma(close, 20)
+    rhs = slow if level is None else level
+    ind.crossed_below(fast, rhs)
+    other = ind.sma(close, 6)
+    misses = ind.cache_info().misses
+    ind.crossed_above(other, rhs)
+    assert ind.cache_info().misses == misses + 1
+    up = ind.crossed_above(fast, rhs)  # the slot now holds other's pair: computed again
+    assert ind.cache_info().misses == misses + 2
+    pd.testing.assert_frame_equal(up, _ref_crossed(fast, rhs, above=True))
+
+
+def test_a_computed_ahead_crossing_is_not_used_for_changed_inputs() -> None:
+    frame = _frame(ARRAYS["close"])
+    other = _frame(ARRAYS["other"])
+    ind.crossed_above(frame, other)
+    frame.columns = ["x", "y", "z"]  # relabelled in place: same object, other labels
+    misses = ind.cache_info().misses
+    down = ind.crossed_below(frame, other)
+    assert ind.cache_info().misses == misses + 1
+    assert list(down.columns) == ["x", "y", "z"]
+    expected = _ref_crossed(_frames().close, _frames().other, above=False)
+    np.testing.assert_array_equal(down.to_numpy(), expected.to_numpy())
+
+
+def test_crossings_of_writable_inputs_are_not_memoised() -> None:
+    a, b = ARRAYS["close"].copy(), ARRAYS["other"].copy()
+    up = ind.crossed_above(a, b)
+    assert ind.crossed_below(a, b) is not None and ind.cache_info()[:3] == (0, 0, 0)
+    assert up.flags.writeable and ind.crossed_above(a, b) is not up
+    a[:] = 0.0
+    b[:] = 1.0
+    assert not ind.crossed_below(a, b).any()  # nothing computed ahead from the old values
+
+
+# ---------------------------------------------------------------------------
 # Cache
 # ---------------------------------------------------------------------------
 

@@ -259,3 +259,38 @@ def test_wrong_columns_and_return_type(two):
     bad = type("Single", (Strategy,), {"signals": lambda self, data: data.close > 0})()
     with pytest.raises(SignalError, match=r"Single\(\): signals\(\) must return a tuple \(entries, exits\)"):
         signal_arrays(bad, two)
+
+
+def test_indicator_frames_take_the_fast_path_without_copies(two):
+    """Frames on the view's own index with the symbols as columns are used in place; equal labels give the same."""
+    fast, slow = raybt.indicators.sma(two.close, 3), raybt.indicators.sma(two.close, 8)
+    up, down = raybt.indicators.crossed_above(fast, slow), raybt.indicators.crossed_below(fast, slow)
+    assert up.index is two.index
+    e, x = signal_arrays(make(lambda d: up, lambda d: down), two)
+    assert e.shape == x.shape == (2, 48) and e.dtype == x.dtype == np.bool_
+    np.testing.assert_array_equal(e, up.to_numpy().T)
+    np.testing.assert_array_equal(x, down.to_numpy().T)
+    assert np.shares_memory(e, up.to_numpy())  # no copy on the fast path
+    relabelled = up.set_axis(pd.Index(["A", "B"]), axis=1).set_axis(two.index.copy(), axis=0)
+    assert relabelled.columns is not up.columns and relabelled.index is not two.index
+    e2, _ = signal_arrays(make(lambda d: relabelled, lambda d: down), two)
+    np.testing.assert_array_equal(e2, e)
+    swapped = up.set_axis(["B", "A"], axis=1)  # same labels, other order: realigned by name
+    e3, _ = signal_arrays(make(lambda d: swapped, lambda d: down), two)
+    np.testing.assert_array_equal(e3, e[::-1])
+    with pytest.raises(SignalError, match="expected the symbols"):
+        signal_arrays(make(lambda d: up.set_axis(["A", "Z"], axis=1), lambda d: down), two)
+    e4, _ = signal_arrays(make(lambda d: up, lambda d: down), two)  # the memo of checked columns changes nothing
+    np.testing.assert_array_equal(e4, e)
+
+
+def test_numeric_signals_convert_like_nan_to_zero(one):
+    floats = np.array([np.nan, 0.0, -0.0, 1.0, -2.5, np.inf, -np.inf, 1e-300] + [0.0] * 40)
+    for values in (floats, floats.astype(np.float32), np.array([0, 1, -1, np.iinfo(np.int64).min] + [0] * 44),
+                   np.array([0, 1, 255] + [0] * 45, dtype=np.uint8)):
+        e, _ = signal_arrays(make(lambda d, v=values: v, lambda d: np.zeros(48, bool)), one)
+        expected = np.nan_to_num(values, nan=0.0) != 0
+        np.testing.assert_array_equal(e[0], expected)
+        frame = pd.DataFrame(values, index=one.index, columns=["A"])
+        e, _ = signal_arrays(make(lambda d, f=frame: f, lambda d: np.zeros(48, bool)), one)
+        np.testing.assert_array_equal(e[0], expected)

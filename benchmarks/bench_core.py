@@ -1,0 +1,293 @@
+"""Per-backtest cost of the core (signals + simulation + metrics) for an SMA-crossover sweep, in one process.
+
+    python benchmarks/bench_core.py [--grid 190|2000|both] [--repeat 7] [--end 2025-01-01]
+
+Data: ``raybt.synthetic_ohlcv(["BTC"], "2020-01-01", "2025-01-01", "1h", seed=0)`` (43,848 hourly bars), the whole
+range, ``initial_amount=10_000, fees=0.001``, close fills, long only. Strategy: the canonical SMA crossover of
+``examples/sma_crossover.py`` (``sma`` twice, ``crossed_above``/``crossed_below`` on ``data.close``). Grids:
+
+* 190 sets: fast 5..50 step 5 × slow 20..200 step 10 (the grid of ``bench_kernel.py`` and DESIGN.md);
+* 2,000 sets: fast 2..101 (100 values) × slow 110..300 step 10 (20 values) - every fast < slow, 120 distinct
+  averages, so most ``sma`` calls hit the indicator cache, as in a real sweep.
+
+Every backtest is one call of ``raybt.backtest.evaluate`` (no Ray). Each repeat is one full pass over the grid that
+starts with an empty indicator cache (``clear_cache()``) and with freed heap memory returned to the OS
+(``malloc_trim``), i.e. what one fresh worker pays for a sweep of that range: each average is computed once (into
+new memory) and then hit, each crossing is computed once (a crossing is used by one parameter set only). Every
+backtest is timed on its own in every pass, and the figures are the sum over the grid of each backtest's best time
+over the ``--repeat`` passes, divided by the grid size: other processes share the two cores here, and this "best of
+several repeats" per backtest is robust to them taking the CPU for part of a pass.
+
+Rows per grid and cache mode (cache on = the default limit; off = ``set_cache_limit(0)``, restored afterwards):
+
+* ``signals``    - ``raybt.strategy.signal_arrays(strategy, ctx.view)`` on the cached view of
+  ``raybt.backtest.range_context`` (indicators, crossings, conversion to bool arrays);
+* ``simulation`` - ``raybt.engine.simulate`` with the same arguments ``evaluate`` passes;
+* ``metrics``    - ``raybt.metrics.compute_metrics`` as ``evaluate`` calls it;
+* ``sum``        - the three stages above (one pass, a ``perf_counter`` pair around each stage);
+* ``evaluate``   - a separate pass calling ``evaluate`` itself: the number that counts (target <= 150 µs);
+* ``evaluate, best whole pass`` / ``evaluate, CPU time`` - the same passes timed whole, wall clock and this
+  thread's CPU time (``time.thread_time``), best pass;
+* ``evaluate, averages cached`` - a second pass right after it, every average already cached: the steady state of
+  a long sweep, where the cost of computing each average once is spread over many more parameter sets;
+* ``page faults per backtest`` - minor page faults during the ``evaluate`` pass (first touches of fresh memory,
+  ~2 µs each on this VM): mostly the averages computed into new memory.
+
+The numpy reference, run in the same process on the same grid, per backtest: cumsum-based SMAs (the cumsum of the
+closes recomputed every backtest), crossing signals with the same NaN rule, the position as the last signal carried
+forward (long from an entry bar's close to the next exit bar's close, long only, all in), per-bar returns with a
+``1 - fees`` factor on each entry and exit bar, the equity curve by cumprod, and final value, max drawdown and
+Sharpe. No trade list, stops or the other ~25 metrics: it is a floor for "plain vectorised numpy", not an equivalent.
+
+Note on the indicator cache: it only stores results for read-only inputs whose root memory is read-only. If the
+market arrays are read-only views of writable memory (``synthetic_ohlcv`` with one symbol builds them that way
+as of this writing), nothing is cached; the script then says so and re-wraps the same values in a ``MarketData``
+built from copies (read-only, owned), as ``load_ohlcv`` and Ray's object store deliver them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+import raybt
+from raybt import indicators
+from raybt.backtest import evaluate, range_context
+from raybt.data import FIELDS
+from raybt.engine import CostModel, simulate
+from raybt.metrics import compute_metrics
+from raybt.strategy import signal_arrays
+
+TARGET_US = 150.0
+INITIAL, FEES = 10_000.0, 0.001
+GRIDS = {
+    "190": [(f, s) for f in range(5, 55, 5) for s in range(20, 210, 10)],
+    "2000": [(f, s) for f in range(2, 102) for s in range(110, 310, 10)],
+}
+
+
+class SmaCross(raybt.Strategy):
+    """Long when the fast SMA crosses above the slow one; flat when it crosses below (as examples/sma_crossover.py)."""
+
+    fast: int = 10
+    slow: int = 50
+
+    def signals(self, data):
+        fast = raybt.indicators.sma(data.close, self.fast)
+        slow = raybt.indicators.sma(data.close, self.slow)
+        return raybt.indicators.crossed_above(fast, slow), raybt.indicators.crossed_below(fast, slow)
+
+
+# ------------------------------------------------------------------------------------------------ numpy reference
+
+def _np_sma(cs: np.ndarray, n: int) -> np.ndarray:
+    """SMA from ``cs`` = cumsum of the closes with a leading 0; NaN for the first ``n - 1`` bars."""
+    out = np.empty(cs.size - 1)
+    out[: n - 1] = np.nan
+    np.subtract(cs[n:], cs[:-n], out=out[n - 1:])
+    out[n - 1:] /= n
+    return out
+
+
+def numpy_reference(close: np.ndarray, fast: int, slow: int) -> tuple[float, float, float, int]:
+    """One SMA-crossover backtest in plain vectorised numpy: (final value, max drawdown, sharpe, entries taken)."""
+    cs = np.concatenate(([0.0], np.cumsum(close)))
+    f, s = _np_sma(cs, fast), _np_sma(cs, slow)
+    above, at_or_below = f > s, f <= s  # NaN compares False both ways
+    entries = np.zeros(close.size, bool)
+    exits = np.zeros(close.size, bool)
+    np.logical_and(above[1:], at_or_below[:-1], out=entries[1:])
+    np.logical_and(f[1:] < s[1:], f[:-1] >= s[:-1], out=exits[1:])
+    events = entries | exits
+    last_event = np.maximum.accumulate(np.where(events, np.arange(close.size), 0))
+    long = entries[last_event]  # in the market after this bar's close
+    returns = np.zeros(close.size)
+    np.divide(close[1:], close[:-1], out=returns[1:])
+    returns[1:] -= 1.0
+    returns[1:] *= long[:-1]  # the bar's return counts if we held from the previous close
+    change = np.zeros(close.size, bool)
+    np.not_equal(long[1:], long[:-1], out=change[1:])
+    change[0] = long[0]
+    growth = 1.0 + returns
+    growth[change] *= 1.0 - FEES  # entry or exit on this bar's close
+    equity = INITIAL * np.cumprod(growth)
+    drawdown = float((equity / np.maximum.accumulate(equity)).min() - 1.0)
+    bar_returns = growth - 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):  # fast == slow never trades: 0 / 0
+        sharpe = float(bar_returns.mean() / bar_returns.std(ddof=1) * np.sqrt(8760.0))
+    return float(equity[-1]), drawdown, sharpe, int(np.count_nonzero(change & long))
+
+
+# ------------------------------------------------------------------------------------------------ timing
+
+def _root_read_only(a: np.ndarray) -> bool:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return not a.flags.writeable
+
+
+def load_market(end: str) -> tuple[raybt.MarketData, bool]:
+    """The synthetic market, re-wrapped in owned read-only arrays if its arrays are views of writable memory."""
+    market = raybt.synthetic_ohlcv(["BTC"], "2020-01-01", end, "1h", seed=0)
+    eligible = all(_root_read_only(getattr(market, f)) for f in FIELDS)
+    if not eligible:
+        market = raybt.MarketData(index=market.index, symbols=market.symbols,
+                                  **{f: np.array(getattr(market, f), copy=True) for f in FIELDS})
+    return market, eligible
+
+
+def _malloc_trim() -> None:
+    """Give freed heap memory back to the OS (glibc), so that the next pass pays first touches like a new worker."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: passes after the first reuse memory, as a long sweep does
+        pass
+
+
+def fresh_start() -> None:
+    """Empty indicator cache and no recycled heap memory: one pass = one worker's sweep of the range."""
+    indicators.clear_cache()
+    gc.collect()
+    _malloc_trim()
+
+
+STAGES = ("signals", "simulation", "metrics", "sum", "evaluate", "evaluate, best whole pass", "evaluate, CPU time",
+          "evaluate, averages cached")
+
+
+def time_stages(strategies, market, costs, repeat: int) -> tuple[dict[str, float], float]:
+    """Seconds per pass for each row of :data:`STAGES`, and minor page faults per backtest (best pass).
+
+    Every backtest is timed on its own, in every pass; a row is the sum over the grid of each backtest's best time
+    over the passes (robust when other processes take the CPU for part of a pass), except the rows timed as whole
+    passes ("best whole pass", "CPU time"), which report the best pass.
+    """
+    n = len(strategies)
+    per = {name: np.full((repeat, n), np.inf) for name in ("signals", "simulation", "metrics", "evaluate",
+                                                          "evaluate, averages cached")}
+    best_pass = {"evaluate, best whole pass": float("inf"), "evaluate, CPU time": float("inf")}
+    faults = float("inf")
+    clock, cpu = time.perf_counter, time.thread_time
+    ctx = range_context(market, None, 0, None)
+    view, calendar = ctx.view, ctx.calendar
+    first_bar, n_bars, offset = ctx.start, ctx.end - ctx.start, ctx.start - ctx.signal_start
+    o, h, lo, c = market.open, market.high, market.low, market.close
+    for r in range(repeat):
+        # stage split: one pass, each stage timed on its own, mirroring evaluate()
+        fresh_start()
+        sig, sim_t, met = per["signals"][r], per["simulation"][r], per["metrics"][r]
+        for i, st in enumerate(strategies):
+            t0 = clock()
+            entries, exits = signal_arrays(st, view)
+            t1 = clock()
+            sim = simulate(o, h, lo, c, entries, exits, costs, first_bar=first_bar, n_bars=n_bars,
+                           signal_offset=offset, size=float(st.size), direction=st.direction,
+                           stop_loss=st.stop_loss, take_profit=st.take_profit, trailing_stop=st.trailing_stop)
+            t2 = clock()
+            compute_metrics(sim.equity, sim.trades, sim.bars_in_market, initial_amount=costs.initial_amount,
+                            calendar=calendar, risk_free_rate=0.0)
+            t3 = clock()
+            sig[i], sim_t[i], met[i] = t1 - t0, t2 - t1, t3 - t2
+        # the real thing: evaluate() per strategy, from an empty cache; wall and this thread's CPU time
+        fresh_start()
+        ev = per["evaluate"][r]
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        p0, c0 = clock(), cpu()
+        for i, st in enumerate(strategies):
+            t0 = clock()
+            evaluate(st, market, None, costs)
+            ev[i] = clock() - t0
+        p1, c1 = clock(), cpu()
+        faults = min(faults, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / n)
+        best_pass["evaluate, best whole pass"] = min(best_pass["evaluate, best whole pass"], p1 - p0)
+        best_pass["evaluate, CPU time"] = min(best_pass["evaluate, CPU time"], c1 - c0)
+        # again, with the averages of that pass still cached: the steady state of a long sweep
+        warm = per["evaluate, averages cached"][r]
+        for i, st in enumerate(strategies):
+            t0 = clock()
+            evaluate(st, market, None, costs)
+            warm[i] = clock() - t0
+    out = {name: float(times.min(axis=0).sum()) for name, times in per.items()}
+    out["sum"] = out["signals"] + out["simulation"] + out["metrics"]
+    out.update(best_pass)
+    return {name: out[name] for name in STAGES}, faults
+
+
+def time_reference(grid, close: np.ndarray, repeat: int) -> tuple[float, float]:
+    """Seconds per pass of the numpy reference (sum of each backtest's best time), and mean entries per backtest."""
+    times = np.full((repeat, len(grid)), np.inf)
+    entries = 0
+    for r in range(repeat):
+        entries = 0
+        for i, (f, s) in enumerate(grid):
+            t0 = time.perf_counter()
+            entries += numpy_reference(close, f, s)[3]
+            times[r, i] = time.perf_counter() - t0
+    return float(times.min(axis=0).sum()), entries / len(grid)
+
+
+def _load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", choices=("190", "2000", "both"), default="both")
+    parser.add_argument("--repeat", type=int, default=7, help="passes per figure; the best is reported")
+    parser.add_argument("--end", default="2025-01-01", help="end of the synthetic data (start 2020-01-01)")
+    args = parser.parse_args()
+
+    market, eligible = load_market(args.end)
+    costs = CostModel(INITIAL, fees=FEES)
+    close = np.ascontiguousarray(market.close[0])
+    print(f"core benchmark: SMA crossover, {market.n_bars:,} hourly bars, 1 symbol, one process; {args.repeat} "
+          f"passes, each from an empty indicator cache and fresh memory; µs per backtest, each backtest's best "
+          f"over the passes (raybt from {Path(raybt.__file__).parent}; load average {_load_average()})")
+    if not eligible:
+        print("  note: synthetic_ohlcv's arrays are read-only views of writable memory, which the indicator cache "
+              "never stores;\n        using a MarketData of read-only copies (as load_ohlcv / Ray's object store "
+              "give)")
+    limit_mb = indicators.cache_info().limit / 2**20
+    grids = ("190", "2000") if args.grid == "both" else (args.grid,)
+    for grid_name in grids:
+        grid = GRIDS[grid_name]
+        strategies = [SmaCross(fast=f, slow=s) for f, s in grid]
+        for st in strategies[:3]:  # compile / load the numba kernels before timing
+            evaluate(st, market, None, costs)
+        ref_s, ref_entries = time_reference(grid, close, args.repeat)
+        ref_us = ref_s / len(grid) * 1e6
+        results, faults = {}, {}
+        try:
+            for mode, limit in (("cache on", limit_mb), ("cache off", 0.0)):
+                indicators.set_cache_limit(limit)
+                results[mode], faults[mode] = time_stages(strategies, market, costs, args.repeat)
+        finally:
+            indicators.set_cache_limit(limit_mb)
+            indicators.clear_cache()
+        n_trades = np.mean([evaluate(st, market, None, costs)[0]["n_trades"] for st in strategies[::10]])
+        print(f"\ngrid {grid_name}: {len(grid):,} parameter sets "
+              f"(~{n_trades:.0f} trades per backtest; numpy reference {ref_entries:.0f} entries)")
+        print(f"  {'µs per backtest':<28}" + "".join(f"{mode:>12}" for mode in results))
+        for stage in STAGES:
+            cells = "".join(f"{r[stage] / len(grid) * 1e6:12.1f}" for r in results.values())
+            print(f"  {stage:<28}{cells}")
+        print(f"  {'numpy reference':<28}{ref_us:12.1f}")
+        ratios = "".join(f"{r['evaluate'] / ref_s:12.2f}" for r in results.values())
+        print(f"  {'evaluate / numpy reference':<28}{ratios}")
+        print(f"  {'page faults per backtest':<28}" + "".join(f"{f:12.1f}" for f in faults.values()))
+        on = results["cache on"]["evaluate"] / len(grid) * 1e6
+        verdict = "meets" if on <= TARGET_US else "misses"
+        print(f"  target <= {TARGET_US:.0f} µs per backtest (evaluate, cache on): {on:.1f} µs, {verdict} it")
+
+
+if __name__ == "__main__":
+    main()
