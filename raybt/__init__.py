@@ -20,11 +20,11 @@ from raybt.data import DataError, DateRange, MarketData, load_ohlcv, synthetic_o
 from raybt.resources import Recommendation, recommended_workers
 from raybt.results import Results, load_results
 from raybt.strategy import SignalError, Strategy
-from raybt.sweep import BacktestError, run_backtests
+from raybt.sweep import BacktestError, FailedBacktestsWarning, run_backtests
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Backtest", "BacktestError", "DataError", "DateRange", "MarketData", "Results", "SignalError", "Strategy",
+    "Backtest", "BacktestError", "DataError", "FailedBacktestsWarning", "DateRange", "MarketData", "Results", "SignalError", "Strategy",
     "indicators", "load_ohlcv", "load_results", "metrics", "Recommendation", "recommended_workers", "run_backtest", "run_backtests", "synthetic_ohlcv",
 ]

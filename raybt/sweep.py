@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -19,6 +20,10 @@ from raybt.strategy import Strategy
 
 class BacktestError(RuntimeError):
     """A job failed with ``continue_on_error=False``; the message names the strategy id, parameters and range."""
+
+
+class FailedBacktestsWarning(UserWarning):
+    """Some jobs of a sweep run with ``continue_on_error=True`` failed (their rows have ``error`` set)."""
 
 
 def run_backtests(strategies: Iterable[Strategy], data: DataLike,
@@ -64,10 +69,13 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                               "settings": repr(settings), "jobs": len(plan), "to_run": int(len(todo)),
                               "executor": type(executor).__name__, "n_workers": executor.n_workers})
             try:
-                _collect(executor.run(_batches(plan, todo, batch_size)), plan, market, store,
-                         checkpoint_batch_size, continue_on_error, progress, n_skipped, profiles)
+                n_failed = _collect(executor.run(_batches(plan, todo, batch_size)), plan, market, store,
+                                    checkpoint_batch_size, continue_on_error, progress, n_skipped, profiles)
             finally:
                 executor.close()
+            if n_failed:
+                warnings.warn(f"{n_failed} of {len(todo)} backtests failed (results.errors has their rows and "
+                              f"tracebacks; rerun_errors=True retries them)", FailedBacktestsWarning, stacklevel=2)
     finally:
         progress.close()
     return Results(store, plan.keys, n_computed=int(len(todo)), n_skipped=n_skipped,
@@ -105,8 +113,9 @@ def _batches(plan: Plan, todo: np.ndarray, batch_size: int) -> Iterator[Batch]:
 
 def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, store: CheckpointStore | MemoryStore,
              checkpoint_batch_size: int, continue_on_error: bool, progress: tqdm, n_skipped: int,
-             profiles: list[BatchResult]) -> None:
-    """Buffer finished batches and flush them to the store every ``checkpoint_batch_size`` rows."""
+             profiles: list[BatchResult]) -> int:
+    """Buffer finished batches and flush them to the store every ``checkpoint_batch_size`` rows; returns the number
+    of failed jobs."""
     buffered: list[BatchResult] = []
     n_buffered = n_errors = 0
 
@@ -138,3 +147,4 @@ def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, sto
         if failed:
             progress.set_postfix(skipped=n_skipped, errors=n_errors)
     flush()
+    return n_errors

@@ -16,6 +16,7 @@ import pytest
 
 import raybt
 from raybt.checkpoint import CheckpointWarning
+from raybt.sweep import FailedBacktestsWarning
 from raybt.metrics import METRIC_NAMES
 from sweeps import DATA, GRID, RANGES, FailsOn, KillsItsWorkerOnce, Slow, SmaCross, run, same_rows
 
@@ -186,7 +187,8 @@ def test_leftover_temporary_files_are_ignored_and_removed(tmp_path):
 
 def test_continue_on_error_records_the_failure(tmp_path):
     grid = [FailsOn(n=n) for n in range(6)]
-    results = run(grid, checkpoint_dir=tmp_path / "ck", continue_on_error=True)
+    with pytest.warns(FailedBacktestsWarning, match="2 of 12 backtests failed"):
+        results = run(grid, checkpoint_dir=tmp_path / "ck", continue_on_error=True)
     failed = results.errors
     assert len(failed) == 2 and set(failed["n"]) == {3}
     assert failed["error"].str.startswith("ValueError: cannot handle n=3").all()
@@ -195,7 +197,9 @@ def test_continue_on_error_records_the_failure(tmp_path):
     assert results.df["error"].isna().sum() == 10
     # stored like any other row: not rerun, unless asked
     assert run(grid, checkpoint_dir=tmp_path / "ck", continue_on_error=True).n_computed == 0
-    assert run(grid, checkpoint_dir=tmp_path / "ck", continue_on_error=True, rerun_errors=True).n_computed == 2
+    with pytest.warns(FailedBacktestsWarning, match="2 of 2 backtests failed"):
+        rerun = run(grid, checkpoint_dir=tmp_path / "ck", continue_on_error=True, rerun_errors=True)
+    assert rerun.n_computed == 2
 
 
 def test_stop_on_first_error_keeps_finished_rows(tmp_path):
@@ -205,7 +209,8 @@ def test_stop_on_first_error_keeps_finished_rows(tmp_path):
         run(grid, checkpoint_dir=tmp_path / "ck", batch_size=4)
     stored = raybt.load_results(str(tmp_path / "ck"))
     assert len(stored) == 6 and stored["error"].isna().all()  # jobs 0..5 ran; the failed one is not stored
-    fixed = run(grid, checkpoint_dir=tmp_path / "ck", continue_on_error=True)
+    with pytest.warns(FailedBacktestsWarning, match="2 of 6 backtests failed"):
+        fixed = run(grid, checkpoint_dir=tmp_path / "ck", continue_on_error=True)
     assert fixed.n_computed == 6
 
 
