@@ -65,17 +65,14 @@ def _bar_times(market: MarketData, date_range) -> tuple[int, int]:
     return int(market.times_ns[start]), int(market.times_ns[end - 1])
 
 
-def merge_profiles(results: Sequence[BatchResult]) -> pstats.Stats | None:
-    """cProfile statistics of every profiled batch, merged."""
+def merge_profiles(profiles: Sequence[dict]) -> pstats.Stats | None:
+    """Merge the cProfile statistics (``Profile.stats`` dicts) of profiled batches."""
     merged = None
-    for result in results:
-        if result.profile is None:
-            continue
-        holder = _StatsHolder(result.profile)
+    for stats in profiles:
         if merged is None:
-            merged = pstats.Stats(holder)
+            merged = pstats.Stats(_StatsHolder(stats))
         else:
-            merged.add(holder)
+            merged.add(_StatsHolder(stats))
     return merged
 
 

@@ -61,7 +61,7 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     progress = tqdm(total=len(plan), initial=n_skipped, disable=not show_progress, unit="backtest",
                     desc="raybt", dynamic_ncols=True, smoothing=0.1)
     progress.set_postfix(skipped=n_skipped, errors=0)
-    profiles: list[BatchResult] = []
+    profiles: list[dict] = []
     try:
         if len(todo):
             executor = _executor(plan, market, settings, n_workers, address, profile)
@@ -113,7 +113,7 @@ def _batches(plan: Plan, todo: np.ndarray, batch_size: int) -> Iterator[Batch]:
 
 def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, store: CheckpointStore | MemoryStore,
              checkpoint_batch_size: int, continue_on_error: bool, progress: tqdm, n_skipped: int,
-             profiles: list[BatchResult]) -> int:
+             profiles: list[dict]) -> int:
     """Buffer finished batches and flush them to the store every ``checkpoint_batch_size`` rows; returns the number
     of failed jobs."""
     buffered: list[BatchResult] = []
@@ -128,8 +128,7 @@ def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, sto
 
     for result in results:
         if result.profile is not None:
-            profiles.append(BatchResult(result.jobs[:0], result.metrics[:0], [], result.durations[:0],
-                                        profile=result.profile))
+            profiles.append(result.profile)
         failed = [i for i, error in enumerate(result.errors) if error is not None]
         if failed and not continue_on_error:
             buffered.append(result.without(failed))
