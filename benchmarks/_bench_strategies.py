@@ -6,17 +6,10 @@ million-backtest run needs 500,000 *distinct* cheap strategies on a short series
 the engine reads): same signals and same per-job work as ``SmaCross``, one more parameter in the id.
 """
 
-import raybt
+from raybt.demo import SmaCross
 
 
-class SizedSmaCross(raybt.Strategy):
-    """Long when the fast SMA crosses above the slow one, flat when it crosses below; ``size`` of equity per entry."""
+class SizedSmaCross(SmaCross):
+    """SmaCross with ``size`` (fraction of equity per entry) as a parameter."""
 
-    fast: int = 5
-    slow: int = 30
     size: float = 1.0
-
-    def signals(self, data):
-        fast = raybt.indicators.sma(data.close, self.fast)
-        slow = raybt.indicators.sma(data.close, self.slow)
-        return raybt.indicators.crossed_above(fast, slow), raybt.indicators.crossed_below(fast, slow)

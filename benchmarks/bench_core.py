@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 import raybt
+from raybt.demo import SmaCross  # the examples/sma_crossover.py strategy, shipped with raybt
 from raybt import indicators
 from raybt.backtest import evaluate, range_context
 from raybt.data import FIELDS
@@ -70,18 +71,6 @@ GRIDS = {
     "190": [(f, s) for f in range(5, 55, 5) for s in range(20, 210, 10)],
     "2000": [(f, s) for f in range(2, 102) for s in range(110, 310, 10)],
 }
-
-
-class SmaCross(raybt.Strategy):
-    """Long when the fast SMA crosses above the slow one; flat when it crosses below (as examples/sma_crossover.py)."""
-
-    fast: int = 10
-    slow: int = 50
-
-    def signals(self, data):
-        fast = raybt.indicators.sma(data.close, self.fast)
-        slow = raybt.indicators.sma(data.close, self.slow)
-        return raybt.indicators.crossed_above(fast, slow), raybt.indicators.crossed_below(fast, slow)
 
 
 # ------------------------------------------------------------------------------------------------ numpy reference

@@ -7,16 +7,7 @@ import time
 import pandas as pd
 
 import raybt
-
-
-class SmaCross(raybt.Strategy):
-    fast: int = 5
-    slow: int = 20
-
-    def signals(self, data):
-        fast = raybt.indicators.sma(data.close, self.fast)
-        slow = raybt.indicators.sma(data.close, self.slow)
-        return raybt.indicators.crossed_above(fast, slow), raybt.indicators.crossed_below(fast, slow)
+from raybt.demo import SmaCross  # noqa: F401 - shared by the sweep tests
 
 
 class FailsOn(raybt.Strategy):
