@@ -101,6 +101,12 @@ class MarketData:
     volume: np.ndarray
 
     def __post_init__(self) -> None:
+        index = self.index
+        if not isinstance(index, pd.DatetimeIndex) or str(index.tz) != "UTC":
+            raise DataError("MarketData.index must be a UTC DatetimeIndex (load_ohlcv converts other input)")
+        if not (index.is_monotonic_increasing and index.is_unique):
+            raise DataError("MarketData.index must be sorted and free of duplicates (load_ohlcv sorts and checks)")
+        object.__setattr__(self, "symbols", tuple(self.symbols))
         for field in FIELDS:
             # Always an owned copy: freezing a view (or the caller's own array) could not stop others writing.
             values = np.array(getattr(self, field), dtype=np.float64, order="C", copy=True)
@@ -113,7 +119,7 @@ class MarketData:
     @cached_property
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
-        digest.update(self.index.asi8.tobytes())
+        digest.update(self.times_ns.tobytes())
         digest.update("\x1f".join(self.symbols).encode())
         for field in FIELDS:
             digest.update(np.ascontiguousarray(getattr(self, field)).tobytes())
@@ -122,7 +128,7 @@ class MarketData:
     @cached_property
     def times_ns(self) -> np.ndarray:
         """Bar timestamps as int64 nanoseconds since the epoch, UTC."""
-        return self.index.asi8
+        return self.index.as_unit("ns").asi8
 
     @property
     def n_bars(self) -> int:
@@ -130,7 +136,7 @@ class MarketData:
 
     @property
     def nbytes(self) -> int:
-        return sum(getattr(self, f).nbytes for f in FIELDS) + self.index.asi8.nbytes
+        return sum(getattr(self, f).nbytes for f in FIELDS) + self.times_ns.nbytes
 
     def __repr__(self) -> str:
         if not self.n_bars:

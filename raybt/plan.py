@@ -52,9 +52,6 @@ class Plan:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def key(self, job: int) -> str:
-        return self.keys[job].decode()
-
     def describe(self, job: int) -> str:
         """``Strategy(params) on range 'name'`` for error messages."""
         strategy = self.strategies[self.strategy_index[job]]

@@ -224,6 +224,19 @@ def test_arrays_own_their_memory_so_they_are_immutable():
     assert all(getattr(synthetic, f).base is None for f in ("open", "high", "low", "close", "volume"))
 
 
+def test_market_data_index_must_be_utc_sorted_unique():
+    close = np.full((1, 3), 100.0)
+    arrays = dict(open=close, high=close, low=close, close=close, volume=close)
+    with pytest.raises(DataError, match="must be a UTC DatetimeIndex"):
+        raybt.MarketData(index=pd.date_range("2024-01-01", periods=3, freq="h"), symbols=("A",), **arrays)
+    unsorted = pd.DatetimeIndex(["2024-01-01 02:00", "2024-01-01 01:00", "2024-01-01 03:00"], tz="UTC")
+    with pytest.raises(DataError, match="sorted and free of duplicates"):
+        raybt.MarketData(index=unsorted, symbols=("A",), **arrays)
+    micro = pd.date_range("2024-01-01", periods=3, freq="h", tz="UTC").as_unit("us")
+    md = raybt.MarketData(index=micro, symbols=["A"], **arrays)
+    assert md.times_ns[1] - md.times_ns[0] == 3_600 * 10**9  # nanoseconds whatever the index's unit
+
+
 def test_fingerprint_changes_with_any_value():
     df = frame()
     base = load_ohlcv(df).fingerprint
