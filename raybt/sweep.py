@@ -99,9 +99,10 @@ def _executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: 
     prepare_local_ray(address)
     from raybt.executors.ray_tasks import RayExecutor, check_picklable, ship_user_modules
 
-    ship_user_modules(plan.strategies)
     check_picklable(plan.strategies)
-    return RayExecutor(market, settings, n_workers=n_workers or -1, address=address, profile=profile)
+    executor = RayExecutor(market, settings, n_workers=n_workers or -1, address=address, profile=profile)
+    ship_user_modules(plan.strategies)
+    return executor
 
 
 def _batches(plan: Plan, todo: np.ndarray, batch_size: int) -> Iterator[Batch]:

@@ -10,8 +10,9 @@
   a zero-copy, read-only view of the arrays.
 * **Flow control.** At most ``window`` tasks are in flight (``ray.wait``), so driver memory stays flat however many
   jobs there are; results are yielded in completion order.
-* **Strategy code.** Strategy classes from the user's own modules (not installed packages) are pickled by value, so
-  workers need not be able to import them (a script's folder, a notebook, ``sys.path`` tweaks). What those classes
+* **Strategy code.** A local Ray started here gives its workers this process's import path, so strategy modules
+  found on it are pickled by reference (small, cheap batches). Other user modules (not installed packages) are
+  pickled by value, so workers need not be able to import them (a cluster, a notebook, later ``sys.path`` tweaks). What those classes
   import must exist on the workers: on a cluster ship it with ``runtime_env`` (``working_dir`` / ``py_modules``).
 * **Failures.** A worker process that dies is retried by Ray (``max_retries``); the driver receives each task's result
   once, and the checkpoint store de-duplicates by key in any case.
@@ -23,6 +24,7 @@ import os
 import sys
 import sysconfig
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 # Ray reads the authentication mode when it is imported, and every process of a cluster must agree on it: default to
 # token authentication unless the environment says otherwise, before the first `import ray`.
@@ -62,7 +64,9 @@ def check_picklable(strategies: Sequence[Strategy]) -> None:
 
 
 def ship_user_modules(strategies: Sequence[Strategy]) -> None:
-    """Register the modules defining user strategy classes (and their user base classes) for pickling by value."""
+    """Register the modules defining user strategy classes (and their user base classes) for pickling by value,
+    unless the workers can import them: a local Ray started by raybt gives its workers this process's import path,
+    and by-reference pickling then keeps batches small and cheap to (un)pickle."""
     installed = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("purelib", "platlib", "stdlib")}
     for cls in {type(s) for s in strategies}:
         for klass in cls.__mro__:
@@ -72,8 +76,27 @@ def ship_user_modules(strategies: Sequence[Strategy]) -> None:
             if module.__name__ == "__main__" or module.__name__.split(".")[0] == "raybt":
                 continue  # __main__ is pickled by value anyway; raybt is installed on every worker
             path = os.path.realpath(getattr(module, "__file__", None) or "")
-            if path and not any(path.startswith(root + os.sep) for root in installed):
+            if not path or any(path.startswith(root + os.sep) for root in installed):
+                continue
+            if not _importable_by_workers(module.__name__, path):
                 cloudpickle.register_pickle_by_value(module)
+
+
+_WORKER_IMPORT_PATH: tuple[str, ...] = ()  # set when raybt starts a local Ray: its workers' sys.path
+
+
+def _importable_by_workers(name: str, path: str) -> bool:
+    """Whether ``import name`` finds ``path`` on the import path raybt gave the workers of a Ray it started."""
+    file = Path(path)
+    parts = name.split(".")
+    if file.name == "__init__.py":
+        file = file.parent
+    if file.stem != parts[-1]:
+        return False  # loaded under another name (e.g. a spec file): not importable by that name
+    root = file.parent
+    for _ in parts[:-1]:
+        root = root.parent
+    return str(root) in _WORKER_IMPORT_PATH
 
 
 def _culprit(cls: type) -> str:
@@ -143,8 +166,12 @@ def connect(address: str | None, data_bytes: int) -> bool:
     if address is not None or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=True)
         return False
+    global _WORKER_IMPORT_PATH
+    import_path = tuple(dict.fromkeys(os.path.realpath(p or os.getcwd()) for p in sys.path))
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-             object_store_memory=object_store_bytes(data_bytes), log_to_driver=True)
+             object_store_memory=object_store_bytes(data_bytes), log_to_driver=True,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(import_path)}})
+    _WORKER_IMPORT_PATH = import_path
     return True
 
 
