@@ -82,7 +82,8 @@ def ship_user_modules(strategies: Sequence[Strategy]) -> None:
                 cloudpickle.register_pickle_by_value(module)
 
 
-_WORKER_IMPORT_PATH: tuple[str, ...] = ()  # set when raybt starts a local Ray: its workers' sys.path
+_WORKER_IMPORT_PATH: tuple[str, ...] = ()  # the workers' sys.path of the local Ray raybt started ...
+_STARTED_RAY = ""  # ... identified by its GCS address (a Ray the user restarted since is not ours)
 
 
 def _importable_by_workers(name: str, path: str) -> bool:
@@ -96,7 +97,8 @@ def _importable_by_workers(name: str, path: str) -> bool:
     root = file.parent
     for _ in parts[:-1]:
         root = root.parent
-    return str(root) in _WORKER_IMPORT_PATH
+    ours = _STARTED_RAY and ray.is_initialized() and ray.get_runtime_context().gcs_address == _STARTED_RAY
+    return bool(ours) and str(root) in _WORKER_IMPORT_PATH
 
 
 def _culprit(cls: type) -> str:
@@ -166,12 +168,12 @@ def connect(address: str | None, data_bytes: int) -> bool:
     if address is not None or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=True)
         return False
-    global _WORKER_IMPORT_PATH
+    global _WORKER_IMPORT_PATH, _STARTED_RAY
     import_path = tuple(dict.fromkeys(os.path.realpath(p or os.getcwd()) for p in sys.path))
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
              object_store_memory=object_store_bytes(data_bytes), log_to_driver=True,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(import_path)}})
-    _WORKER_IMPORT_PATH = import_path
+    _WORKER_IMPORT_PATH, _STARTED_RAY = import_path, ray.get_runtime_context().gcs_address
     return True
 
 
