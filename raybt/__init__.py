@@ -25,6 +25,7 @@ from raybt.sweep import BacktestError, FailedBacktestsWarning, run_backtests
 __version__ = "0.1.0"
 
 __all__ = [
-    "Backtest", "BacktestError", "DataError", "FailedBacktestsWarning", "DateRange", "MarketData", "Results", "SignalError", "Strategy",
-    "indicators", "load_ohlcv", "load_results", "metrics", "Recommendation", "recommended_workers", "run_backtest", "run_backtests", "synthetic_ohlcv",
+    "Backtest", "BacktestError", "DataError", "DateRange", "FailedBacktestsWarning", "MarketData", "Recommendation",
+    "Results", "SignalError", "Strategy", "indicators", "load_ohlcv", "load_results", "metrics", "recommended_workers",
+    "run_backtest", "run_backtests", "synthetic_ohlcv",
 ]

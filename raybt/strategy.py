@@ -245,8 +245,8 @@ def _consts(code: types.CodeType) -> str:
 
 def signal_arrays(strategy: Strategy, view: MarketView) -> tuple[np.ndarray, np.ndarray]:
     """Call ``strategy.signals(view)`` and return ``(entries, exits)`` as boolean arrays of shape
-    ``(n_symbols, len(view))`` (symbol-major, like the market data). NaN counts as False. Raises :class:`SignalError` naming the strategy on a shape,
-    index or column mismatch.
+    ``(n_symbols, len(view))`` (symbol-major, like the market data). NaN counts as False. Raises
+    :class:`SignalError` naming the strategy on a shape, index or column mismatch.
 
     Boolean DataFrames on the view's own index object (as indicator outputs and pandas operations on ``data.close``
     are) with the symbols as columns are returned as views of their memory, without copying or re-checking labels.

@@ -3,17 +3,17 @@
 * **Connecting.** ``address`` joins an existing cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``). Without
   it, an already initialised Ray (a notebook, ``ray job submit``) or ``RAY_ADDRESS`` is used; otherwise a new local
   Ray starts (never silently joining a ``ray start`` cluster that happens to run on the machine) with small-machine
-  defaults: no dashboard, an explicit object store size, every server bound to 127.0.0.1 (see
-  :mod:`raybt.executors.ray_env`), and token authentication (``RAY_AUTH_MODE=token`` unless the environment already
-  sets a mode; Ray writes the token to ``~/.ray/auth_token``). A Ray started here is left running for later sweeps in the same process.
+  defaults: no dashboard, an explicit object store size, every server bound to 127.0.0.1 and token authentication
+  (see :mod:`raybt.executors.ray_env`). A Ray started here is left running for later sweeps in the same process.
 * **Data.** ``ray.put(market)`` once; every task receives the ObjectRef as a top-level argument, which Ray resolves to
   a zero-copy, read-only view of the arrays.
 * **Flow control.** At most ``window`` tasks are in flight (``ray.wait``), so driver memory stays flat however many
   jobs there are; results are yielded in completion order.
 * **Strategy code.** A local Ray started here gives its workers this process's import path, so strategy modules
   found on it are pickled by reference (small, cheap batches). Other user modules (not installed packages) are
-  pickled by value, so workers need not be able to import them (a cluster, a notebook, later ``sys.path`` tweaks). What those classes
-  import must exist on the workers: on a cluster ship it with ``runtime_env`` (``working_dir`` / ``py_modules``).
+  pickled by value, so workers need not be able to import them (a cluster, a notebook, later ``sys.path``
+  tweaks). What those classes import must exist on the workers: on a cluster ship it with ``runtime_env``
+  (``working_dir`` / ``py_modules``).
 * **Failures.** A worker process that dies is retried by Ray (``max_retries``); the driver receives each task's result
   once, and the checkpoint store de-duplicates by key in any case.
 """
@@ -26,13 +26,9 @@ import sysconfig
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-# Ray reads the authentication mode when it is imported, and every process of a cluster must agree on it: default to
-# token authentication unless the environment says otherwise, before the first `import ray`.
-os.environ.setdefault("RAY_AUTH_MODE", "token")
-
-import psutil  # noqa: E402
-import ray  # noqa: E402
-from ray import cloudpickle  # noqa: E402
+import psutil
+import ray
+from ray import cloudpickle
 
 from raybt.batch import Batch, BatchResult, run_batch
 from raybt.data import MarketData
