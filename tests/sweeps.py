@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sys
 import time
 
 import pandas as pd
@@ -68,3 +69,18 @@ def comparable(df):
 def same_rows(a, b):
     """Every result column equal, metrics bit for bit."""
     pd.testing.assert_frame_equal(comparable(a), comparable(b), check_exact=True)
+
+
+KILL_RANGES = [raybt.DateRange("2023-01-01", "2023-02-15", name="a"), raybt.DateRange("2023-02-15", None, name="b")]
+
+
+def slow_sweep(n_strategies, checkpoint_dir=None):
+    """The sweep the crash tests kill: ``Slow`` strategies (8 ms each) × 2 ranges, small batches and parts.
+    Run as ``python sweeps.py CHECKPOINT_DIR N`` it is the driver process that gets SIGKILLed."""
+    strategies = [Slow(n=n, sleep_ms=8.0) for n in range(1, n_strategies + 1)]
+    return raybt.run_backtests(strategies, DATA, KILL_RANGES, checkpoint_dir=checkpoint_dir, batch_size=3,
+                               checkpoint_batch_size=5, show_progress=False)
+
+
+if __name__ == "__main__":
+    slow_sweep(int(sys.argv[2]), sys.argv[1])

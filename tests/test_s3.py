@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -25,7 +24,8 @@ import pytest
 import raybt
 import raybt.checkpoint
 from raybt.checkpoint import CheckpointStore, CheckpointWarning
-from sweeps import DATA, GRID, Slow, run, same_rows
+import sweeps
+from sweeps import GRID, run, same_rows, slow_sweep
 
 BUCKET, KEY, SECRET, REGION = "bucket", "testing", "testing", "us-east-1"
 
@@ -233,28 +233,12 @@ def test_credentials_from_environment(s3, monkeypatch, reference):
 
 # --------------------------------------------------------------------------------------------- driver crash
 
-DRIVER = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    import raybt
-    from sweeps import Slow
-    data = raybt.synthetic_ohlcv(["BTC"], "2023-01-01", "2023-04-01", "1h", seed=5)
-    ranges = [raybt.DateRange("2023-01-01", "2023-02-15", name="a"), raybt.DateRange("2023-02-15", None, name="b")]
-    raybt.run_backtests([Slow(n=n, sleep_ms=8.0) for n in range(1, 101)], data, ranges, checkpoint_dir=sys.argv[1],
-                        batch_size=3, checkpoint_batch_size=5, show_progress=False)
-""")
-
-
-def test_driver_killed_then_resumed_from_s3(s3, tmp_path):
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(tests=str(Path(__file__).parent)))
-    ranges = [raybt.DateRange("2023-01-01", "2023-02-15", name="a"), raybt.DateRange("2023-02-15", None, name="b")]
-    grid = [Slow(n=n, sleep_ms=8.0) for n in range(1, 101)]
-    uninterrupted = raybt.run_backtests(grid, DATA, ranges, show_progress=False).df
+def test_driver_killed_then_resumed_from_s3(s3):
+    uninterrupted = slow_sweep(100).df
     assert len(uninterrupted) == 200
 
     uri = s3.uri("killed")
-    process = subprocess.Popen([sys.executable, str(script), uri])
+    process = subprocess.Popen([sys.executable, sweeps.__file__, uri, "100"])
     try:
         deadline = time.monotonic() + 60
         while not s3.parts("killed"):  # wait until the sweep is under way (a part is in the bucket) ...
@@ -269,7 +253,7 @@ def test_driver_killed_then_resumed_from_s3(s3, tmp_path):
 
     stored_before = len(raybt.load_results(uri))
     assert 0 < stored_before < 200, f"{stored_before} rows stored: the kill did not land mid-sweep"
-    resumed = raybt.run_backtests(grid, DATA, ranges, checkpoint_dir=uri, show_progress=False)
+    resumed = slow_sweep(100, uri)
     assert resumed.n_skipped == stored_before and resumed.n_computed == 200 - stored_before
     assert resumed.df["key"].is_unique and len(resumed.df) == 200
     same_rows(resumed.df, uninterrupted)

@@ -7,7 +7,6 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,8 @@ import raybt
 from raybt.checkpoint import CheckpointWarning
 from raybt.sweep import FailedBacktestsWarning
 from raybt.metrics import METRIC_NAMES
-from sweeps import DATA, GRID, RANGES, FailsOn, KillsItsWorkerOnce, Slow, SmaCross, run, same_rows
+import sweeps
+from sweeps import DATA, GRID, RANGES, FailsOn, KillsItsWorkerOnce, SmaCross, run, same_rows, slow_sweep
 
 @pytest.fixture(scope="module")
 def reference():
@@ -222,29 +222,12 @@ def test_stop_on_first_error_with_ray(ray_cluster, tmp_path):
 
 # --------------------------------------------------------------------------------------------- driver crash
 
-DRIVER = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    import raybt
-    from sweeps import Slow
-    data = raybt.synthetic_ohlcv(["BTC"], "2023-01-01", "2023-04-01", "1h", seed=5)
-    ranges = [raybt.DateRange("2023-01-01", "2023-02-15", name="a"), raybt.DateRange("2023-02-15", None, name="b")]
-    raybt.run_backtests([Slow(n=n, sleep_ms=8.0) for n in range(1, 151)], data, ranges, checkpoint_dir=sys.argv[1],
-                        batch_size=3, checkpoint_batch_size=5, show_progress=False)
-""")
-
-
 def test_driver_killed_at_random_moments_then_resumed(tmp_path):
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(tests=str(Path(__file__).parent)))
-    data = raybt.synthetic_ohlcv(["BTC"], "2023-01-01", "2023-04-01", "1h", seed=5)
-    ranges = [raybt.DateRange("2023-01-01", "2023-02-15", name="a"), raybt.DateRange("2023-02-15", None, name="b")]
-    uninterrupted = raybt.run_backtests([Slow(n=n, sleep_ms=8.0) for n in range(1, 151)], data, ranges,
-                                        show_progress=False).df
+    uninterrupted = slow_sweep(150).df
     rng = np.random.default_rng(11)
     for attempt, delay in enumerate(rng.uniform(0.0, 1.5, size=3)):
         ck = tmp_path / f"ck{attempt}"
-        process = subprocess.Popen([sys.executable, str(script), str(ck)])
+        process = subprocess.Popen([sys.executable, sweeps.__file__, str(ck), "150"])
         deadline = time.monotonic() + 60
         while not list((ck / "parts").glob("part-*.parquet")) and time.monotonic() < deadline:
             time.sleep(0.01)  # wait until the sweep is under way (the first part is written) ...
@@ -253,8 +236,7 @@ def test_driver_killed_at_random_moments_then_resumed(tmp_path):
         process.wait()
         stored_before = len(raybt.load_results(str(ck))) if (ck / "parts").exists() else 0
         assert stored_before < 300, f"the sweep finished before the kill at {delay:.1f}s"
-        resumed = raybt.run_backtests([Slow(n=n, sleep_ms=8.0) for n in range(1, 151)], data, ranges,
-                                      checkpoint_dir=str(ck), show_progress=False)
+        resumed = slow_sweep(150, str(ck))
         assert resumed.n_skipped == stored_before and resumed.n_computed == 300 - stored_before
         assert resumed.df["key"].is_unique and len(resumed.df) == 300
         same_rows(resumed.df, uninterrupted)
