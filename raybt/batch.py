@@ -17,6 +17,7 @@ import numpy as np
 
 from raybt.backtest import evaluate
 from raybt.data import DateRange, MarketData
+from raybt.engine import Workspace
 from raybt.metrics import METRIC_NAMES
 from raybt.plan import RunSettings
 from raybt.strategy import Strategy
@@ -77,13 +78,14 @@ def run_batch(market: MarketData, batch: Batch, settings: RunSettings, profile: 
     metrics = np.full((n, len(METRIC_NAMES)), np.nan)
     errors: list[str | None] = [None] * n
     durations = np.zeros(n)
+    workspace = Workspace()
     if profiler is not None:
         profiler.enable()
     for i, (strategy, date_range) in enumerate(zip(batch.strategies, batch.date_ranges)):
         started = time.perf_counter()
         try:
             values, _, _ = evaluate(strategy, market, date_range, settings.costs, settings.periods_per_year,
-                                    settings.risk_free_rate)
+                                    settings.risk_free_rate, workspace)
             metrics[i] = [values[name] for name in METRIC_NAMES]
         except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error row
             errors[i] = _describe(exc)

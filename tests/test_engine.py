@@ -22,6 +22,7 @@ import pytest
 
 import raybt
 from raybt import _records as rec
+from raybt import engine
 from raybt.engine import CostModel, simulate
 
 NAN = float("nan")
@@ -746,3 +747,37 @@ def test_run_backtest_matches_reference_loop(hourly):
         assert bt.metrics["final_value"] == pytest.approx(expected[-1], rel=RTOL, abs=0)
         n_with_trades += len(bt.trades) > 0
     assert n_with_trades == len(PARAMS)
+
+
+# ----------------------------------------------------------------------------------------------------- workspace
+
+@pytest.mark.parametrize("n_symbols", [1, 3])
+def test_workspace_buffers_give_the_same_results_call_after_call(n_symbols):
+    """Reused buffers (as sweeps use them) change nothing: a long run, then shorter and busier ones, each equal to
+    a run with fresh arrays. The busiest case (a signal on every bar, both directions, tight stops) opens a
+    position on nearly every bar, the most the trade buffer is sized for."""
+    rng = np.random.default_rng(7)
+    n = 400
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (n_symbols, n)), axis=1))
+    open_ = close * (1 + rng.normal(0, 0.002, close.shape))
+    high = np.maximum(open_, close) * 1.004
+    low = np.minimum(open_, close) * 0.996
+    workspace = engine.Workspace()
+    runs = [
+        (n, 0.05, dict()),
+        (n // 2, 0.3, dict(direction="both", stop_loss=0.001, take_profit=0.002)),
+        (n // 3, 0.6, dict(direction="both", stop_loss=0.0005, trailing_stop=0.001)),
+        (n, 0.2, dict(direction="short", take_profit=0.01)),
+    ]
+    for fill in ("close", "next_open"):
+        costs = CostModel(1_000, fees=0.001, fixed_fee=0.01, fill=fill)
+        for n_bars, density, rules in runs:
+            entries = rng.random((n_symbols, n_bars)) < density
+            exits = rng.random((n_symbols, n_bars)) < density
+            args = (open_[:, :n_bars], high[:, :n_bars], low[:, :n_bars], close[:, :n_bars], entries, exits, costs)
+            fresh = simulate(*args, size=0.5, **rules)
+            reused = simulate(*args, size=0.5, workspace=workspace, **rules)
+            np.testing.assert_array_equal(reused.equity, fresh.equity)
+            np.testing.assert_array_equal(reused.trades, fresh.trades)
+            assert reused.bars_in_market == fresh.bars_in_market
+            assert len(fresh.trades) > 0
