@@ -299,12 +299,11 @@ def _stop_fill(side, open_, high, low, level, reason, target):
 _SCAN_BLOCK = 16  # bars OR-reduced at a time by the signal scan (measured: 16 beats 8, 32 and 64)
 
 
-@njit(cache=True)
 def _next_signal(entries, exits, q, stop):
     """First signal column in ``q:stop`` with an entry or exit for any symbol (``stop`` if none). Blocks are first
     OR-reduced (vectorised); only a block with a hit is searched bar by bar. Indices are unsigned so numba emits no
     negative-index wraparound, which would block vectorisation (slicing instead costs ~20 ns per block)."""
-    n_symbols = entries.shape[0]
+    n_symbols = entries.shape[0] if _N_SYMBOLS == 0 else _N_SYMBOLS
     while q < stop:
         block_end = min(q + _SCAN_BLOCK, stop)
         hit = False
@@ -320,13 +319,12 @@ def _next_signal(entries, exits, q, stop):
     return stop
 
 
-@njit(cache=True)
 def _value_stretch(equity, r0, r1, bar0, cash, close, state):
     """Equity at the close of simulated bars ``r0:r1`` while positions stay unchanged (row-wise, vectorised; the
     same arithmetic as :func:`_position_value`; unsigned indices, as in :func:`_next_signal`)."""
     for r in range(np.uint64(r0), np.uint64(r1)):
         equity[r] = cash
-    for s in range(state.shape[1]):
+    for s in range(state.shape[1] if _N_SYMBOLS == 0 else _N_SYMBOLS):
         units = state[_UNITS, s]
         if units > 0.0:
             offset = 0.0 if state[_SIDE, s] > 0 else 2.0 * units * state[_ENTRY, s]
@@ -336,9 +334,9 @@ def _value_stretch(equity, r0, r1, bar0, cash, close, state):
                 equity[r] += offset + slope * close[s, r + shift]
 
 
-def _simulate_source(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction,
+def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction,
                      fees, fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, equity, trades):
-    """The bar loop (compiled by :func:`_compile`). Simulated bar ``r`` reads prices at ``p = bar0 + r`` and
+    """The bar loop (compiled by :func:`_compile`, with the two helpers above). Simulated bar ``r`` reads prices at ``p = bar0 + r`` and
     signals at ``q = sig0 + r``. On bar ``r``: (1) orders queued by the previous bar's signals fill at the open,
     (2) stops are checked intrabar, (3) this bar's signals fill at the close or are queued; then (4) equity is
     valued at the close of ``r`` and of every following bar on which nothing can happen (no signal, no queued
@@ -441,16 +439,19 @@ def _simulate_source(open_, high, low, close, entries, exits, bar0, n_bars, sig0
 
 
 _N_SYMBOLS = 0  # 0 = read the symbol count from the arrays; a positive value is frozen into a specialised kernel
+_SPECIALISED = ("_next_signal", "_value_stretch", "_bar_loop")  # plain functions above, compiled per symbol count
 
 
 def _compile(n_symbols: int):
-    """Compile the bar loop with the symbol count frozen to ``n_symbols`` (0 = any). numba turns the global into a
-    constant, so the single-symbol kernel has no per-bar symbol loops. Each variant gets its own qualified name,
-    hence its own on-disk cache entry."""
-    name = f"_simulate_{n_symbols or 'any'}"
-    func = types.FunctionType(_simulate_source.__code__, {**globals(), "_N_SYMBOLS": n_symbols}, name)
-    func.__qualname__ = name
-    return njit(cache=True)(func)
+    """Compile the bar loop and its per-bar-range helpers with the symbol count frozen to ``n_symbols`` (0 = any).
+    numba turns the global into a constant, so the single-symbol kernel has no symbol loops (which would keep the
+    signal scan from vectorising). Each variant gets its own qualified names, hence its own on-disk cache entries."""
+    namespace = {**globals(), "_N_SYMBOLS": n_symbols}
+    for name in _SPECIALISED:
+        func = types.FunctionType(globals()[name].__code__, namespace, f"{name}_{n_symbols or 'any'}")
+        func.__qualname__ = func.__name__
+        namespace[name] = njit(cache=True)(func)
+    return namespace["_bar_loop"]
 
 
 _simulate_one_symbol = _compile(1)
