@@ -334,6 +334,61 @@ def _value_stretch(equity, r0, r1, bar0, cash, close, state):
                 equity[r] += offset + slope * close[s, r + shift]
 
 
+@njit(cache=True)
+def _stop_scan(open_, high, low, state, s, p0, p1, stop_loss, take_profit, trailing_stop, keep_extreme):
+    """The first price bar in ``p0:p1`` on which a stop of symbol ``s``'s open position triggers (``p1`` if none);
+    with ``keep_extreme`` the position's extreme (for trailing stops) moves over the bars before it, as the bar loop
+    would move it. The same levels and tests as :func:`_stop_levels` and :func:`_stop_fill` (identical arithmetic),
+    in a tight loop: an absent stop is an infinite level, missing bars (NaN) compare False and are skipped."""
+    side = state[_SIDE, s]
+    entry = state[_ENTRY, s]
+    extreme = state[_EXTREME, s]
+    if side > 0:
+        fixed = entry * (1.0 - stop_loss) if not np.isnan(stop_loss) else -np.inf
+        target = entry * (1.0 + take_profit)
+        for p in range(p0, p1):
+            trail = extreme * (1.0 - trailing_stop)
+            level = trail if trail > fixed else fixed
+            price = open_[s, p]
+            if price <= level or price >= target or low[s, p] <= level or high[s, p] >= target:
+                p1 = p
+                break
+            extreme = high[s, p] if high[s, p] > extreme else extreme
+    else:
+        fixed = entry * (1.0 + stop_loss) if not np.isnan(stop_loss) else np.inf
+        target = entry * (1.0 - take_profit)
+        for p in range(p0, p1):
+            trail = extreme * (1.0 + trailing_stop)
+            level = trail if trail < fixed else fixed
+            price = open_[s, p]
+            if price >= level or price <= target or high[s, p] >= level or low[s, p] <= target:
+                p1 = p
+                break
+            extreme = low[s, p] if low[s, p] < extreme else extreme
+    if keep_extreme:
+        state[_EXTREME, s] = extreme
+    return p1
+
+
+def _next_stop_watch(entries, exits, open_, high, low, state, bar0, sig0, r, n_bars, stop_loss, take_profit,
+                     trailing_stop):
+    """With positions open under stops and no order queued: the first bar from ``r`` that the bar loop must see, the
+    next bar with a signal or an earlier one on which a stop triggers. The positions' extremes move over the bars
+    passed, as the bar loop would move them (with several symbols a second scan, once the first bar is known)."""
+    n_symbols = state.shape[1] if _N_SYMBOLS == 0 else _N_SYMBOLS
+    first = _next_signal(entries, exits, sig0 + r, sig0 + n_bars) - sig0
+    for s in range(n_symbols):
+        if state[_UNITS, s] > 0.0:
+            first = _stop_scan(open_, high, low, state, s, bar0 + r, bar0 + first, stop_loss, take_profit,
+                               trailing_stop, n_symbols == 1) - bar0
+    if n_symbols > 1:
+        for s in range(n_symbols):
+            if state[_UNITS, s] > 0.0:
+                _stop_scan(open_, high, low, state, s, bar0 + r, bar0 + first, stop_loss, take_profit, trailing_stop,
+                           True)
+    return first
+
+
 def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction,
                      fees, fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, equity, trades):
     """The bar loop (compiled by :func:`_compile`, with the two helpers above). Simulated bar ``r`` reads prices at ``p = bar0 + r`` and
@@ -411,8 +466,12 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
         # The next bar that needs attention: the next one if an order is queued or a stop is watched, else the
         # next bar with a signal.
         following = r + 1
-        if n_pending == 0 and not (has_stops and n_open > 0) and following < n_bars:
-            following = _next_signal(entries, exits, sig0 + following, sig0 + n_bars) - sig0
+        if n_pending == 0 and following < n_bars:
+            if has_stops and n_open > 0:
+                following = _next_stop_watch(entries, exits, open_, high, low, state, bar0, sig0, following, n_bars,
+                                             stop_loss, take_profit, trailing_stop)
+            else:
+                following = _next_signal(entries, exits, sig0 + following, sig0 + n_bars) - sig0
         if n_open > 0:
             bars_in_market += following - r
         if following == r + 1:
@@ -439,7 +498,7 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
 
 
 _N_SYMBOLS = 0  # 0 = read the symbol count from the arrays; a positive value is frozen into a specialised kernel
-_SPECIALISED = ("_next_signal", "_value_stretch", "_bar_loop")  # plain functions above, compiled per symbol count
+_SPECIALISED = ("_next_signal", "_value_stretch", "_next_stop_watch", "_bar_loop")  # plain functions above, compiled per symbol count
 
 
 def _compile(n_symbols: int):
