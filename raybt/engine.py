@@ -339,7 +339,7 @@ def _stop_scan(open_, high, low, state, s, p0, p1, stop_loss, take_profit, trail
     """The first price bar in ``p0:p1`` on which a stop of symbol ``s``'s open position triggers (``p1`` if none);
     with ``keep_extreme`` the position's extreme (for trailing stops) moves over the bars before it, as the bar loop
     would move it. The same levels and tests as :func:`_stop_levels` and :func:`_stop_fill` (identical arithmetic),
-    in a tight loop: an absent stop is an infinite level, missing bars (NaN) compare False and are skipped."""
+    in a tight loop: an absent stop is an infinite level; missing bars (NaN open) are skipped."""
     side = state[_SIDE, s]
     entry = state[_ENTRY, s]
     extreme = state[_EXTREME, s]
@@ -353,7 +353,8 @@ def _stop_scan(open_, high, low, state, s, p0, p1, stop_loss, take_profit, trail
             if price <= level or price >= target or low[s, p] <= level or high[s, p] >= target:
                 p1 = p
                 break
-            extreme = high[s, p] if high[s, p] > extreme else extreme
+            if high[s, p] > extreme and not np.isnan(price):
+                extreme = high[s, p]
     else:
         fixed = entry * (1.0 + stop_loss) if not np.isnan(stop_loss) else np.inf
         target = entry * (1.0 - take_profit)
@@ -364,7 +365,8 @@ def _stop_scan(open_, high, low, state, s, p0, p1, stop_loss, take_profit, trail
             if price >= level or price <= target or high[s, p] >= level or low[s, p] <= target:
                 p1 = p
                 break
-            extreme = low[s, p] if low[s, p] < extreme else extreme
+            if low[s, p] < extreme and not np.isnan(price):
+                extreme = low[s, p]
     if keep_extreme:
         state[_EXTREME, s] = extreme
     return p1
@@ -389,15 +391,15 @@ def _next_stop_watch(entries, exits, open_, high, low, state, bar0, sig0, r, n_b
     return first
 
 
-def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction,
-                     fees, fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, equity, trades):
-    """The bar loop (compiled by :func:`_compile`, with the two helpers above). Simulated bar ``r`` reads prices at ``p = bar0 + r`` and
-    signals at ``q = sig0 + r``. On bar ``r``: (1) orders queued by the previous bar's signals fill at the open,
-    (2) stops are checked intrabar, (3) this bar's signals fill at the close or are queued; then (4) equity is
-    valued at the close of ``r`` and of every following bar on which nothing can happen (no signal, no queued
-    order, no stop to watch), and the loop jumps to the next bar that needs attention (found and valued by the
-    vectorised helpers). ``trades`` must have room for every trade: a position opens at most once per symbol and
-    bar. Returns ``(n_trades, bars_in_market)``."""
+def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction, fees,
+              fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, equity, trades):
+    """The bar loop (compiled by :func:`_compile`, with the helpers above). Simulated bar ``r`` reads prices at
+    ``p = bar0 + r`` and signals at ``q = sig0 + r``. On bar ``r``: (1) orders queued by the previous bar's signals
+    fill at the open, (2) stops are checked intrabar, (3) this bar's signals fill at the close or are queued; then
+    (4) equity is valued at the close of ``r`` and of every following bar on which nothing can happen (no signal,
+    no queued order, no stop triggering), and the loop jumps to the next bar that needs attention (found by the
+    signal scan or the stop watch, the stretch valued in one vectorised pass). ``trades`` must have room for every
+    trade: a position opens at most once per symbol and bar. Returns ``(n_trades, bars_in_market)``."""
     n_symbols = close.shape[0] if _N_SYMBOLS == 0 else _N_SYMBOLS
     state = np.zeros((_N_STATE, n_symbols))
     pending_entry = np.zeros(n_symbols, dtype=np.bool_)
