@@ -153,12 +153,17 @@ def _off(value: float | None) -> float:
     return np.nan if value is None else float(value)
 
 
+# Helpers allocate nothing, so they are compiled without numba's reference counting (its `_nrt=False` option):
+# with it, each call increfs and decrefs every array argument (atomic operations behind calls, ~100 ns per call of
+# the stop watch; with stops 138 -> 105 µs per backtest at 43,800 bars). The callers hold the arrays meanwhile.
+_helper = njit(cache=True, _nrt=False)
+
 # Per-symbol position state: rows of one float64 array (one array argument per helper call keeps calls cheap).
 _UNITS, _SIDE, _ENTRY, _ENTRY_BAR, _COMMITTED, _ENTRY_FEES, _EXTREME, _STOPS_FROM = range(8)
 _N_STATE = 8
 
 
-@njit(cache=True)
+@_helper
 def _position_value(units: float, side: float, entry: float, price: float) -> float:
     """Value at ``price`` of ``units`` held long (``side`` > 0) or short (entry collateral plus the short's gain)."""
     if side > 0:
@@ -166,7 +171,7 @@ def _position_value(units: float, side: float, entry: float, price: float) -> fl
     return 2.0 * units * entry - units * price
 
 
-@njit(cache=True)
+@_helper
 def _equity_at(cash, state, open_, close, p, at_open):
     """Cash plus every position valued at price bar ``p``: at its open for fills at the open (the previous close
     if the symbol has no bar there), else at its close."""
@@ -180,7 +185,7 @@ def _equity_at(cash, state, open_, close, p, at_open):
     return equity
 
 
-@njit(cache=True)
+@_helper
 def _open(s, side, p, r, at_open, open_, close, cash, state, size, fees, fixed_fee, slippage):
     """Open a position in symbol ``s`` at price bar ``p`` (simulated bar ``r``), its open or close; returns cash."""
     raw_price = open_[s, p] if at_open else close[s, p]
@@ -203,7 +208,7 @@ def _open(s, side, p, r, at_open, open_, close, cash, state, size, fees, fixed_f
     return cash - cost
 
 
-@njit(cache=True)
+@_helper
 def _close(s, raw_price, r, reason, cash, state, fees, fixed_fee, slippage, trades, n_trades):
     """Close symbol ``s``'s position at ``raw_price`` (before slippage) on simulated bar ``r``, record the trade;
     returns the new cash."""
@@ -219,7 +224,7 @@ def _close(s, raw_price, r, reason, cash, state, fees, fixed_fee, slippage, trad
     return cash + proceeds
 
 
-@njit(cache=True)
+@_helper
 def _record(trades, i, s, side, entry_bar, exit_bar, entry, exit_, units, fees, pnl, ret, reason):
     trades[i, rec.SYMBOL] = s
     trades[i, rec.DIRECTION] = side
@@ -234,7 +239,7 @@ def _record(trades, i, s, side, entry_bar, exit_bar, entry, exit_, units, fees, 
     trades[i, rec.REASON] = reason
 
 
-@njit(cache=True)
+@_helper
 def _signal_order(is_entry: bool, is_exit: bool, side: float, direction: int) -> tuple:
     """Decide ``(close_position, open_side)`` for one symbol's signals given its current side (0 = flat).
     ``open_side`` is +1 / -1 to open a long / short, 0 for nothing."""
@@ -253,7 +258,7 @@ def _signal_order(is_entry: bool, is_exit: bool, side: float, direction: int) ->
     return side > 0, 0.0 if side < 0 else -1.0
 
 
-@njit(cache=True)
+@_helper
 def _stop_levels(side, entry, extreme, stop_loss, take_profit, trailing_stop):
     """The adverse stop level in force (stop loss or trailing stop, whichever is nearer), its reason code, and the
     take-profit level (NaN when off)."""
@@ -272,7 +277,7 @@ def _stop_levels(side, entry, extreme, stop_loss, take_profit, trailing_stop):
     return level, reason, target
 
 
-@njit(cache=True)
+@_helper
 def _stop_fill(side, open_, high, low, level, reason, target):
     """Raw fill price (before slippage) and reason if a stop triggers on this bar, else ``(nan, 0)``."""
     if side > 0:
@@ -334,7 +339,7 @@ def _value_stretch(equity, r0, r1, bar0, cash, close, state):
                 equity[r] += offset + slope * close[s, r + shift]
 
 
-@njit(cache=True)
+@_helper
 def _stop_scan(open_, high, low, state, s, p0, p1, stop_loss, take_profit, trailing_stop, keep_extreme):
     """The first price bar in ``p0:p1`` on which a stop of symbol ``s``'s open position triggers (``p1`` if none);
     with ``keep_extreme`` the position's extreme (for trailing stops) moves over the bars before it, as the bar loop
@@ -511,7 +516,7 @@ def _compile(n_symbols: int):
     for name in _SPECIALISED:
         func = types.FunctionType(globals()[name].__code__, namespace, f"{name}_{n_symbols or 'any'}")
         func.__qualname__ = func.__name__
-        namespace[name] = njit(cache=True)(func)
+        namespace[name] = njit(cache=True)(func) if name == "_bar_loop" else _helper(func)
     return namespace["_bar_loop"]
 
 
