@@ -289,7 +289,16 @@ def _columns_are_symbols(columns: pd.Index, symbols: tuple[str, ...]) -> bool:
     return True
 
 
+_BOOL = np.dtype(np.bool_)
+
+
 def _as_array(strategy: Strategy, view: MarketView, signal: Any, what: str) -> np.ndarray:
+    if type(signal) is pd.DataFrame and signal.index is view.index:
+        # The common case (indicator outputs, pandas operations on data.close), checked without building anything:
+        # a frame's values have one row per index label and one column per column label.
+        values = signal.values
+        if values.dtype == _BOOL and _columns_are_symbols(signal.columns, view.symbols):
+            return values
     n, symbols = len(view), view.symbols
     where = _Where(strategy, what)
     if isinstance(signal, pd.DataFrame):

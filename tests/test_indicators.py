@@ -712,6 +712,81 @@ def test_in_place_changes_to_the_input_object_miss() -> None:
     assert reshaped is not first and reshaped.shape == (N_BARS // 2, 6)
 
 
+def test_a_caller_changing_a_cached_frame_in_place_does_not_reach_later_calls() -> None:
+    """A hit hands out the cached object only if it is as it was handed out; else a fresh wrapper."""
+    close = _inputs("frame").close
+    expected = _frames().close.rolling(20).mean()
+    first = ind.sma(close, 20)
+    first.columns = ["x", "y", "z"]  # relabelled in place by one caller
+    second = ind.sma(close, 20)
+    assert second is not first and second.columns is close.columns and second.index is close.index
+    _assert_like(second, expected, close)
+    assert np.shares_memory(second.to_numpy(), first.to_numpy())  # the cached memory, not a recomputation
+    assert ind.sma(close, 20) is second  # the fresh wrapper is what hits hand out from now on
+    second["A"] = 0.0  # a column replaced: same labels, other memory
+    third = ind.sma(close, 20)
+    assert third is not second
+    _assert_like(third, expected, close)
+    third["D"] = 1.0  # a column added
+    fourth = ind.sma(close, 20)
+    assert fourth is not third and list(fourth.columns) == COLUMNS
+    fourth.index = INDEX + pd.Timedelta("1D")  # re-indexed
+    fifth = ind.sma(close, 20)
+    assert fifth.index is close.index
+    _assert_like(fifth, expected, close)
+    info = ind.cache_info()
+    assert (info.hits, info.misses, info.entries) == (5, 1, 1)  # never recomputed
+
+
+def test_a_changed_cached_series_array_or_tuple_is_replaced_too() -> None:
+    series = _inputs("series").close
+    first = ind.ema(series, 10)
+    first.name = "renamed"
+    again = ind.ema(series, 10)
+    assert again is not first and again.name == "C" and again.index is series.index
+    _assert_like(again, _ref_ema(_frames().close, 10)["C"], series)
+
+    arr = ARRAYS["close"]
+    first = ind.sma(arr, 5)
+    first.shape = (N_BARS, 3, 1)  # reshaped in place (a view: the cached memory is untouched)
+    again = ind.sma(arr, 5)
+    assert again is not first and again.shape == (N_BARS, 3)
+    np.testing.assert_allclose(again, _frames().close.rolling(5).mean().to_numpy(), rtol=RTOL, atol=ATOL)
+
+    close = _inputs("frame").close
+    bands = ind.bollinger(close, 20)
+    bands[1]["A"] = 0.0  # one of the three changed: all three are wrapped afresh
+    again = ind.bollinger(close, 20)
+    assert all(a is not b for a, b in zip(again, bands))
+    for got, want in zip(again, _ref_bollinger(_frames().close, 20, 2.0)):
+        _assert_like(got, want, close)
+
+
+def test_a_changed_memoised_crossing_is_not_handed_out_again() -> None:
+    close = _inputs("frame").close
+    fast, slow = ind.sma(close, 5), ind.sma(close, 20)
+    first = ind.crossed_above(fast, slow)
+    first.columns = ["x", "y", "z"]
+    misses = ind.cache_info().misses
+    again = ind.crossed_above(fast, slow)
+    assert again is not first and again.columns is close.columns
+    assert ind.cache_info().misses == misses + 1  # the memo held only a weak reference: recomputed
+    pd.testing.assert_frame_equal(again, _ref_crossed(fast, slow, above=True))
+    assert ind.crossed_above(fast, slow) is again
+
+
+def test_crossings_of_ties_between_infinities_and_signed_zeros() -> None:
+    """Equal infinities and 0.0 == -0.0 are ties (at or above and at or below), not unordered."""
+    inf = np.inf
+    a = np.array([inf, inf, 1.0, inf, -inf, -inf, 0.0, -0.0, 1.0, 0.0, np.nan, 1.0])
+    b = np.array([inf, 0.0, inf, inf, -inf, 0.0, -0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    for above in (True, False):
+        fn = ind.crossed_above if above else ind.crossed_below
+        np.testing.assert_array_equal(fn(a, b), _np_crossed(a, b, above))
+        for level in (inf, -inf, 0.0, -0.0):
+            np.testing.assert_array_equal(fn(a, level), _np_crossed(a, level, above))
+
+
 def test_cache_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAYBT_INDICATOR_CACHE_MB", "3")
     assert ind._limit_from_env() == 3 * 2**20
