@@ -19,6 +19,17 @@ class SmaCross(raybt.Strategy):
         return indicators.crossed_above(fast, slow), indicators.crossed_below(fast, slow)
 
 
+class SmaCrossArrays(SmaCross):
+    """:class:`SmaCross` written on numpy arrays (``data.arrays``): the same signals without building pandas objects
+    in every backtest (about 70 µs less per backtest at 43,800 bars, see ``benchmarks/bench_core.py``)."""
+
+    def signals(self, data):
+        close = data.arrays.close
+        fast = indicators.sma(close, self.fast)
+        slow = indicators.sma(close, self.slow)
+        return indicators.crossed_above(fast, slow), indicators.crossed_below(fast, slow)
+
+
 def demo_strategies(n: int) -> list[SmaCross]:
     """About ``n`` SmaCross parameter sets: fast 2..101 × slow 60, 65, … (fast and slow grids grow together)."""
     n_slow = max(1, min(50, n // 100 or 1))

@@ -66,17 +66,15 @@ Making an array read-only is taken as a promise that its contents will not
 change while it is in use; an owner that turns the flag back on and writes
 defeats the check.
 
-The crossing helpers (``crossed_above``, ``crossed_below``) are memoised
-*weakly*: same keys, checks and read-only outputs, and a repeated call
-returns the same object as long as the caller still holds it, but the cache
-does not keep their results alive and does not count them against the limit.
-In a sweep each crossing of two averages is used once, by one parameter set;
-keeping them would fill the cache with dead results (evicting the averages
-that are reused), and every kept result is fresh memory the OS must fault
-in, which costs more than recomputing a crossing.  Both crossings of a pair
-come from one pass over the inputs: the one not asked for is held in a
-single slot (validated like any entry) for the call that usually follows,
-e.g. ``crossed_below(f, s)`` after ``crossed_above(f, s)``.
+The crossing helpers (``crossed_above``, ``crossed_below``) are not cached:
+in a sweep each crossing of two averages is used once, by one parameter set,
+so keeping them would fill the cache with dead results (evicting the
+averages that are reused) and cost more than it saves.  Both crossings of a
+pair come from one pass over the inputs, though: the one not asked for is
+held in a single slot (keyed like a cache entry, for eligible inputs only)
+for the call that usually follows, e.g. ``crossed_below(f, s)`` after
+``crossed_above(f, s)``, which takes it.  Crossing results are new writable
+arrays, handed out once.
 
 Memory bound: the cache counts the bytes of the output arrays it stores and
 evicts least-recently-used entries once the total exceeds the limit, 256 MiB
@@ -103,7 +101,6 @@ import numbers
 import os
 import threading
 import warnings
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from itertools import starmap
@@ -594,11 +591,11 @@ def _level_crossings_rows(a: np.ndarray, level: float) -> tuple[np.ndarray, np.n
 
 
 def _crossings_2d(
-    a: np.ndarray, b: np.ndarray | float, freeze: bool
+    a: np.ndarray, b: np.ndarray | float
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(above, below)`` crossings of a 2-D ``(bars, columns)`` array and
     another like it or a level (a float); output columns contiguous, like the
-    other kernels' outputs, and read-only if ``freeze``."""
+    other kernels' outputs."""
     # C-contiguous (columns, bars) views: the columns of a and b are
     # contiguous (pandas blocks, market data, indicator outputs), else copies
     rows = np.ascontiguousarray(a.T)
@@ -606,9 +603,6 @@ def _crossings_2d(
         up, down = _level_crossings_rows(rows, b)
     else:
         up, down = _crossings_rows(rows, np.ascontiguousarray(b.T))
-    if freeze:  # the owners, before the transposed views inherit the flag
-        up.setflags(write=False)
-        down.setflags(write=False)
     return up.T, down.T
 
 
@@ -727,11 +721,10 @@ class _Handout(NamedTuple):
     """
 
     # _Operand.state of the object as handed out.  Its ids stay valid: the
-    # record holds the object (a weak record checks that it is alive) and,
-    # through its operands, the labels; the root, which a weak record must
-    # not keep alive, is compared through ``root``.
+    # cache entry holds the object, its root (the kernel output) and, through
+    # its operands, the labels.
     state: tuple[object, ...]
-    root: weakref.ref
+    root: np.ndarray
 
 
 def _handout(
@@ -746,7 +739,7 @@ def _handout(
         values.shape, values.strides, values.dtype, id(obj), id(root),
         id(labels[0]), id(labels[1]),
     )
-    return _new_tuple(_Handout, (state, weakref.ref(root)))
+    return _new_tuple(_Handout, (state, root))
 
 
 def _untouched(obj: object, handout: _Handout) -> bool:
@@ -756,7 +749,7 @@ def _untouched(obj: object, handout: _Handout) -> bool:
         op = _operand(obj, "result")
     except ValueError:  # e.g. an array reshaped to 3-D
         return False
-    return op.state == handout.state and op.root is handout.root()
+    return op.state == handout.state and op.root is handout.root
 
 
 class _Entry(NamedTuple):
@@ -765,14 +758,6 @@ class _Entry(NamedTuple):
     result: tuple[object, ...]  # their wrappers, as handed out
     handouts: tuple[_Handout, ...]
     nbytes: int
-
-
-class _WeakEntry(NamedTuple):
-    operands: tuple[_Operand, ...]
-    # to the result object, which the caller keeps alive (or not); its key
-    # is the entry's key
-    ref: weakref.KeyedRef
-    handout: _Handout
 
 
 class _Parked(NamedTuple):
@@ -788,20 +773,13 @@ class _ResultCache:
 
     A key is ``(name, params, states)`` with the :attr:`_Operand.state` of
     each input, so a lookup that finds an entry has found one made from the
-    very same, unchanged inputs.  Beside the LRU it keeps *weak* entries (see
-    :func:`_crossed`): they reference their results weakly, count no bytes,
-    and disappear when the last outside reference to a result does; and one
-    *parked* result, computed ahead of the call that will most likely ask
-    for it next.
+    very same, unchanged inputs.  Beside the LRU it keeps one *parked*
+    result (see :func:`_crossed`), computed ahead of the call that will most
+    likely ask for it next.
     """
 
     def __init__(self, limit_bytes: int) -> None:
         self._entries: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
-        self._weak: dict[tuple[object, ...], _WeakEntry] = {}
-        # Weak refs to results that died: appended by their callback (which
-        # may run in any thread, so it takes no lock) and purged under the
-        # lock by the next lookup, store or info.
-        self._dead: list[weakref.KeyedRef] = []
         self._parked: _Parked | None = None
         self._lock = threading.Lock()
         self.limit = limit_bytes
@@ -824,28 +802,17 @@ class _ResultCache:
             self.hits += 1
             return entry
 
-    def lookup_weak(
-        self, key: tuple[object, ...]
-    ) -> tuple[object | None, np.ndarray | None]:
-        """``(result, None)`` on a hit of a live, untouched weak entry,
-        ``(None, raw)`` if the result was computed ahead (see :meth:`park`)
-        and is handed over, ``(None, None)`` on a miss."""
+    def take_parked(self, key: tuple[object, ...]) -> np.ndarray | None:
+        """The result parked under ``key`` (see :meth:`park`), handed over
+        and no longer held; None (a miss) if another is parked."""
         with self._lock:
-            if self._dead:
-                self._purge()
-            weak = self._weak.get(key)
-            if weak is not None:
-                result = weak.ref()
-                if result is not None and _untouched(result, weak.handout):
-                    self.hits += 1
-                    return result, None
             parked = self._parked
             if parked is not None and parked.key == key:
                 self._parked = None
                 self.hits += 1
-                return None, parked.raw
+                return parked.raw
             self.misses += 1
-            return None, None
+            return None
 
     def store(
         self,
@@ -867,27 +834,13 @@ class _ResultCache:
             self.nbytes += nbytes
             self._evict()
 
-    def store_weak(
-        self,
-        key: tuple[object, ...],
-        operands: tuple[_Operand, ...],
-        result: object,
-        handout: _Handout,
-    ) -> None:
-        """Memoise ``result`` (being handed out) weakly under ``key``."""
-        ref = weakref.KeyedRef(result, self._dead.append, key)
-        entry = _new_tuple(_WeakEntry, (operands, ref, handout))
-        with self._lock:
-            if self._dead:
-                self._purge()
-            self._weak[key] = entry
-
     def park(
         self, key: tuple[object, ...], operands: tuple[_Operand, ...], raw: np.ndarray
     ) -> None:
         """Hold one result computed ahead of its call (the other crossing of
         a pair) until that call takes it or the next :meth:`park` replaces it:
-        a single slot, so at most one such result is ever kept."""
+        a single slot, so at most one such result is ever kept.  ``operands``
+        are held so that the ids in ``key`` stay valid meanwhile."""
         parked = _new_tuple(_Parked, (key, operands, raw))
         with self._lock:
             self._parked = parked
@@ -896,14 +849,12 @@ class _ResultCache:
         with self._lock:
             self.limit = limit_bytes
             if limit_bytes <= 0:
-                self._weak.clear()
                 self._parked = None
             self._evict()
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
-            self._weak.clear()
             self._parked = None
             self.nbytes = 0
             self.hits = 0
@@ -911,24 +862,12 @@ class _ResultCache:
 
     def info(self) -> CacheInfo:
         with self._lock:
-            if self._dead:
-                self._purge()
-            entries = len(self._entries) + len(self._weak)
-            return CacheInfo(self.hits, self.misses, entries, self.nbytes, self.limit)
+            return CacheInfo(self.hits, self.misses, len(self._entries), self.nbytes, self.limit)
 
     def _evict(self) -> None:
         while self.nbytes > self.limit and self._entries:
             _, entry = self._entries.popitem(last=False)
             self.nbytes -= entry.nbytes
-
-    def _purge(self) -> None:
-        """Drop weak entries whose results died (caller holds the lock)."""
-        dead = self._dead
-        while dead:
-            ref = dead.pop()
-            weak = self._weak.get(ref.key)
-            if weak is not None and weak.ref is ref:
-                del self._weak[ref.key]
 
 
 def _limit_from_env() -> int:
@@ -1006,28 +945,32 @@ def _frame(raw: np.ndarray, index: pd.Index, columns: pd.Index) -> pd.DataFrame:
     return _frame_from_blocks([(raw.T, placement)], index, columns)
 
 
-def _wrap(raw: np.ndarray, like: _Operand) -> tuple[object, _Handout]:
-    """Present a 2-D kernel output as the same kind of object as ``like``.
+def _present(raw: np.ndarray, like: _Operand) -> tuple[object, np.ndarray]:
+    """Present a 2-D kernel output as the same kind of object as ``like``:
+    ``(object, the numpy data it presents)``.
 
-    Returns the object and its :class:`_Handout`.  pandas objects reuse the
-    input's very index and columns (or index and name) objects, so that e.g.
-    ``signal_arrays`` recognises the labels by identity, and keep the
-    kernel's memory (no copy): a DataFrame's ``values`` present ``raw``
-    itself, a Series' ``to_numpy()`` its one column.  Arrays are handed out
-    as new views, never as ``raw`` itself, which the cache keeps pristine
-    for re-wrapping.
+    pandas objects reuse the input's very index and columns (or index and
+    name) objects, so that e.g. ``signal_arrays`` recognises the labels by
+    identity, and keep the kernel's memory (no copy): a DataFrame's
+    ``values`` present ``raw`` itself, a Series' ``to_numpy()`` its one
+    column.  Arrays are handed out as new views, never as ``raw`` itself,
+    which the cache keeps pristine for re-wrapping.
     """
     obj = like.obj
     labels = like.labels
     if isinstance(obj, pd.DataFrame):
-        out: object = _frame(raw, labels[0], labels[1])
-        values = raw
-    elif isinstance(obj, pd.Series):
+        return _frame(raw, labels[0], labels[1]), raw
+    if isinstance(obj, pd.Series):
         values = raw[:, 0]
-        out = pd.Series(values, index=labels[0], name=labels[1], copy=False)
-    else:
-        out = values = raw.view() if like.values.ndim == 2 else raw[:, 0]
-    return out, _handout(out, values, labels)
+        return pd.Series(values, index=labels[0], name=labels[1], copy=False), values
+    values = raw.view() if like.values.ndim == 2 else raw[:, 0]
+    return values, values
+
+
+def _wrap(raw: np.ndarray, like: _Operand) -> tuple[object, _Handout]:
+    """:func:`_present` a cached output: the object and its :class:`_Handout`."""
+    out, values = _present(raw, like)
+    return out, _handout(out, values, like.labels)
 
 
 def _wrap_all(
@@ -1315,10 +1258,10 @@ def _crossed(name: str, a: Data, b: Data | float, above: bool) -> Data:
     """Shared body of :func:`crossed_above` / :func:`crossed_below`.
 
     One fused pass computes both crossings of the pair.  The one asked for is
-    returned and memoised weakly; the other is parked in the cache's single
-    slot for the matching call that usually follows (``crossed_below(f, s)``
-    after ``crossed_above(f, s)``), which then takes it without a pass over
-    the inputs.  Same keys and input checks as every cached indicator.
+    returned; for eligible inputs (see the module docstring) the other is
+    parked in the cache's single slot for the matching call that usually
+    follows (``crossed_below(f, s)`` after ``crossed_above(f, s)``), which
+    then takes it without a pass over the inputs.
     """
     if not isinstance(b, _ARRAY_LIKE) and isinstance(b, numbers.Real):
         level = float(b)
@@ -1330,22 +1273,13 @@ def _crossed(name: str, a: Data, b: Data | float, above: bool) -> Data:
         params = ()
         inputs = ((a, "a"), (b, "b"))
     operands, key = _inspect(name, params, inputs)
-    cache = _CACHE
-    raw = None
-    if key is not None:
-        hit, raw = cache.lookup_weak(key)
-        if hit is not None:
-            return hit
+    raw = _CACHE.take_parked(key) if key is not None else None
     if raw is None:
         x = _as_float2d(operands[0].values)
         rhs = level if level is not None else _as_float2d(operands[1].values)
-        keep = key is not None and x.size <= cache.limit  # bool output: 1 byte a value
-        up, down = _crossings_2d(x, rhs, freeze=keep)
+        up, down = _crossings_2d(x, rhs)
         raw, other = (up, down) if above else (down, up)
-        if key is None or not keep:
-            return _wrap(raw, operands[0])[0]
-        other_name = "crossed_below" if above else "crossed_above"
-        cache.park((other_name, *key[1:]), operands, other)
-    out, handout = _wrap(raw, operands[0])
-    cache.store_weak(key, operands, out, handout)
-    return out
+        if key is not None:
+            other_name = "crossed_below" if above else "crossed_above"
+            _CACHE.park((other_name, *key[1:]), operands, other)
+    return _present(raw, operands[0])[0]

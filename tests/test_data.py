@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import raybt
-from raybt.data import DataError, DateRange, load_ohlcv, synthetic_ohlcv
+from raybt.data import FIELDS, DataError, DateRange, load_ohlcv, synthetic_ohlcv
 
 
 def frame(n=5, start="2024-01-01", freq="1h", base=100.0):
@@ -195,6 +195,21 @@ def test_view_frames_are_zero_copy_read_only_and_reused():
     with pytest.raises(ValueError, match="read-only"):
         close.iloc[0, 0] = 1.0
     assert view["A"]["high"].iloc[0] == md.high[0, 10]
+
+
+def test_view_arrays_are_the_frames_values_zero_copy_read_only_and_reused():
+    md = synthetic_ohlcv(["A", "B"], "2024-01-01", "2024-01-05", "1h", seed=1)
+    view = md.view(10, 40)
+    arrays = view.arrays
+    assert arrays is view.arrays and arrays.close is view.arrays.close  # the same objects: indicator cache hits
+    for field in FIELDS:
+        values = getattr(arrays, field)
+        assert values.shape == (30, 2) and values.dtype == np.float64
+        np.testing.assert_array_equal(values, getattr(view, field).to_numpy())
+        np.testing.assert_array_equal(values[:, 1], getattr(md, field)[1, 10:40])
+        assert np.shares_memory(values, getattr(md, field))
+        with pytest.raises(ValueError, match="read-only"):
+            values[0, 0] = 1.0
 
 
 # ----------------------------------------------------------------------------------------------- synthetic

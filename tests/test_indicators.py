@@ -454,31 +454,22 @@ def test_dataframe_outputs_keep_the_input_labels_and_one_block() -> None:
     assert series.index is INDEX and series.name == "C"
 
 
-def test_crossings_are_memoised_weakly() -> None:
-    """Same object while the caller holds it; never kept alive or counted by the cache."""
+def test_crossings_are_not_cached() -> None:
+    """Each call hands out a new writable result; the cache neither keeps nor counts crossings."""
     close = _inputs("frame").close
     fast, slow = ind.sma(close, 5), ind.sma(close, 20)
     assert ind.cache_info()[:3] == (0, 2, 2)
     bytes_before = ind.cache_info().bytes
     first = ind.crossed_above(fast, slow)
-    assert ind.crossed_above(fast, slow) is first
-    assert ind.crossed_above(fast, 100.0) is ind.crossed_above(fast, 100)
-    assert not _root_writeable(first.to_numpy())  # shared object: read-only
     pd.testing.assert_frame_equal(first, _ref_crossed(fast, slow, above=True))
-    info = ind.cache_info()
-    assert (info.hits, info.misses, info.bytes) == (2, 4, bytes_before) and info.entries == 3
-    values = first.to_numpy().copy()
-    gone = weakref.ref(first)
-    del first
-    gc.collect()
-    assert gone() is None  # the cache did not keep it
-    assert ind.cache_info().entries == 2  # the dead crossings' entries went with them
     again = ind.crossed_above(fast, slow)
-    np.testing.assert_array_equal(again.to_numpy(), values)
-    assert ind.cache_info().misses == 5
-    ind.set_cache_limit(0)
-    assert ind.cache_info().entries == 0
-    assert ind.crossed_above(fast, slow) is not ind.crossed_above(fast, slow)
+    assert again is not first and not np.shares_memory(again.to_numpy(), first.to_numpy())
+    pd.testing.assert_frame_equal(again, first)
+    assert _root_writeable(first.to_numpy())  # the caller's own array
+    info = ind.cache_info()
+    assert (info.entries, info.bytes) == (2, bytes_before)
+    first.iloc[0, 0] = True  # the caller may write it: nobody else sees it
+    assert not ind.crossed_above(fast, slow).iloc[0, 0]
 
 
 @pytest.mark.parametrize("level", [None, 100.0])
@@ -494,9 +485,10 @@ def test_the_other_crossing_of_a_pair_is_computed_ahead(level) -> None:
     assert ind.cache_info().misses == misses  # taken, not computed
     pd.testing.assert_frame_equal(down, ref)
     assert down.index is close.index and down.columns is close.columns
-    assert not _root_writeable(down.to_numpy())
-    assert ind.crossed_below(fast, rhs) is down  # then memoised like any crossing
-    assert ind.crossed_above(fast, rhs) is up
+    assert not np.shares_memory(down.to_numpy(), up.to_numpy())
+    misses = ind.cache_info().misses
+    pd.testing.assert_frame_equal(ind.crossed_below(fast, rhs), ref)  # taken once: computed again
+    assert ind.cache_info().misses == misses + 1
     # the reverse order, and only for the very same inputs
     ind.clear_cache()
     fast, slow = ind.sma(close, 5), ind.sma(close, 20)
@@ -524,7 +516,7 @@ def test_a_computed_ahead_crossing_is_not_used_for_changed_inputs() -> None:
     np.testing.assert_array_equal(down.to_numpy(), expected.to_numpy())
 
 
-def test_crossings_of_writable_inputs_are_not_memoised() -> None:
+def test_crossings_of_writable_inputs_are_not_computed_ahead() -> None:
     a, b = ARRAYS["close"].copy(), ARRAYS["other"].copy()
     up = ind.crossed_above(a, b)
     assert ind.crossed_below(a, b) is not None and ind.cache_info()[:3] == (0, 0, 0)
@@ -627,7 +619,6 @@ def test_cached_outputs_are_read_only() -> None:
         ind.sma(data.close, 5),
         *ind.bollinger(data.close),
         *ind.stochastic(data.high, data.low, data.close),
-        ind.crossed_above(data.close, data.other),
     ]
     for out in outputs:
         assert not _root_writeable(out.to_numpy())
@@ -656,9 +647,15 @@ def test_multi_input_keys() -> None:
     writable_close = _frame(ARRAYS["close"].copy())
     ind.atr(data.high, data.low, writable_close)
     assert ind.cache_info()[:3] == (1, 2, 2)
-    assert ind.crossed_above(data.close, 100.0) is ind.crossed_above(data.close, 100)
-    assert ind.crossed_above(data.close, 101.0) is not ind.crossed_above(data.close, 100.0)
-    assert ind.crossed_above(data.close, np.nan) is ind.crossed_above(data.close, float("nan"))
+    for level, same_level in ((100.0, 100), (np.nan, float("nan"))):  # the computed-ahead slot's key
+        ind.crossed_above(data.close, level)
+        misses = ind.cache_info().misses
+        ind.crossed_below(data.close, same_level)
+        assert ind.cache_info().misses == misses
+    ind.crossed_above(data.close, 101.0)
+    misses = ind.cache_info().misses
+    ind.crossed_below(data.close, 100.0)
+    assert ind.cache_info().misses == misses + 1
 
 
 def test_lru_eviction_respects_limit() -> None:
@@ -760,19 +757,6 @@ def test_a_changed_cached_series_array_or_tuple_is_replaced_too() -> None:
     assert all(a is not b for a, b in zip(again, bands))
     for got, want in zip(again, _ref_bollinger(_frames().close, 20, 2.0)):
         _assert_like(got, want, close)
-
-
-def test_a_changed_memoised_crossing_is_not_handed_out_again() -> None:
-    close = _inputs("frame").close
-    fast, slow = ind.sma(close, 5), ind.sma(close, 20)
-    first = ind.crossed_above(fast, slow)
-    first.columns = ["x", "y", "z"]
-    misses = ind.cache_info().misses
-    again = ind.crossed_above(fast, slow)
-    assert again is not first and again.columns is close.columns
-    assert ind.cache_info().misses == misses + 1  # the memo held only a weak reference: recomputed
-    pd.testing.assert_frame_equal(again, _ref_crossed(fast, slow, above=True))
-    assert ind.crossed_above(fast, slow) is again
 
 
 def test_crossings_of_ties_between_infinities_and_signed_zeros() -> None:

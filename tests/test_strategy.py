@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import raybt
+from raybt.demo import SmaCross, SmaCrossArrays
 from raybt.strategy import SignalError, Strategy, signal_arrays
 
 
@@ -282,6 +283,17 @@ def test_indicator_frames_take_the_fast_path_without_copies(two):
         signal_arrays(make(lambda d: up.set_axis(["A", "Z"], axis=1), lambda d: down), two)
     e4, _ = signal_arrays(make(lambda d: up, lambda d: down), two)  # the memo of checked columns changes nothing
     np.testing.assert_array_equal(e4, e)
+
+
+def test_strategy_on_arrays_gives_the_signals_of_the_same_strategy_on_frames(two):
+    """``data.arrays`` (numpy) and ``data.close`` (pandas) strategies agree; array outputs (bars × symbols) are
+    accepted as they are."""
+    for fast, slow in ((3, 8), (5, 20), (2, 30)):
+        frames = signal_arrays(SmaCross(fast=fast, slow=slow), two)
+        arrays = signal_arrays(SmaCrossArrays(fast=fast, slow=slow), two)
+        assert frames[0].any() or frames[1].any()
+        np.testing.assert_array_equal(arrays[0], frames[0])
+        np.testing.assert_array_equal(arrays[1], frames[1])
 
 
 def test_numeric_signals_convert_like_nan_to_zero(one):
