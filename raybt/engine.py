@@ -3,7 +3,9 @@
 Accounting (see DESIGN.md; every rule has a hand-worked test in ``tests/test_engine.py``):
 
 * **Entry** of a position with ``size`` s: ``invest = min(s × equity, cash)`` where equity is valued at the fill
-  moment; ``units = (invest − fixed_fee) / (price × (1 + fees))`` (fractional); the order is skipped if units ≤ 0.
+  moment; ``units = (invest − fixed_fee) / (price × (1 + fees))`` (fractional); the order is skipped if units ≤ 0
+  or if ``invest`` is below ``1e-9 × equity`` (dust: the rounding residue an order leaves when ``s × equity`` falls
+  a hair below the cash must not fund a position of its own).
   Cash pays ``units × price × (1 + fees) + fixed_fee``. With one symbol and size 1 this is all-in:
   ``cash / (price × (1 + fees))`` units when there is no fixed fee.
 * **Long exit**: cash receives ``units × price × (1 − fees) − fixed_fee``.
@@ -158,6 +160,8 @@ def _off(value: float | None) -> float:
 # the stop watch; with stops 138 -> 105 µs per backtest at 43,800 bars). The callers hold the arrays meanwhile.
 _helper = njit(cache=True, _nrt=False)
 
+_DUST = 1e-9  # orders investing less than this fraction of equity are skipped (rounding residue)
+
 # Per-symbol position state: rows of one float64 array (one array argument per helper call keeps calls cheap).
 _UNITS, _SIDE, _ENTRY, _ENTRY_BAR, _COMMITTED, _ENTRY_FEES, _EXTREME, _STOPS_FROM = range(8)
 _N_STATE = 8
@@ -190,9 +194,10 @@ def _open(s, side, p, r, at_open, open_, close, cash, state, size, fees, fixed_f
     """Open a position in symbol ``s`` at price bar ``p`` (simulated bar ``r``), its open or close; returns cash."""
     raw_price = open_[s, p] if at_open else close[s, p]
     price = raw_price * (1.0 + slippage) if side > 0 else raw_price * (1.0 - slippage)
-    invest = min(size * _equity_at(cash, state, open_, close, p, at_open), cash)
+    equity = _equity_at(cash, state, open_, close, p, at_open)
+    invest = min(size * equity, cash)
     n = (invest - fixed_fee) / (price * (1.0 + fees))
-    if not n > 0.0:
+    if not n > 0.0 or invest < _DUST * equity:
         return cash
     cost = n * price * (1.0 + fees) + fixed_fee
     state[_UNITS, s] = n

@@ -643,6 +643,18 @@ def _leading_nan_expected():
     return equity, trades
 
 
+def test_rounding_residue_of_cash_funds_no_dust_order():
+    """Size 0.5 of 1,000 in three symbols: symbol 0 leaves 500.00000000000006 of cash (rounding), symbol 1 invests
+    0.5 × 1,000 = 500 of it, and the 6e-14 left must not buy a position in symbol 2 (below 1e-9 of equity)."""
+    prices = [243.43184405706276, 444.8544293401511, 467.0877144621686]
+    x = np.repeat(np.array(prices)[:, None], 3, axis=1)
+    entries = _signal(3, [0], [0], [0])
+    sim = simulate(x, x, x, x, entries, np.zeros_like(entries), CostModel(1_000.0), size=0.5)
+    assert list(sim.trades[:, rec.SYMBOL]) == [0.0, 1.0]  # two open-at-end trades, none for symbol 2
+    assert_close(sim.trades[:, rec.UNITS], [500 / prices[0], 500 / prices[1]])
+    assert_close(sim.equity, [1_000.0] * 3)
+
+
 def test_symbol_cannot_trade_before_its_first_bar():
     o, h, l, c = (_rows(p) for p in LEADING_NAN)
     entries, exits = FIXED["leading_nan"]
