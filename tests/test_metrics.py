@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 import pytest
+from llvmlite import binding as llvm_binding
+from numba import njit
 
 from raybt import _records as rec
 from raybt import metrics as m
@@ -585,3 +588,123 @@ def test_calendar_invalid_inputs() -> None:
         m.RangeCalendar.build(times, np.ones((4, 2)))
     with pytest.raises(ValueError, match="periods_per_year"):
         m.RangeCalendar.build(times, np.ones(5), periods_per_year=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Kernels of the fast path: compress intrinsics, selection, the block-wise curve scan, the per-thread scratch
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", "register", "lanes"])
+def test_compress_kinds_collect_and_split(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """Every way of storing the selected lanes (chosen per CPU and LLVM version) collects the same values in order."""
+    if kind == "register" and llvm_binding.llvm_version_info < (19,):
+        pytest.skip("llvm.experimental.vector.compress needs LLVM 19")
+    monkeypatch.setattr(m, "_COMPRESS", kind)
+    collect = njit(cache=False, error_model="numpy")(m._collect_below.py_func)  # compiled afresh with this kind
+    split = njit(cache=False, error_model="numpy")(m._split.py_func)
+    rng = np.random.default_rng(11)
+    for n in (0, 1, 7, 8, 9, 63, 1000, 4099):
+        x = rng.normal(size=n)
+        x[::5] = 0.0
+        x[::7] = np.inf
+        out = np.full(n + 8, np.nan)
+        count = collect(x, 0.1, out)
+        assert np.array_equal(out[:count], x[x < 0.1])
+        below, above = np.empty(n + 8), np.empty(n + 8)
+        n_below, n_above = split(x, np.uint64(n), 0.0, below, above)
+        assert np.array_equal(below[:n_below], x[x < 0]) and np.array_equal(above[:n_above], x[x > 0])
+        in_place = np.r_[x, np.zeros(8)]  # the part below may overwrite its own source
+        n_below, n_above = split(in_place, np.uint64(n), 0.0, in_place, above)
+        assert np.array_equal(in_place[:n_below], x[x < 0]) and np.array_equal(above[:n_above], x[x > 0])
+
+
+def test_select_pair_matches_sorting() -> None:
+    rng = np.random.default_rng(12)
+    for trial in range(400):
+        n = int(rng.integers(1, 3000))
+        values = [
+            rng.normal(size=n),
+            np.round(rng.normal(size=n), 1),  # many ties
+            np.where(rng.random(n) < 0.7, 0.0, rng.normal(size=n)),  # mostly one value
+            np.full(n, 2.5),
+            np.where(rng.random(n) < 0.1, np.inf, rng.normal(size=n)),
+        ][trial % 5]
+        k = int(rng.integers(0, n)) if trial % 3 else int(rng.choice([0, n - 1]))
+        k_next = min(k + 1, n - 1)
+        before = values.copy()
+        ordered = np.sort(values)
+        assert m._select_pair(values, k, k_next) == (ordered[k], ordered[k_next])
+        assert m._select_pair(values, k, k) == (ordered[k], ordered[k])
+        assert np.array_equal(values, before)  # left unchanged
+
+
+def test_drawdown_blocks_match_the_reference() -> None:
+    """Curves over many 128-bar blocks: new peaks at and across block edges, stretches flat at the peak for whole
+    blocks, recoveries exactly to the peak, blocks that only deepen the drawdown, equity below zero."""
+    rng = np.random.default_rng(13)
+    n = 2000
+    times = pd.date_range("2022-01-01", periods=n, freq="h", tz="UTC")
+    base = 100.0 * np.cumprod(1.0 + rng.normal(0.0, 0.01, n))
+    flat = base.copy()
+    flat[299] = flat[:299].max() + 1.0  # a new peak...
+    flat[300:700] = flat[299]  # ... kept for three whole blocks
+    flat[700:] = flat[299] - np.abs(rng.normal(0, 1.0, n - 700)).cumsum() / 10  # then only falling
+    flat[1500] = flat[299]  # back exactly at the peak
+    rising = 100.0 + np.arange(n) * 0.5 + rng.normal(0, 0.3, n)  # a new peak in every block
+    negative = base - 150.0 * (np.arange(n) > 1200)
+    for equity in (base, flat, rising, negative):
+        got = m.compute_metrics(equity, no_trades(), 0, initial_amount=100.0, calendar=calendar_for(times))
+        worst, days = ref_drawdown(equity, 100.0, times)
+        assert got["max_drawdown"] == pytest.approx(worst, rel=1e-12)
+        assert got["max_drawdown_duration"] == pytest.approx(days, rel=1e-12)
+        stamps = np.r_[ns(times)[0], ns(times)]
+        assert got["max_drawdown_duration"] == pytest.approx(ref_longest_underwater(np.r_[100.0, equity], stamps))
+
+
+def test_infinite_returns_match_numpy() -> None:
+    """An equity of 0 followed by a positive one gives an infinite return: the top quantiles are inf (or NaN where
+    numpy's interpolation gives NaN), as np.percentile has them."""
+    rng = np.random.default_rng(14)
+    equity = 100.0 * np.cumprod(1.0 + rng.normal(0, 0.01, 10_000))
+    equity[[3000, 7000]] = 0.0
+    r = ref_returns(equity, 100.0).to_numpy()
+    assert np.isinf(r).sum() == 2 and not np.isnan(r).any()
+    with np.errstate(invalid="ignore"):
+        for q in (0.05, 0.5, 0.9999, 1.0):
+            var = np.percentile(r, q * 100)
+            assert m.value_at_risk(equity, q, initial_amount=100.0) == pytest.approx(var, rel=1e-12, nan_ok=True)
+            expected = r[r <= var].mean() if (r <= var).any() else np.nan
+            cvar = m.conditional_value_at_risk(equity, q, initial_amount=100.0)
+            assert cvar == pytest.approx(expected, rel=1e-9, nan_ok=True)
+
+
+def test_scratch_is_reused_without_leaking_between_calls() -> None:
+    """compute_metrics keeps one work array per thread: a shorter curve in between, or other threads, change
+    nothing."""
+    rng = np.random.default_rng(15)
+    long_times = pd.date_range("2022-01-01", periods=30_000, freq="h", tz="UTC")
+    curves = [10_000.0 * np.cumprod(1.0 + rng.normal(0, 0.004, size)) for size in (30_000, 9_000, 30_000)]
+
+    def metrics(equity: np.ndarray) -> dict[str, float]:
+        return m.compute_metrics(equity, no_trades(), 0, initial_amount=10_000.0,
+                                 calendar=calendar_for(long_times[: equity.size]))
+
+    first = [metrics(equity) for equity in curves]
+    again = [metrics(equity) for equity in reversed(curves)][::-1]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        threaded = list(pool.map(metrics, curves))
+    for a, b, c in zip(first, again, threaded):
+        assert_metrics_equal(b, a, rel=0)
+        assert_metrics_equal(c, a, rel=0)
+
+
+def test_month_with_nan_equity() -> None:
+    """A NaN equity at a month end makes best/worst month NaN (as numpy's max/min); the other months still count."""
+    times = pd.date_range("2022-01-01", periods=24 * 100, freq="h", tz="UTC")
+    equity = 100.0 + np.arange(times.size) * 0.01
+    calendar = calendar_for(times)
+    equity[calendar.month_last_bar[1]] = np.nan
+    got = m.compute_metrics(equity, no_trades(), 0, initial_amount=100.0, calendar=calendar)
+    assert math.isnan(got["best_month"]) and math.isnan(got["worst_month"])
+    assert got["pct_winning_months"] == pytest.approx(2 / 4)  # Jan and Apr rise; Feb and Mar are NaN returns
