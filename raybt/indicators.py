@@ -652,15 +652,25 @@ def _operand(x: object, role: str) -> _Operand:
         )
     if values.ndim not in (1, 2):
         raise ValueError(f"{role} must be 1-D or 2-D, got {values.ndim}-D")
+    root, state = _root_and_state(x, values, labels)
+    # tuple.__new__ is what the NamedTuple constructor calls, minus a frame.
+    return _new_tuple(_Operand, (x, values, root, labels, state))
+
+
+def _root_and_state(
+    obj: object, values: np.ndarray, labels: tuple[object, object]
+) -> tuple[np.ndarray, tuple[object, ...]]:
+    """The root array of ``values`` (the last ndarray in its chain of
+    ``base`` arrays) and the :attr:`_Operand.state` of ``obj``, which
+    presents ``values`` with ``labels``."""
     root = values
     while isinstance(root.base, np.ndarray):
         root = root.base
     state = (
-        values.shape, values.strides, values.dtype, id(x), id(root),
+        values.shape, values.strides, values.dtype, id(obj), id(root),
         id(labels[0]), id(labels[1]),
     )
-    # tuple.__new__ is what the NamedTuple constructor calls, minus a frame.
-    return _new_tuple(_Operand, (x, values, root, labels, state))
+    return root, state
 
 
 _new_tuple = tuple.__new__
@@ -732,13 +742,7 @@ def _handout(
 ) -> _Handout:
     """The :class:`_Handout` of ``obj``, which presents ``values`` (what
     :func:`_operand` finds for it) and ``labels``."""
-    root = values
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    state = (
-        values.shape, values.strides, values.dtype, id(obj), id(root),
-        id(labels[0]), id(labels[1]),
-    )
+    root, state = _root_and_state(obj, values, labels)
     return _new_tuple(_Handout, (state, root))
 
 
