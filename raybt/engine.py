@@ -1,6 +1,7 @@
 """The simulation kernel: one backtest over aligned arrays, compiled with numba (cached on disk).
 
-Accounting (see DESIGN.md; every rule has a hand-worked test in ``tests/test_engine.py``):
+Accounting (see DESIGN.md; every rule has a hand-worked test in ``tests/test_engine.py``, and
+``tests/test_engine_reference.py`` checks them together against an independent bar-by-bar simulator):
 
 * **Entry** of a position with ``size`` s: ``invest = min(s × equity, cash)`` where equity is valued at the fill
   moment; ``units = (invest − fixed_fee) / (price × (1 + fees))`` (fractional); the order is skipped if units ≤ 0
