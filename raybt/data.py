@@ -196,16 +196,18 @@ class MarketView:
     """What ``Strategy.signals`` receives: bars ``start:end`` of a :class:`MarketData`.
 
     ``open``, ``high``, ``low``, ``close``, ``volume`` are DataFrames (UTC index, one column per symbol) built lazily,
-    zero-copy and read-only, once per view; ``view["BTC/EUR"]`` is one symbol's OHLCV DataFrame. ``view.arrays``
-    holds the same fields as numpy arrays (``view.arrays.close``: bars × symbols, columns in ``view.symbols`` order):
-    strategies written on them skip pandas, whose objects cost ~5-10 µs each per backtest. Reusing one view for
-    every strategy on a range lets indicator results be cached (see :mod:`raybt.indicators`), for arrays as for
-    frames: the view hands out the very same objects every time.
+    zero-copy and read-only, once per view; ``view["BTC/EUR"]`` is one symbol's OHLCV DataFrame (read-only, a copy
+    of its rows made once per view). ``view.arrays`` holds the same fields as numpy arrays (``view.arrays.close``:
+    bars × symbols, columns in ``view.symbols`` order): strategies written on them skip pandas, whose objects cost
+    ~5-10 µs each per backtest. Reusing one view for every strategy on a range lets indicator results be cached (see
+    :mod:`raybt.indicators`), for arrays as for frames: the view hands out the very same objects every time (a frame
+    a strategy edited is replaced by a fresh one for the next caller).
     """
 
     def __init__(self, market: MarketData, start: int, end: int):
         self.market, self.start, self.end = market, start, end
-        self._frames: dict[object, pd.DataFrame] = {}
+        # key: (frame, its columns, its block's array, the values it presents)
+        self._frames: dict[object, tuple[pd.DataFrame, pd.Index, np.ndarray, np.ndarray]] = {}
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -219,12 +221,25 @@ class MarketView:
         return self.end - self.start
 
     def _field(self, field: str) -> pd.DataFrame:
-        frame = self._frames.get(field)
-        if frame is None:
-            values = getattr(self.market, field)[:, self.start:self.end]
-            frame = pd.DataFrame(values.T, index=self.index, columns=list(self.symbols), copy=False)
-            self._frames[field] = frame
+        cached = self._frames.get(field)
+        if cached is not None and self._untouched(*cached):
+            return cached[0]
+        return self._frame(field, getattr(self.market, field)[:, self.start:self.end].T, list(self.symbols))
+
+    def _frame(self, key: object, values: np.ndarray, columns: list[str]) -> pd.DataFrame:
+        """A DataFrame of ``values`` (bars × columns, read-only) kept under ``key``: the fields and symbols' frames
+        are built once and handed out again while :meth:`_untouched`. A strategy may relabel a frame or add or replace
+        a column (its values are read-only); the next caller then gets a fresh frame, so one strategy's edits never
+        reach another."""
+        frame = pd.DataFrame(values, index=self.index, columns=columns, copy=False)
+        self._frames[key] = (frame, frame.columns, frame.values.base, values)
         return frame
+
+    def _untouched(self, frame: pd.DataFrame, columns: pd.Index, block: np.ndarray, values: np.ndarray) -> bool:
+        """True if ``frame`` still has its labels and its one block (``frame.values`` is a view of the block's array,
+        another array once a column was added or replaced); ~2-3 µs per access."""
+        return frame.index is self.index and frame.columns is columns and frame.shape == values.shape and \
+            frame.values.base is block
 
     @cached_property
     def arrays(self) -> OHLCVArrays:
@@ -239,13 +254,16 @@ class MarketView:
 
     def __getitem__(self, symbol: str) -> pd.DataFrame:
         key = ("symbol", symbol)
-        frame = self._frames.get(key)
-        if frame is None:
+        cached = self._frames.get(key)
+        if cached is not None:
+            if self._untouched(*cached):
+                return cached[0]
+            values = cached[3]
+        else:  # one block (a copy of the symbol's five rows), so that the frame can be checked like the fields
             col = self.market._column(symbol)
-            frame = pd.DataFrame({f: getattr(self.market, f)[col, self.start:self.end] for f in FIELDS},
-                                 index=self.index, copy=False)
-            self._frames[key] = frame
-        return frame
+            values = np.stack([getattr(self.market, f)[col, self.start:self.end] for f in FIELDS], axis=1)
+            values.flags.writeable = False
+        return self._frame(key, values, list(FIELDS))
 
     def __repr__(self) -> str:
         return f"MarketView(symbols={list(self.symbols)}, bars={len(self)})"

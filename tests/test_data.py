@@ -197,6 +197,34 @@ def test_view_frames_are_zero_copy_read_only_and_reused():
     assert view["A"]["high"].iloc[0] == md.high[0, 10]
 
 
+@pytest.mark.parametrize("edit", ["add column", "replace column", "relabel columns", "relabel index", "delete column"])
+@pytest.mark.parametrize("which", ["close", "symbol"])
+def test_a_strategy_editing_a_view_frame_does_not_change_it_for_the_next(edit, which):
+    """Frames are shared by every strategy on a view; one that edits its frame keeps its edits to itself."""
+    md = synthetic_ohlcv(["A", "B"], "2024-01-01", "2024-01-05", "1h", seed=1)
+    view = md.view(10, 40)
+    get = (lambda: view.close) if which == "close" else (lambda: view["A"])
+    first = get()
+    assert get() is first  # untouched: the same object (indicator cache hits)
+    expected = first.copy()
+    column = first.columns[0]
+    if edit == "add column":
+        first["extra"] = 1.0
+    elif edit == "replace column":
+        first[column] = 0.0
+    elif edit == "relabel columns":
+        first.columns = [f"x{i}" for i in range(first.shape[1])]
+    elif edit == "relabel index":
+        first.index = first.index + pd.Timedelta(hours=1)
+    else:
+        del first[column]
+    fresh = get()
+    assert fresh is not first
+    pd.testing.assert_frame_equal(fresh, expected)
+    assert fresh.index is view.index
+    assert get() is fresh
+
+
 def test_view_arrays_are_the_frames_values_zero_copy_read_only_and_reused():
     md = synthetic_ohlcv(["A", "B"], "2024-01-01", "2024-01-05", "1h", seed=1)
     view = md.view(10, 40)
