@@ -379,6 +379,25 @@ def check_rows(df, n_expected: int) -> None:
 # ====================================================================================================== scenarios
 # Each runs in its own subprocess and returns a dict that is printed as one JSON line.
 
+def timed_e2e_sweep(raybt, data, ranges, strategies, n_workers, checkpoint_dir) -> tuple[dict, Monitor]:
+    """The e2e sweep (``run_backtests`` then ``results.df``), timed under a Monitor of Ray's processes, its rows
+    checked: ``(figures, monitor)``."""
+    monitor = Monitor(workers="ray", watch_ray=True)
+    monitor.start()
+    t0 = time.perf_counter()
+    results = raybt.run_backtests(strategies, data, date_ranges=ranges, initial_amount=10_000, fees=0.001,
+                                  n_workers=n_workers, batch_size=E2E_BATCH, checkpoint_dir=checkpoint_dir,
+                                  checkpoint_batch_size=E2E_PART, show_progress=False, continue_on_error=True)
+    t1 = time.perf_counter()
+    df = results.df
+    t2 = time.perf_counter()
+    monitor.stop()
+    check_rows(df, len(strategies) * len(ranges))
+    figures = {"n_jobs": len(strategies) * len(ranges), "run_s": t1 - t0, "df_s": t2 - t1, "sweep_s": t2 - t0,
+               **results_summary(results, df), **monitor.report()}
+    return figures, monitor
+
+
 def scenario_e2e(args) -> dict:
     t = time.perf_counter()
     import raybt
@@ -387,21 +406,8 @@ def scenario_e2e(args) -> dict:
     t = time.perf_counter()
     data, ranges, strategies = sweep_workload(args.quick)
     setup_s = time.perf_counter() - t
-    n_workers = parse_workers(args.workers)
-    monitor = Monitor(workers="ray", watch_ray=True)
-    monitor.start()
-    t0 = time.perf_counter()
-    results = raybt.run_backtests(strategies, data, date_ranges=ranges, initial_amount=10_000, fees=0.001,
-                                  n_workers=n_workers, batch_size=E2E_BATCH, checkpoint_dir=args.checkpoint_dir,
-                                  checkpoint_batch_size=E2E_PART, show_progress=False, continue_on_error=True)
-    t1 = time.perf_counter()
-    df = results.df
-    t2 = time.perf_counter()
-    monitor.stop()
-    check_rows(df, len(strategies) * len(ranges))
-    out = {"n_workers": args.workers, "n_jobs": len(strategies) * len(ranges), "import_s": import_s,
-           "setup_s": setup_s, "run_s": t1 - t0, "df_s": t2 - t1, "sweep_s": t2 - t0,
-           **results_summary(results, df), **monitor.report(), **ray_footprint_mb(),
+    figures, _ = timed_e2e_sweep(raybt, data, ranges, strategies, parse_workers(args.workers), args.checkpoint_dir)
+    out = {"n_workers": args.workers, "import_s": import_s, "setup_s": setup_s, **figures, **ray_footprint_mb(),
            "checkpoint_mb": dir_bytes(args.checkpoint_dir) / MB}
     out["shutdown_s"] = shutdown_ray()
     out["child_total_s"] = time.perf_counter() - _T_START
@@ -414,22 +420,10 @@ def scenario_rerun(args) -> dict:
     _sma_cross()
     import_s = time.perf_counter() - t
     data, ranges, strategies = sweep_workload(args.quick)
-    monitor = Monitor(workers="ray", watch_ray=True)
-    monitor.start()
-    t0 = time.perf_counter()
-    results = raybt.run_backtests(strategies, data, date_ranges=ranges, initial_amount=10_000, fees=0.001,
-                                  n_workers=-1, batch_size=E2E_BATCH, checkpoint_dir=args.checkpoint_dir,
-                                  checkpoint_batch_size=E2E_PART, show_progress=False, continue_on_error=True)
-    t1 = time.perf_counter()
-    df = results.df
-    t2 = time.perf_counter()
-    monitor.stop()
-    check_rows(df, len(strategies) * len(ranges))
+    figures, monitor = timed_e2e_sweep(raybt, data, ranges, strategies, -1, args.checkpoint_dir)
     ray_imported = "ray" in sys.modules
     ray_initialised = bool(ray_imported and sys.modules["ray"].is_initialized())
-    out = {"n_jobs": len(strategies) * len(ranges), "import_s": import_s, "run_s": t1 - t0, "df_s": t2 - t1,
-           "sweep_s": t2 - t0, **results_summary(results, df), **monitor.report(),
-           "ray_imported": ray_imported, "ray_initialised": ray_initialised,
+    out = {"import_s": import_s, **figures, "ray_imported": ray_imported, "ray_initialised": ray_initialised,
            "ray_tasks_module_imported": "raybt.executors.ray_tasks" in sys.modules,
            "child_processes": len(psutil.Process().children(recursive=True)),
            "ray_started": ray_initialised or len(monitor.procs) > 0}
