@@ -3,8 +3,8 @@
 :func:`compute_metrics` turns one simulated equity curve and its trade records into a flat ``dict`` of floats (the
 metric columns of the results, names in :data:`METRIC_NAMES`). Everything that depends only on the date range (bar
 times, month and year boundaries, periods per year, buy-and-hold) is computed once per range by
-:meth:`RangeCalendar.build` and shared by every strategy run on that range. The per-backtest work is two passes of
-numba-compiled loops, one over the equity curve and one over its returns; no pandas objects are created. The public
+:meth:`RangeCalendar.build` and shared by every strategy run on that range. The per-backtest work is essentially one
+pass of numba-compiled loops over the equity curve; no pandas objects are created. The public
 per-metric functions (:func:`sharpe_ratio`, :func:`max_drawdown`, ...) accept a numpy array or a pandas Series of
 equity and run the same compiled code.
 
@@ -376,28 +376,35 @@ def _minimum(values, size):
 
 
 @_jit_vector
-def _scan_curve(equity, initial, times, t0, rf_bar, returns):
-    """The per-bar returns and everything else the curve gives, in one pass over ``equity``.
+def _scan_curve(equity, initial, times, t0, rf_bar, limit, block, tail):
+    """Everything the curve gives in one pass over ``equity``, without storing its per-bar returns.
 
-    Writes ``returns[i]`` = ``equity[i] / equity[i-1] - 1`` (the first against ``initial``) and returns
-    ``(mean(r), std(r, ddof=1), sqrt(mean(min(r - rf_bar, 0) ** 2)), max drawdown, longest drawdown in ns)``;
-    ``initial`` (dated ``t0``) is the first drawdown peak. The standard deviation and the downside deviation are NaN
-    below 2 returns, everything is NaN without bars. The sums run over the deviations from the first return
-    (shifted data): accurate, and identical returns give a standard deviation of exactly 0.
+    The returns are ``r[i]`` = ``equity[i] / equity[i-1] - 1`` (the first against ``initial``). Returns ``(mean(r),
+    std(r, ddof=1), sqrt(mean(min(r - rf_bar, 0) ** 2)), max drawdown, longest drawdown in ns, count)`` and writes
+    the ``count`` returns below ``limit`` to ``tail``, in order (capacity ``equity.size + _LANES``); ``block`` is
+    work space of _BLOCK values. ``initial`` (dated ``t0``) is the first drawdown peak. The standard deviation and
+    the downside deviation are NaN below 2 returns, everything is NaN without bars. The sums run over the deviations
+    from the first return (shifted data): accurate, and identical returns give a standard deviation of exactly 0.
 
-    The bars come in blocks of _BLOCK: a vectorised loop (bound by the division) computes the returns and the sums
-    and the largest and smallest equity bit patterns of the block. Read as int64, the patterns of floats without
-    sign bit order as the values (NaN above inf) and those with one are negative; so when the smallest pattern is
-    not negative the two are the block's largest and smallest equity (integer min/max reductions vectorise, float
-    ones do not). Only blocks with a bar at or above the peak (or a negative or NaN equity) are walked bar by bar;
-    one flat at the peak only moves the peak bar, and one that only deepens the drawdown needs just its minimum
-    (what the walk would find, value / peak being monotonic for the positive peak).
+    The bars come in blocks of _BLOCK: a vectorised loop (bound by the division) computes the returns into
+    ``block``, the sums, and the largest and smallest equity bit patterns of the block; the returns below ``limit``
+    are then appended to ``tail`` by vector compress stores (a few percent of them for the limit
+    :func:`_equity_stats` sets). Read as int64, the patterns of floats without sign bit order as the values (NaN
+    above inf) and those with one are negative; so when the smallest pattern is not negative the two are the
+    block's largest and smallest equity (integer min/max reductions vectorise, float ones do not). Only blocks with
+    a bar at or above the peak (or a negative or NaN equity) are walked bar by bar; one flat at the peak only moves
+    the peak bar, and one that only deepens the drawdown needs just its minimum (what the walk would find, value /
+    peak being monotonic for the positive peak). Keeping only the tail instead of all returns spares writing and
+    re-reading an array the size of the curve, which in a sweep pushes other data out of the CPU caches.
     """
     n = equity.size
     if n == 0:
-        return np.nan, np.nan, np.nan, np.nan, np.nan
+        return np.nan, np.nan, np.nan, np.nan, np.nan, 0
     first = equity[0] / initial - 1.0
-    returns[0] = first
+    count = np.uint64(0)
+    if first < limit:
+        tail[0] = first
+        count = _ONE
     down = min(first - rf_bar, 0.0)
     sum_down2 = down * down
     sum_dev = 0.0
@@ -413,7 +420,7 @@ def _scan_curve(equity, initial, times, t0, rf_bar, returns):
         for i in range(start, stop):
             value = equity[i]
             ret = value / equity[i - _ONE] - 1.0
-            returns[i] = ret
+            block[i - start] = ret
             dev = ret - first
             sum_dev += dev
             sum_dev2 += dev * dev
@@ -423,9 +430,10 @@ def _scan_curve(equity, initial, times, t0, rf_bar, returns):
             pattern = bits[i]
             high = pattern if pattern > high else high
             low = pattern if pattern < low else low
-        peak = state[0]
+        count = _append_below(block, stop - start, limit, tail, count)
         highest = _float_from_bits(high)
         lowest = _float_from_bits(low)
+        peak = state[0]
         if low < 0 or not highest < peak:
             if low >= 0 and lowest == peak and highest == peak:
                 state = _flat_at_peak(times, start, stop, state)
@@ -439,9 +447,19 @@ def _scan_curve(equity, initial, times, t0, rf_bar, returns):
         longest = max(longest, times[n - 1] - peak_time)
     mean = first + sum_dev / n
     if n < 2:
-        return mean, np.nan, np.nan, worst, float(longest)
+        return mean, np.nan, np.nan, worst, float(longest), np.int64(count)
     var = max((sum_dev2 - sum_dev * sum_dev / n) / (n - 1), 0.0)
-    return mean, math.sqrt(var), math.sqrt(sum_down2 / n), worst, float(longest)
+    return mean, math.sqrt(var), math.sqrt(sum_down2 / n), worst, float(longest), np.int64(count)
+
+
+@_jit
+def _fill_returns(equity, initial, out):
+    """``out[i]`` = ``equity[i] / equity[i-1] - 1``, the first against ``initial``."""
+    previous = initial
+    for i in range(equity.size):
+        value = equity[i]
+        out[i] = value / previous - 1.0
+        previous = value
 
 
 @_jit
@@ -533,32 +551,55 @@ def _lerp(a, b, t):
 
 
 @_jit
-def _sample_limit(returns, q):
-    """A value about q + _SAMPLE_SIGMAS standard errors of the returns lie below, from a strided sample of about
-    _SAMPLE_SIZE returns (the q quantile is almost surely below it)."""
-    stride = returns.size // _SAMPLE_SIZE
-    m = returns.size // stride
-    sample = _aligned_empty(m)
-    for j in range(m):
-        sample[j] = returns[j * stride]
+def _limit_of_sample(sample, q):
+    """A value about q + _SAMPLE_SIGMAS standard errors of the returns lie below, from a ``sample`` of them (which
+    it reorders): the q quantile of all returns is almost surely below it."""
+    m = sample.size
     rank = min(m - 1, int((q + _SAMPLE_SIGMAS * math.sqrt(q * (1.0 - q) / m)) * m) + 1)
     return _select_pair(sample, rank, rank)[0]
+
+
+@_jit
+def _sample_limit(returns, q):
+    """:func:`_limit_of_sample` of a strided sample of about _SAMPLE_SIZE ``returns``."""
+    stride = returns.size // _SAMPLE_SIZE
+    sample = _aligned_empty(returns.size // stride)
+    for j in range(sample.size):
+        sample[j] = returns[j * stride]
+    return _limit_of_sample(sample, q)
+
+
+@_jit
+def _curve_sample_limit(equity, initial, q):
+    """:func:`_sample_limit` of the returns of ``equity`` (the first against ``initial``), computed at the sampled
+    bars only: the same sample and limit, without the returns."""
+    stride = equity.size // _SAMPLE_SIZE
+    sample = _aligned_empty(equity.size // stride)
+    sample[0] = equity[0] / initial - 1.0
+    for j in range(1, sample.size):
+        sample[j] = equity[j * stride] / equity[j * stride - 1] - 1.0
+    return _limit_of_sample(sample, q)
+
+
+@_jit
+def _append_below(source, size, limit, out, count):
+    """Append the values of ``source[:size]`` below ``limit`` to ``out`` from ``count`` on, in order (uint64 size
+    and count; ``out`` has room for ``_LANES`` slots past the last value); return the new count."""
+    whole = size // _LANES_U * _LANES_U
+    for start in range(np.uint64(0), whole, _LANES_U):
+        count += _compress_below(source, start, out, count, limit)
+    for i in range(whole, size):
+        if source[i] < limit:
+            out[count] = source[i]
+            count += _ONE
+    return count
 
 
 @_jit
 def _collect_below(returns, limit, out):
     """Copy the returns below ``limit`` to ``out`` (in order; capacity ``returns.size + _LANES``); return how
     many."""
-    size = np.uint64(returns.size)
-    count = np.uint64(0)
-    whole = size // _LANES_U * _LANES_U
-    for start in range(np.uint64(0), whole, _LANES_U):
-        count += _compress_below(returns, start, out, count, limit)
-    for i in range(whole, size):
-        if returns[i] < limit:
-            out[count] = returns[i]
-            count += _ONE
-    return np.int64(count)
+    return np.int64(_append_below(returns, np.uint64(returns.size), limit, out, np.uint64(0)))
 
 
 @_jit_vector
@@ -584,6 +625,27 @@ def _count_equal(values, value):
 
 
 @_jit
+def _order_statistics(n, q):
+    """``(k, k_next, gamma)``: np.percentile's q quantile of n values interpolates their order statistics k and
+    k_next (0-based) with weight gamma."""
+    position = (n - 1) * q
+    k = int(math.floor(position))
+    return k, min(k + 1, n - 1), position - k
+
+
+@_jit
+def _tail_of_below(collected, k, k_next, gamma):
+    """``(found, quantile, tail mean)`` from ``collected``, the returns below some limit (any order; reordered
+    here): found (and the values meaningful) only if order statistics k and k_next of all returns are among them."""
+    if k_next >= collected.size:
+        return False, np.nan, np.nan
+    at_k, at_next = _select_pair(collected, k, k_next)
+    quantile = _lerp(at_k, at_next, gamma)
+    total, count = _sum_at_most(collected, quantile)
+    return True, quantile, total / count
+
+
+@_jit
 def _tail_below(returns, k, k_next, gamma, limit, out):
     """``(found, quantile, tail mean)`` from the returns below ``limit``, collected to ``out`` and ordered; those
     equal to ``limit`` are only counted (when needed).
@@ -593,21 +655,17 @@ def _tail_below(returns, k, k_next, gamma, limit, out):
     always are.
     """
     size = _collect_below(returns, limit, out)
-    n_equal = 0
-    if k_next >= size:
-        n_equal = _count_equal(returns, limit)
-        if k_next >= size + n_equal:
-            return False, np.nan, np.nan
     collected = out[:size]
     if k_next < size:
-        at_k, at_next = _select_pair(collected, k, k_next)
-    elif k < size:
-        at_k, at_next = _select_pair(collected, k, k)[0], limit
-    else:
-        at_k = at_next = limit
+        return _tail_of_below(collected, k, k_next, gamma)
+    n_equal = _count_equal(returns, limit)
+    if k_next >= size + n_equal:
+        return False, np.nan, np.nan
+    at_next = limit
+    at_k = _select_pair(collected, k, k)[0] if k < size else limit
     quantile = _lerp(at_k, at_next, gamma)
     total, count = _sum_at_most(collected, quantile)
-    if n_equal > 0 and limit <= quantile:
+    if limit <= quantile:
         total += n_equal * limit
         count += n_equal
     return True, quantile, total / count
@@ -623,10 +681,7 @@ def _lower_tail(returns, q, out):
     n = returns.size
     if n == 0:
         return np.nan, np.nan
-    position = (n - 1) * q
-    k = int(math.floor(position))
-    gamma = position - k
-    k_next = min(k + 1, n - 1)
+    k, k_next, gamma = _order_statistics(n, q)
     if n >= _SAMPLED_SELECT_MIN:
         found, quantile, tail_mean = _tail_below(returns, k, k_next, gamma, _sample_limit(returns, q), out)
         if found:
@@ -794,18 +849,28 @@ def _equity_stats(
 ):
     """Equity-curve metrics in METRIC_NAMES order from final_value to exposure (see the module table).
 
-    ``scratch``: work space of 2 (n_bars + _LANES) values starting on a cache line, for the returns and the tail
-    (each starting on a cache line: vector loads then do not straddle two).
+    ``scratch``: work space of :func:`_scratch_size` values starting on a cache line: a block of returns, the tail
+    of the returns and, if the tail was not enough, all returns (each part starting on a cache line: vector loads
+    then do not straddle two).
     """
     n = equity.size
     final = equity[n - 1] if n > 0 else np.nan
     rf_bar = _rf_per_bar(risk_free_rate, periods_per_year)
-    returns = scratch[:n]
-    mean, std, downside, worst_drawdown, drawdown_ns = _scan_curve(
-        equity, initial, times, times[0] if n > 0 else 0, rf_bar, returns
+    room = (n + 2 * _LANES - 1) // _LANES * _LANES
+    block = scratch[:_BLOCK]
+    tail = scratch[_BLOCK : _BLOCK + room]
+    limit = _curve_sample_limit(equity, initial, _VAR_QUANTILE) if n >= _SAMPLED_SELECT_MIN else np.inf
+    mean, std, downside, worst_drawdown, drawdown_ns, count = _scan_curve(
+        equity, initial, times, times[0] if n > 0 else 0, rf_bar, limit, block, tail
     )
-    tail_start = (n + _LANES - 1) // _LANES * _LANES
-    var, cvar = _tail_risk(returns, mean, _VAR_QUANTILE, scratch[tail_start:])
+    var = cvar = np.nan
+    if not math.isnan(mean):
+        k, k_next, gamma = _order_statistics(n, _VAR_QUANTILE)
+        found, var, cvar = _tail_of_below(tail[:count], k, k_next, gamma)
+        if not found:  # the sample misled (or returns are infinite): the quantile from all returns
+            returns = scratch[_BLOCK + room : _BLOCK + room + n]
+            _fill_returns(equity, initial, returns)
+            var, cvar = _lower_tail(returns, _VAR_QUANTILE, tail)
     cagr_value = _cagr(final, initial, n / periods_per_year)
     best_month, worst_month, winning_months = _period_stats(equity, initial, month_last)
     best_year, worst_year, _ = _period_stats(equity, initial, year_last)
@@ -971,10 +1036,10 @@ def compute_metrics(
     ``bars_in_market``: bars with any open position. ``initial_amount``: cash at the start (> 0).
     ``risk_free_rate``: annual rate (> -1) subtracted from the returns in sharpe and sortino.
     Inputs may be read-only; they are not modified. The cost (about 50 µs for 44k bars and 600 trades on a 2.8 GHz
-    Ice Lake Xeon) is mostly two passes: one over the curve for the returns, their moments and the drawdown (bound
-    by the division throughput, see ``_scan_curve``), and one over the returns collecting the few percent below a
-    sampled limit, among which the 5 % quantile is then selected (see ``_lower_tail``). The returns go to a
-    per-thread scratch array (see ``_scratch``).
+    Ice Lake Xeon) is mostly one pass over the curve (see ``_scan_curve``): the returns (bound by the division
+    throughput), their moments, the drawdown, and the few percent of returns below a limit sampled beforehand, among
+    which the 5 % quantile is then selected (see ``_tail_of_below``; all returns only when the sample misled). Work
+    space is a per-thread scratch array (see ``_scratch``).
     """
     values = _as_float_array(equity)
     records = _as_trades(trades)
@@ -993,7 +1058,7 @@ def compute_metrics(
         calendar.periods_per_year,
         float(risk_free_rate),
         calendar.buy_and_hold_return,
-        _scratch(2 * (values.size + _LANES)),
+        _scratch(_scratch_size(values.size)),
     )
     return dict(zip(METRIC_NAMES, row))
 
@@ -1124,6 +1189,11 @@ def yearly_returns(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _scratch_size(n_bars: int) -> int:
+    """Values of scratch :func:`_equity_stats` needs for ``n_bars``: a block and twice room for the returns."""
+    return int(_BLOCK) + 2 * ((n_bars + 2 * _LANES - 1) // _LANES * _LANES)
+
+
 def _scratch(size: int) -> np.ndarray:
     """Float64 work space of at least ``size`` values starting on a cache line (64 bytes), kept per thread up to
     _SCRATCH_KEPT values: writing a fresh array of that size would cost page faults on every call (about 9 µs for
@@ -1215,11 +1285,14 @@ def _curve_times(equity: EquityLike, times: TimesLike | None, initial_amount: fl
 def _scan(
     curve: np.ndarray, initial: float, *, rf_bar: float = 0.0, stamps: np.ndarray | None = None, t0: int = 0
 ) -> tuple[np.ndarray, tuple[float, float, float, float, float]]:
-    """``(returns, _scan_curve's statistics)`` of a user's curve; without ``stamps`` drawdown durations are 0."""
+    """``(returns, _scan_curve's first five statistics)`` of a user's curve; without ``stamps`` drawdown durations
+    are 0."""
     if stamps is None:
         stamps = _readonly(np.zeros(curve.size, dtype=np.int64))
     returns = np.empty(curve.size)
-    return returns, _scan_curve(curve, initial, stamps, t0, rf_bar, returns)
+    _fill_returns(curve, initial, returns)
+    stats = _scan_curve(curve, initial, stamps, t0, rf_bar, -np.inf, np.empty(int(_BLOCK)), np.empty(_LANES))
+    return returns, stats[:5]
 
 
 def _stats(

@@ -502,6 +502,8 @@ def _tail_cases() -> list[tuple[str, np.ndarray]]:
     few_down = np.where(rng.random(n) < 0.08, rng.normal(-0.01, 0.005, n), 0.0)  # quantile among the few losses
     adversarial = rng.normal(0, 0.01, n)
     adversarial[:: n // 1024] = 0.5  # every sampled position is a huge gain: the sample misleads
+    misled_low = rng.normal(0, 0.01, n)
+    misled_low[:: n // 1024] = -0.5  # every sampled position is a huge loss: too few returns below the limit
     return [
         ("normal", rng.normal(0, 0.01, n)),
         ("student", rng.standard_t(2, n) * 0.01),
@@ -509,6 +511,7 @@ def _tail_cases() -> list[tuple[str, np.ndarray]]:
         ("few_down", few_down),
         ("trend_sorted", np.sort(rng.normal(0, 0.01, n))[::-1]),
         ("adversarial", adversarial),
+        ("misled_low", misled_low),
         ("short", rng.normal(0, 0.01, 300)),
     ]
 
@@ -522,6 +525,11 @@ def test_tail_matches_numpy(label: str, returns: np.ndarray, quantile: float) ->
     assert m.value_at_risk(equity, quantile, initial_amount=100.0) == pytest.approx(var, rel=1e-12, abs=1e-15)
     cvar = m.conditional_value_at_risk(equity, quantile, initial_amount=100.0)
     assert cvar == pytest.approx(r[r <= var].mean(), rel=1e-9, abs=1e-15)
+    if quantile == 0.05:  # compute_metrics: the tail collected during the curve scan, or its fallback
+        times = pd.date_range("2022-01-01", periods=equity.size, freq="h", tz="UTC")
+        got = m.compute_metrics(equity, no_trades(), 0, initial_amount=100.0, calendar=calendar_for(times))
+        assert got["var_95"] == pytest.approx(var, rel=1e-12, abs=1e-15)
+        assert got["cvar_95"] == pytest.approx(r[r <= var].mean(), rel=1e-9, abs=1e-15)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -677,6 +685,11 @@ def test_infinite_returns_match_numpy() -> None:
             expected = r[r <= var].mean() if (r <= var).any() else np.nan
             cvar = m.conditional_value_at_risk(equity, q, initial_amount=100.0)
             assert cvar == pytest.approx(expected, rel=1e-9, nan_ok=True)
+        times = pd.date_range("2022-01-01", periods=equity.size, freq="h", tz="UTC")
+        got = m.compute_metrics(equity, no_trades(), 0, initial_amount=100.0, calendar=calendar_for(times))
+        var = np.percentile(r, 5)
+        assert got["var_95"] == pytest.approx(var, rel=1e-12)
+        assert got["cvar_95"] == pytest.approx(r[r <= var].mean(), rel=1e-9)
 
 
 def test_scratch_is_reused_without_leaking_between_calls() -> None:
