@@ -633,12 +633,16 @@ def _operand(x: object, role: str) -> _Operand:
     such a view writable); a root that is not an ndarray (a foreign buffer)
     is beyond the chain, so the last ndarray decides.
     """
-    if isinstance(x, pd.DataFrame):
+    kind = type(x)
+    if kind is np.ndarray:  # the common kinds first, by exact type (cheaper than isinstance)
+        values = x
+        labels: tuple[object, object] = _NO_LABELS
+    elif kind is pd.DataFrame or isinstance(x, pd.DataFrame):
         # ``.values`` is ``to_numpy()`` with default arguments, minus their
         # handling: a view of a single-dtype frame's one block, read-only
         # under Copy-on-Write (a copy if the frame has several blocks).
         values = x.values
-        labels: tuple[object, object] = (x.index, x.columns)
+        labels = (x.index, x.columns)
     elif isinstance(x, pd.Series):
         values = x.to_numpy()
         labels = (x.index, x.name)
@@ -664,8 +668,10 @@ def _root_and_state(
     ``base`` arrays) and the :attr:`_Operand.state` of ``obj``, which
     presents ``values`` with ``labels``."""
     root = values
-    while isinstance(root.base, np.ndarray):
-        root = root.base
+    base = root.base
+    while base is not None and isinstance(base, np.ndarray):
+        root = base
+        base = root.base
     state = (
         values.shape, values.strides, values.dtype, id(obj), id(root),
         id(labels[0]), id(labels[1]),
@@ -749,6 +755,16 @@ def _handout(
 def _untouched(obj: object, handout: _Handout) -> bool:
     """True if ``obj`` still presents the memory, layout and labels it was
     handed out with."""
+    if type(obj) is np.ndarray:
+        # An array's state (see _root_and_state) without the walk: numpy keeps
+        # a view's ``base`` at the array owning the memory, the root.
+        state = handout.state
+        return (
+            obj.base is handout.root
+            and obj.shape == state[0]
+            and obj.strides == state[1]
+            and obj.dtype == state[2]
+        )
     try:
         op = _operand(obj, "result")
     except ValueError:  # e.g. an array reshaped to 3-D
@@ -1224,8 +1240,9 @@ def crossed_above(a: Data, b: Data | float) -> Data:
 
     ``a[t] > b[t] and a[t-1] <= b[t-1]``; the first bar is False, and any
     comparison with NaN is False.  ``b`` is a scalar or an array-like of the
-    same shape as ``a`` (compared by position).  One fused pass; the result
-    is memoised weakly (see the module docstring).
+    same shape as ``a`` (compared by position).  One fused pass computes both
+    crossings; the other is kept for a matching :func:`crossed_below` call
+    (see :func:`_crossed`).
     """
     return _crossed("crossed_above", a, b, True)
 
@@ -1235,8 +1252,9 @@ def crossed_below(a: Data, b: Data | float) -> Data:
 
     ``a[t] < b[t] and a[t-1] >= b[t-1]``; the first bar is False, and any
     comparison with NaN is False.  ``b`` is a scalar or an array-like of the
-    same shape as ``a`` (compared by position).  One fused pass; the result
-    is memoised weakly (see the module docstring).
+    same shape as ``a`` (compared by position).  One fused pass computes both
+    crossings; the other is kept for a matching :func:`crossed_above` call
+    (see :func:`_crossed`).
     """
     return _crossed("crossed_below", a, b, False)
 

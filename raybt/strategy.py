@@ -300,6 +300,8 @@ def _as_array(strategy: Strategy, view: MarketView, signal: Any, what: str) -> n
         if values.dtype == _BOOL and _columns_are_symbols(signal.columns, view.symbols):
             return values
     n, symbols = len(view), view.symbols
+    if type(signal) is np.ndarray and signal.dtype == _BOOL and signal.shape == (n, len(symbols)):
+        return signal  # the common case on data.arrays
     where = _Where(strategy, what)
     if isinstance(signal, pd.DataFrame):
         index = signal.index
