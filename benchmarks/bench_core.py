@@ -27,7 +27,7 @@ afterwards), ``arrays`` (SmaCrossArrays, cache on). Rows:
 * ``signals``    - ``raybt.strategy.signal_arrays(strategy, ctx.view)`` on the cached view of
   ``raybt.backtest.range_context`` (indicators, crossings, conversion to bool arrays);
 * ``simulation`` - ``raybt.engine.simulate`` with the same arguments ``evaluate`` passes;
-* ``metrics``    - ``raybt.metrics.compute_metrics`` as ``evaluate`` calls it;
+* ``metrics``    - ``raybt.metrics.metric_values`` as ``evaluate`` calls it;
 * ``sum``        - the three stages above (one pass, a ``perf_counter`` pair around each stage);
 * ``evaluate``   - a separate pass calling ``evaluate`` itself: the number that counts (target <= 150 µs);
 * ``evaluate, best whole pass`` / ``evaluate, CPU time`` - the same passes timed whole, wall clock and this
@@ -69,7 +69,7 @@ from raybt import indicators
 from raybt.backtest import evaluate, range_context
 from raybt.data import FIELDS
 from raybt.engine import CostModel, Workspace, simulate
-from raybt.metrics import compute_metrics
+from raybt.metrics import METRIC_NAMES, metric_values
 from raybt.strategy import signal_arrays
 
 TARGET_US = 150.0
@@ -188,8 +188,8 @@ def time_stages(strategies, market, costs, repeat: int) -> tuple[dict[str, float
                            stop_loss=st.stop_loss, take_profit=st.take_profit, trailing_stop=st.trailing_stop,
                            workspace=workspace)
             t2 = clock()
-            compute_metrics(sim.equity, sim.trades, sim.bars_in_market, initial_amount=costs.initial_amount,
-                            calendar=calendar, risk_free_rate=0.0)
+            metric_values(sim.equity, sim.trades, sim.bars_in_market, initial_amount=costs.initial_amount,
+                          calendar=calendar, risk_free_rate=0.0)
             t3 = clock()
             sig[i], sim_t[i], met[i] = t1 - t0, t2 - t1, t3 - t2
         # the real thing: evaluate() per strategy, from an empty cache; wall and this thread's CPU time
@@ -282,7 +282,8 @@ def main() -> None:
         finally:
             indicators.set_cache_limit(limit_mb)
             indicators.clear_cache()
-        n_trades = np.mean([evaluate(st, market, None, costs)[0]["n_trades"] for st in strategies[::10]])
+        trades_column = METRIC_NAMES.index("n_trades")
+        n_trades = np.mean([evaluate(st, market, None, costs)[0][trades_column] for st in strategies[::10]])
         print(f"\ngrid {grid_name}: {len(grid):,} parameter sets "
               f"(~{n_trades:.0f} trades per backtest; numpy reference {ref_entries:.0f} entries)")
         print(f"  {'µs per backtest':<28}" + "".join(f"{mode:>18}" for mode in results))

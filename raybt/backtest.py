@@ -15,7 +15,7 @@ import pandas as pd
 from raybt import _records as rec
 from raybt.data import DataLike, DateRange, MarketData, MarketView, load_ohlcv
 from raybt.engine import CostModel, Simulation, Workspace, simulate
-from raybt.metrics import RangeCalendar, compute_metrics
+from raybt.metrics import METRIC_NAMES, RangeCalendar, metric_values
 from raybt.strategy import Strategy, signal_arrays
 
 
@@ -42,18 +42,19 @@ def range_context(market: MarketData, date_range: DateRange | None, warmup: int,
 
 def evaluate(strategy: Strategy, market: MarketData, date_range: DateRange | None, costs: CostModel,
              periods_per_year: float | None = None, risk_free_rate: float = 0.0, workspace: Workspace | None = None
-             ) -> tuple[dict[str, float], Simulation, RangeContext]:
-    """Run one strategy on one range: signals on the warm-up-extended view, simulation on the range, metrics.
-    With a ``workspace`` (sweeps) the simulation's arrays are its reused buffers, valid until its next use."""
+             ) -> tuple[tuple[float, ...], Simulation, RangeContext]:
+    """Run one strategy on one range: signals on the warm-up-extended view, simulation on the range, metrics (values
+    in :data:`~raybt.metrics.METRIC_NAMES` order). With a ``workspace`` (sweeps) the simulation's arrays are its
+    reused buffers, valid until its next use."""
     ctx = range_context(market, date_range, int(strategy.warmup), periods_per_year)
     entries, exits = signal_arrays(strategy, ctx.view)
     sim = simulate(market.open, market.high, market.low, market.close, entries, exits, costs,
                    first_bar=ctx.start, n_bars=ctx.end - ctx.start, signal_offset=ctx.start - ctx.signal_start,
                    size=float(strategy.size), direction=strategy.direction, stop_loss=strategy.stop_loss,
                    take_profit=strategy.take_profit, trailing_stop=strategy.trailing_stop, workspace=workspace)
-    metrics = compute_metrics(sim.equity, sim.trades, sim.bars_in_market, initial_amount=costs.initial_amount,
-                              calendar=ctx.calendar, risk_free_rate=risk_free_rate)
-    return metrics, sim, ctx
+    values = metric_values(sim.equity, sim.trades, sim.bars_in_market, initial_amount=costs.initial_amount,
+                           calendar=ctx.calendar, risk_free_rate=risk_free_rate)
+    return values, sim, ctx
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,11 @@ def run_backtest(strategy: Strategy, data: DataLike, date_range: DateRange | Non
     """
     market = load_ohlcv(data)
     costs = CostModel(initial_amount, fees, fixed_fee, slippage, fill)
-    metrics, sim, ctx = evaluate(strategy, market, date_range, costs, periods_per_year, risk_free_rate)
+    values, sim, ctx = evaluate(strategy, market, date_range, costs, periods_per_year, risk_free_rate)
     index = market.index[ctx.start:ctx.end]
     equity = pd.Series(sim.equity, index=index, name="equity")
-    return Backtest(strategy, date_range, costs, metrics, equity, trades_frame(sim.trades, index, market.symbols))
+    return Backtest(strategy, date_range, costs, dict(zip(METRIC_NAMES, values)), equity,
+                    trades_frame(sim.trades, index, market.symbols))
 
 
 def trades_frame(trades: np.ndarray, index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> pd.DataFrame:

@@ -84,9 +84,8 @@ def run_batch(market: MarketData, batch: Batch, settings: RunSettings, profile: 
     for i, (strategy, date_range) in enumerate(zip(batch.strategies, batch.date_ranges)):
         started = time.perf_counter()
         try:
-            values, _, _ = evaluate(strategy, market, date_range, settings.costs, settings.periods_per_year,
-                                    settings.risk_free_rate, workspace)
-            metrics[i] = [values[name] for name in METRIC_NAMES]
+            metrics[i], _, _ = evaluate(strategy, market, date_range, settings.costs, settings.periods_per_year,
+                                        settings.risk_free_rate, workspace)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error row
             errors[i] = _describe(exc)
         durations[i] = time.perf_counter() - started

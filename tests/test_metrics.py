@@ -460,6 +460,18 @@ def test_public_functions_match_compute_metrics(hourly_case: dict) -> None:
     assert m.yearly_returns(equity, times, **kw).min() == got["worst_year"]
 
 
+def test_metric_values_are_compute_metrics_in_column_order(hourly_case: dict) -> None:
+    """The tuple the sweeps store row by row holds the dict's values in METRIC_NAMES order."""
+    c = hourly_case
+    kw = {"initial_amount": 10_000.0, "calendar": m.RangeCalendar.build(ns(c["times"]), c["close"]),
+          "risk_free_rate": 0.01}
+    as_dict = m.compute_metrics(c["equity"], c["trades"], c["bars"], **kw)
+    values = m.metric_values(c["equity"], c["trades"], c["bars"], **kw)
+    assert len(values) == len(m.METRIC_NAMES) == len(as_dict)
+    for name, value in zip(m.METRIC_NAMES, values):
+        assert value == as_dict[name] or (math.isnan(value) and math.isnan(as_dict[name])), name
+
+
 def test_public_functions_on_a_series_without_initial_amount(hourly_case: dict) -> None:
     """Without initial_amount the first value is the start: pandas pct_change().dropna() returns."""
     series = pd.Series(hourly_case["equity"][:5000], index=hourly_case["times"][:5000])
