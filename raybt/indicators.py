@@ -668,10 +668,8 @@ def _root_and_state(
     ``base`` arrays) and the :attr:`_Operand.state` of ``obj``, which
     presents ``values`` with ``labels``."""
     root = values
-    base = root.base
-    while base is not None and isinstance(base, np.ndarray):
-        root = base
-        base = root.base
+    while isinstance(root.base, np.ndarray):
+        root = root.base
     state = (
         values.shape, values.strides, values.dtype, id(obj), id(root),
         id(labels[0]), id(labels[1]),
