@@ -15,7 +15,7 @@ import pandas as pd
 from raybt import _records as rec
 from raybt.data import DataLike, DateRange, MarketData, MarketView, load_ohlcv
 from raybt.engine import CostModel, Simulation, Workspace, simulate
-from raybt.metrics import METRIC_NAMES, RangeCalendar, metric_values
+from raybt.metrics import METRIC_NAMES, CurveScan, RangeCalendar, metric_values
 from raybt.strategy import Strategy, signal_arrays
 
 
@@ -43,17 +43,34 @@ def range_context(market: MarketData, date_range: DateRange | None, warmup: int,
 def evaluate(strategy: Strategy, market: MarketData, date_range: DateRange | None, costs: CostModel,
              periods_per_year: float | None = None, risk_free_rate: float = 0.0, workspace: Workspace | None = None
              ) -> tuple[tuple[float, ...], Simulation, RangeContext]:
-    """Run one strategy on one range: signals on the warm-up-extended view, simulation on the range, metrics (values
-    in :data:`~raybt.metrics.METRIC_NAMES` order). With a ``workspace`` (sweeps) the simulation's arrays are its
-    reused buffers, valid until its next use."""
+    """Run one strategy on one range: signals on the warm-up-extended view, simulation on the range with the
+    equity-curve metrics computed as it goes (a :class:`~raybt.metrics.CurveScan`), the metric values in
+    :data:`~raybt.metrics.METRIC_NAMES` order. With a ``workspace`` (sweeps) the equity curve is not stored
+    (``Simulation.equity`` is empty) and the trades are a view of its buffers, valid until its next use; without
+    one, the curve is kept."""
     ctx = range_context(market, date_range, int(strategy.warmup), periods_per_year)
     entries, exits = signal_arrays(strategy, ctx.view)
-    sim = simulate(market.open, market.high, market.low, market.close, entries, exits, costs,
-                   first_bar=ctx.start, n_bars=ctx.end - ctx.start, signal_offset=ctx.start - ctx.signal_start,
-                   size=float(strategy.size), direction=strategy.direction, stop_loss=strategy.stop_loss,
-                   take_profit=strategy.take_profit, trailing_stop=strategy.trailing_stop, workspace=workspace)
-    values = metric_values(sim.equity, sim.trades, sim.bars_in_market, initial_amount=costs.initial_amount,
-                           calendar=ctx.calendar, risk_free_rate=risk_free_rate)
+    scan = workspace.scan if workspace is not None else CurveScan()
+    keep_curve = workspace is None
+
+    def run(exact: bool | None) -> Simulation:
+        if exact is not None:
+            scan.begin(ctx.calendar, costs.initial_amount, risk_free_rate, exact)
+        return simulate(market.open, market.high, market.low, market.close, entries, exits, costs,
+                        first_bar=ctx.start, n_bars=ctx.end - ctx.start, signal_offset=ctx.start - ctx.signal_start,
+                        size=float(strategy.size), direction=strategy.direction, stop_loss=strategy.stop_loss,
+                        take_profit=strategy.take_profit, trailing_stop=strategy.trailing_stop, workspace=workspace,
+                        scan=scan if exact is not None else None, keep_curve=keep_curve or exact is None)
+
+    sim = run(exact=False)
+    values = scan.row(sim.trades, sim.bars_in_market)
+    if values is None:  # this backtest's var_95 lies above the limit the previous one suggested: keep all returns
+        sim = run(exact=True)
+        values = scan.row(sim.trades, sim.bars_in_market)
+    if values is None:  # infinite returns (an equity of exactly 0 before): from the stored curve
+        sim = run(exact=None)
+        values = metric_values(sim.equity, sim.trades, sim.bars_in_market, initial_amount=costs.initial_amount,
+                               calendar=ctx.calendar, risk_free_rate=risk_free_rate)
     return values, sim, ctx
 
 

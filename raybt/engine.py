@@ -44,6 +44,7 @@ import numpy as np
 from numba import njit
 
 from raybt import _records as rec
+from raybt.metrics import _BLOCK_BARS, _VALUES_SIZE, CurveScan, _scan_block, _scan_flat
 
 DIRECTION_CODES = {"long": 0, "short": 1, "both": 2}
 _LONG_ONLY, _SHORT_ONLY, _BOTH = 0, 1, 2
@@ -91,39 +92,58 @@ class Simulation:
 
 
 class Workspace:
-    """Output buffers :func:`simulate` reuses from one backtest to the next (a sweep runs thousands in a row).
+    """Buffers :func:`simulate` reuses from one backtest to the next (a sweep runs thousands in a row).
 
     Fresh output arrays cost a page fault per 4 KB on first touch (~9 µs for a 43,800-bar curve here); with a
     workspace the curve and the trade records go into buffers kept between calls. A :class:`Simulation` made with a
     workspace is a view of its buffers, valid until the next call with the same workspace: copy what you keep. The
     trade buffer has room for one trade per symbol and bar (the most there can be); only the rows written are ever
-    touched. One workspace per thread.
+    touched. ``scan`` is the :class:`~raybt.metrics.CurveScan` a sweep's backtests share. One workspace per thread.
     """
 
     def __init__(self) -> None:
         self._equity = np.empty(0)
         self._trades = np.empty((0, rec.N_TRADE_FIELDS))
+        self.scan = CurveScan()
 
-    def buffers(self, n_bars: int, n_symbols: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(equity, trades)`` buffers for ``n_bars`` bars of ``n_symbols`` symbols, grown when too small."""
-        if self._equity.size < n_bars:
-            self._equity = np.empty(n_bars)
+    def buffers(self, n_bars: int, n_symbols: int, keep_curve: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """``(equity, trades)`` buffers for ``n_bars`` bars of ``n_symbols`` symbols, grown when too small; the
+        equity buffer is empty without ``keep_curve``."""
         if self._trades.shape[0] < n_bars * n_symbols:
             self._trades = np.empty((n_bars * n_symbols, rec.N_TRADE_FIELDS))
+        if not keep_curve:
+            return self._equity[:0], self._trades
+        if self._equity.size < n_bars:
+            self._equity = np.empty(n_bars)
         return self._equity[:n_bars], self._trades
+
+
+def _no_scan() -> tuple:
+    """Kernel arrays meaning "no scan" (no stats), of the same types as a :class:`CurveScan`'s (one compilation)."""
+    fixed = np.empty(0, dtype=np.int64)
+    fixed.flags.writeable = False
+    return fixed, fixed, np.empty(0), fixed, np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), np.empty(0), \
+        np.empty(0)
+
+
+_NO_SCAN = _no_scan()
 
 
 def simulate(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, entries: np.ndarray,
              exits: np.ndarray, costs: CostModel, *, first_bar: int = 0, n_bars: int | None = None,
              signal_offset: int = 0, size: float = 1.0, direction: str = "long", stop_loss: float | None = None,
              take_profit: float | None = None, trailing_stop: float | None = None,
-             workspace: Workspace | None = None) -> Simulation:
+             workspace: Workspace | None = None, scan: CurveScan | None = None,
+             keep_curve: bool = True) -> Simulation:
     """Simulate one backtest over bars ``first_bar : first_bar + n_bars`` of the price arrays.
 
     Prices are float64 ``(n_symbols, n_price_bars)`` (may be read-only); ``entries``/``exits`` are bool
     ``(n_symbols, n_signal_bars)`` where signal column ``signal_offset + i`` belongs to simulated bar ``i`` (so signals
     computed over a warm-up-extended window need no copy). ``n_bars`` defaults to the rest of the price arrays.
     With a ``workspace`` the result is a view of its buffers (see :class:`Workspace`); without, new arrays.
+    With a ``scan`` (begun for these bars: :meth:`~raybt.metrics.CurveScan.begin`) the equity-curve metrics are
+    computed as the equity is valued (read them with :meth:`~raybt.metrics.CurveScan.row`); ``keep_curve=False``
+    then leaves the curve unstored (``Simulation.equity`` is empty).
     """
     n_bars = close.shape[1] - first_bar if n_bars is None else n_bars
     if not 0 <= first_bar < first_bar + n_bars <= close.shape[1]:
@@ -132,24 +152,29 @@ def simulate(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
             not 0 <= signal_offset <= entries.shape[1] - n_bars:
         raise ValueError(f"signals of shape {entries.shape} / {exits.shape} with offset {signal_offset} do not cover "
                          f"{n_bars} bars of {close.shape[0]} symbol(s)")
+    if scan is None and not keep_curve:
+        raise ValueError("keep_curve=False needs a scan (else nothing would come out of the equity)")
+    if scan is not None and scan.kernel_arrays[0].size != n_bars:
+        raise ValueError(f"the scan was begun for {scan.kernel_arrays[0].size} bars, the simulation has {n_bars}")
     code = DIRECTION_CODES[direction]
     entries = np.ascontiguousarray(entries, dtype=np.bool_)
     exits = np.ascontiguousarray(exits, dtype=np.bool_)
     if workspace is not None:
-        equity, trades = workspace.buffers(n_bars, close.shape[0])
+        equity, trades = workspace.buffers(n_bars, close.shape[0], keep_curve)
     else:  # as many rows as signals that can open a position
         window = slice(signal_offset, signal_offset + n_bars)
         max_trades = int(np.count_nonzero(entries[:, window]))
         if code == _BOTH:
             max_trades += int(np.count_nonzero(exits[:, window]))
-        equity = np.empty(n_bars)
+        equity = np.empty(n_bars if keep_curve else 0)
         trades = np.empty((max_trades, rec.N_TRADE_FIELDS))
     kernel = _simulate_one_symbol if close.shape[0] == 1 else _simulate_any
     n_trades, bars_in_market = kernel(
         open_, high, low, close, entries, exits, first_bar, n_bars, signal_offset, costs.initial_amount, size, code,
         costs.fees, costs.fixed_fee, costs.slippage, costs.fill == "next_open", _off(stop_loss), _off(take_profit),
         _off(trailing_stop), equity, trades, np.zeros((_N_STATE, close.shape[0])),
-        np.zeros((2, close.shape[0]), dtype=np.bool_))
+        np.zeros((2, close.shape[0]), dtype=np.bool_), scan.values if scan is not None else np.empty(_VALUES_SIZE),
+        scan.kernel_arrays if scan is not None else _NO_SCAN)
     return Simulation(equity, trades[:n_trades], int(bars_in_market))
 
 
@@ -333,19 +358,45 @@ def _next_signal(entries, exits, q, stop):
     return stop
 
 
-def _value_stretch(equity, r0, r1, bar0, cash, close, state):
-    """Equity at the close of simulated bars ``r0:r1`` while positions stay unchanged (row-wise, vectorised; the
-    same arithmetic as :func:`_position_value`; unsigned indices, as in :func:`_next_signal`)."""
+def _value_stretch(out, j0, r0, r1, bar0, cash, close, state):
+    """Equity at the close of simulated bars ``r0:r1``, while positions stay unchanged, to ``out[j0:]`` (row-wise,
+    vectorised; the same arithmetic as :func:`_position_value`; unsigned indices, as in :func:`_next_signal`)."""
+    shift = np.uint64(j0) - np.uint64(r0)
     for r in range(np.uint64(r0), np.uint64(r1)):
-        equity[r] = cash
+        out[r + shift] = cash
     for s in range(state.shape[1] if _N_SYMBOLS == 0 else _N_SYMBOLS):
         units = state[_UNITS, s]
         if units > 0.0:
             offset = 0.0 if state[_SIDE, s] > 0 else 2.0 * units * state[_ENTRY, s]
             slope = units if state[_SIDE, s] > 0 else -units
-            shift = np.uint64(bar0)
-            for r in range(np.uint64(r0), np.uint64(r1)):
-                equity[r] += offset + slope * close[s, r + shift]
+            price_shift = np.uint64(bar0) + np.uint64(r0) - np.uint64(j0)
+            for j in range(np.uint64(j0), np.uint64(j0) + np.uint64(r1 - r0)):
+                out[j] += offset + slope * close[s, j + price_shift]
+
+
+@_helper
+def _flat(size, value, first_bar, curve, scan):
+    """``size`` more bars at equity ``value`` (nothing open), right after a flush: O(1) for the scan."""
+    if curve.size > 0:
+        for r in range(np.uint64(first_bar), np.uint64(first_bar + size)):
+            curve[r] = value
+    times, month_last, month_values, year_last, year_values, stats, counts, returns, tail = scan
+    if stats.size > 0:
+        _scan_flat(size, value, times, stats, counts, month_last, month_values, year_last, year_values)
+
+
+@_helper
+def _flush(values, size, first_bar, curve, scan):
+    """Hand the ``size`` buffered equity values ``values[1:size+1]`` (of bars ``first_bar`` on) to the metrics scan
+    if one runs, and copy them to ``curve`` if it is kept."""
+    if curve.size > 0:
+        shift = np.uint64(first_bar) - np.uint64(1)
+        for j in range(np.uint64(1), np.uint64(size + 1)):
+            curve[j + shift] = values[j]
+    times, month_last, month_values, year_last, year_values, stats, counts, returns, tail = scan
+    if stats.size > 0:
+        _scan_block(values, size, times, stats, counts, returns, tail, month_last, month_values, year_last,
+                    year_values)
 
 
 @_helper
@@ -406,7 +457,8 @@ def _next_stop_watch(entries, exits, open_, high, low, state, bar0, sig0, r, n_b
 
 
 def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction, fees,
-              fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, equity, trades, state, pending):
+              fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, curve, trades, state, pending, values,
+              scan):
     """The bar loop (compiled by :func:`_compile`, with the helpers above). Simulated bar ``r`` reads prices at
     ``p = bar0 + r`` and signals at ``q = sig0 + r``. On bar ``r``: (1) orders queued by the previous bar's signals
     fill at the open, (2) stops are checked intrabar, (3) this bar's signals fill at the close or are queued; then
@@ -423,6 +475,8 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
     n_open = 0
     n_trades = 0
     bars_in_market = 0
+    n_buffered = 0  # equity values in values[1:], of bars buffered_from on, not yet flushed
+    buffered_from = 0
     r = 0
     while r < n_bars:
         p = bar0 + r
@@ -489,16 +543,44 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
                 following = _next_signal(entries, exits, sig0 + following, sig0 + n_bars) - sig0
         if n_open > 0:
             bars_in_market += following - r
-        if following == r + 1:
-            value = cash
-            if n_open > 0:
-                for s in range(n_symbols):
-                    if state[_UNITS, s] > 0.0:
-                        value += _position_value(state[_UNITS, s], state[_SIDE, s], state[_ENTRY, s], close[s, p])
-            equity[r] = value
-        else:
-            _value_stretch(equity, r, following, bar0, cash, close, state)
+        if following == r + 1 or n_open > 0:  # bars valued one by one or in a stretch, into the buffer
+            if n_open == 0 or following == r + 1:
+                value = cash
+                if n_open > 0:
+                    for s in range(n_symbols):
+                        if state[_UNITS, s] > 0.0:
+                            value += _position_value(state[_UNITS, s], state[_SIDE, s], state[_ENTRY, s],
+                                                     close[s, p])
+                if n_buffered == 0:
+                    buffered_from = r
+                n_buffered += 1
+                values[n_buffered] = value
+                if n_buffered == _BLOCK_BARS:
+                    _flush(values, n_buffered, buffered_from, curve, scan)
+                    n_buffered = 0
+            else:
+                j = r
+                while j < following:
+                    if n_buffered == 0:
+                        buffered_from = j
+                    take = min(following - j, _BLOCK_BARS - n_buffered)
+                    _value_stretch(values, n_buffered + 1, j, j + take, bar0, cash, close, state)
+                    n_buffered += take
+                    j += take
+                    if n_buffered == _BLOCK_BARS:
+                        _flush(values, n_buffered, buffered_from, curve, scan)
+                        n_buffered = 0
+        else:  # flat: the first bar through the buffer, the rest at once
+            if n_buffered == 0:
+                buffered_from = r
+            n_buffered += 1
+            values[n_buffered] = cash
+            _flush(values, n_buffered, buffered_from, curve, scan)
+            n_buffered = 0
+            _flat(following - r - 1, cash, r + 1, curve, scan)
         r = following
+    if n_buffered > 0:
+        _flush(values, n_buffered, buffered_from, curve, scan)
     # Positions still open: marked to market at the last close, no exit fee.
     last = bar0 + n_bars - 1
     for s in range(n_symbols):

@@ -96,6 +96,7 @@ from raybt import _records as rec
 
 __all__ = [
     "METRIC_NAMES",
+    "CurveScan",
     "RangeCalendar",
     "bar_returns",
     "cagr",
@@ -168,9 +169,9 @@ _VAR_QUANTILE = 0.05
 _SAMPLE_SIZE = 1024
 _SAMPLE_SIGMAS = 4.0
 _SAMPLED_SELECT_MIN = 8 * _SAMPLE_SIZE
-# Curve scan: blocks of _BLOCK bars; the largest and smallest equity of a block tell whether the drawdown needs to
-# look at its bars one by one.
-_BLOCK = np.uint64(128)
+# Curve scan: blocks of _BLOCK_BARS bars; the largest and smallest equity of a block tell whether the drawdown needs
+# to look at its bars one by one.
+_BLOCK_BARS = 128
 # Selection: parts of at most _SMALL_SELECT values are sorted by insertion.
 _SMALL_SELECT = np.uint64(16)
 # Values per vector of the compress intrinsics (AVX-512: one register of float64).
@@ -179,6 +180,9 @@ _LANES_U = np.uint64(_LANES)
 _ONE = np.uint64(1)
 _INT64_MIN = np.int64(np.iinfo(np.int64).min)
 _INT64_MAX = np.int64(np.iinfo(np.int64).max)
+# Work space of a scan: the equity of a block after the previous bar's (padded to whole vectors), then its returns.
+_VALUES_SIZE = (_BLOCK_BARS + 1 + _LANES - 1) // _LANES * _LANES
+_WORK_SIZE = _VALUES_SIZE + _BLOCK_BARS + _LANES
 
 
 def _compress_kind() -> str:
@@ -205,6 +209,10 @@ _jit = njit(cache=True, error_model="numpy")
 # Reassociation lets LLVM vectorise float sums, contraction fuses multiply-adds: results differ from sequential
 # separate operations by rounding only.
 _jit_vector = njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+# The scan of an equity curve, block by block, also runs inside the simulation kernel: it allocates nothing and is
+# compiled without numba's reference counting (see raybt.engine), which would otherwise cost an atomic increment and
+# decrement per array argument and call (~0.5 µs per block).
+_jit_scan = njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"}, _nrt=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -332,39 +340,198 @@ def _compress_split(typingctx, source, start, pivot, below, n_below, above, n_ab
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@_jit
-def _drawdown_bars(equity, times, start, stop, state):
-    """Advance the drawdown ``state`` bar by bar over ``equity[start:stop]`` (uint64 bounds).
+# A curve scan's running state, advanced block by block by :func:`_scan_block` (and over flat stretches by
+# :func:`_scan_flat`): float64 values ...
+_FIRST, _SUM_DEV, _SUM_DEV2, _SUM_DOWN2, _RF_BAR, _LIMIT, _PEAK, _WORST, _FLOOR = range(9)
+_N_FLOATS = 9
+# ... and int64 counts. _N_FLAT zero returns were counted without being stored (see _scan_flat).
+_N_SEEN, _N_TAIL, _N_FLAT, _PEAK_BAR, _PEAK_TIME, _LONGEST, _MONTH, _YEAR = range(8)
+_N_COUNTS = 8
 
-    ``state`` = ``(peak, peak bar, peak time, max drawdown, floor, longest drawdown in ns)``; peak bar -1 is the
-    initial amount. A drawdown lasts from the last bar at a peak until the first bar back at or above it. ``floor``
-    is the equity level that would deepen the max drawdown under the current peak (no division above it).
+
+@_jit_scan
+def _scan_start(initial, t0, rf_bar, limit, values, stats, counts):
+    """Reset a scan for a curve starting from ``initial`` (dated ``t0``, the first drawdown peak): the state arrays,
+    and ``values[0]``, the equity before the first bar."""
+    stats[:] = 0.0
+    counts[:] = 0
+    stats[_FIRST] = np.nan
+    stats[_RF_BAR] = rf_bar
+    stats[_LIMIT] = limit
+    stats[_PEAK] = initial
+    stats[_FLOOR] = initial
+    counts[_PEAK_BAR] = -1
+    counts[_PEAK_TIME] = t0
+    values[0] = initial
+
+
+@_jit_scan
+def _walk_drawdown(values, size, bar0, times, stats, counts):
+    """Advance the drawdown state bar by bar over ``values[1:size+1]``, the equity of bars ``bar0`` on.
+
+    A drawdown lasts from the last bar at a peak until the first bar back at or above it. ``_FLOOR`` is the equity
+    level that would deepen the max drawdown under the current peak (no division above it).
     """
-    peak, peak_bar, peak_time, worst, floor, longest = state
-    for i in range(start, stop):
-        value = equity[i]
+    peak = stats[_PEAK]
+    worst = stats[_WORST]
+    floor = stats[_FLOOR]
+    peak_bar = counts[_PEAK_BAR]
+    peak_time = counts[_PEAK_TIME]
+    longest = counts[_LONGEST]
+    for j in range(1, size + 1):
+        value = values[j]
         if value >= peak:
-            bar = np.int64(i)
+            bar = bar0 + j - 1
             if peak_bar != bar - 1:
-                longest = max(longest, times[i] - peak_time)
+                longest = max(longest, times[bar] - peak_time)
             peak = value
             peak_bar = bar
-            peak_time = times[i]
+            peak_time = times[bar]
             floor = peak * (1.0 + worst)
         elif value < floor:
             worst = min(worst, value / peak - 1.0)
             floor = value
-    return peak, peak_bar, peak_time, worst, floor, longest
+    stats[_PEAK] = peak
+    stats[_WORST] = worst
+    stats[_FLOOR] = floor
+    counts[_PEAK_BAR] = peak_bar
+    counts[_PEAK_TIME] = peak_time
+    counts[_LONGEST] = longest
+
+
+@_jit_scan
+def _record_periods(last_bars, out, index, bar_end, values, bar0):
+    """Write the equity at each period end in ``last_bars[index:]`` before ``bar_end`` to ``out``, from
+    ``values[1 + bar - bar0]``; returns the next period's index."""
+    while index < last_bars.size and last_bars[index] < bar_end:
+        out[index] = values[1 + last_bars[index] - bar0]
+        index += 1
+    return index
+
+
+@_jit_scan
+def _record_flat_periods(last_bars, out, index, bar_end, value):
+    """:func:`_record_periods` for bars all at equity ``value``."""
+    while index < last_bars.size and last_bars[index] < bar_end:
+        out[index] = value
+        index += 1
+    return index
+
+
+@_jit_scan
+def _block_returns(values, start, stop, returns, first, rf_bar):
+    """The vectorised loop of :func:`_scan_block` over ``values[start:stop]`` (uint64 bounds; a loop from a
+    constant start is not vectorised by LLVM here, hence a function of its own): writes ``returns[i - start]``,
+    returns the sums of the deviations from ``first``, of their squares and of the squared shortfalls below
+    ``rf_bar``, and the largest and smallest equity bit patterns."""
+    bits = values.view(np.int64)
+    sum_dev = 0.0
+    sum_dev2 = 0.0
+    sum_down2 = 0.0
+    high = _INT64_MIN
+    low = _INT64_MAX
+    for i in range(start, stop):
+        ret = values[i] / values[i - _ONE] - 1.0
+        returns[i - start] = ret
+        dev = ret - first
+        sum_dev += dev
+        sum_dev2 += dev * dev
+        excess = ret - rf_bar
+        down = excess if excess < 0.0 else 0.0
+        sum_down2 += down * down
+        pattern = bits[i]
+        high = pattern if pattern > high else high
+        low = pattern if pattern < low else low
+    return sum_dev, sum_dev2, sum_down2, high, low
+
+
+@_jit_scan
+def _scan_block(values, size, times, stats, counts, returns, tail, month_last, month_values, year_last, year_values):
+    """Advance a scan over the next ``size`` bars (1.._BLOCK): their equity is ``values[1:size+1]``, ``values[0]``
+    the previous bar's (the initial amount before the first bar). Leaves the last equity in ``values[0]``.
+
+    The returns are ``r = equity / previous - 1``. A vectorised loop computes them into ``returns`` (work space of
+    _BLOCK + _LANES values), adds their deviations from the first return (shifted data: accurate, and identical
+    returns give a standard deviation of exactly 0), their squares and their squared shortfalls below ``rf_bar``
+    to the sums, and finds the largest and smallest equity bit patterns (the divisions alone and the rest of the loop
+    alone take about as long, ~1.6 cycles a bar each here, and overlap: removing either saves little). The returns
+    below ``_LIMIT`` are appended to ``tail`` (room for ``_N_TAIL + size + _LANES`` values) by vector compress stores.
+    Read as int64, the patterns of floats without sign bit order as the values (NaN above inf) and those with one
+    are negative; so when the smallest pattern is not negative the two are the block's largest and smallest equity
+    (integer min/max reductions vectorise, float ones do not). Only blocks with a bar at or above the peak (or a
+    negative or NaN equity) are walked bar by bar; one that only deepens the drawdown needs just its minimum (what
+    the walk would find, value / peak being monotonic for the positive peak). The equity at month and year ends is
+    recorded to ``month_values`` and ``year_values``.
+    """
+    bar0 = counts[_N_SEEN]
+    if bar0 == 0:
+        stats[_FIRST] = values[1] / values[0] - 1.0
+    n = np.uint64(size)
+    sum_dev, sum_dev2, sum_down2, high, low = _block_returns(values, _ONE, n + _ONE, returns, stats[_FIRST],
+                                                             stats[_RF_BAR])
+    stats[_SUM_DEV] += sum_dev
+    stats[_SUM_DEV2] += sum_dev2
+    stats[_SUM_DOWN2] += sum_down2
+    counts[_N_TAIL] = np.int64(_append_below(returns, n, stats[_LIMIT], tail, np.uint64(counts[_N_TAIL])))
+    highest = _float_from_bits(high)
+    lowest = _float_from_bits(low)
+    peak = stats[_PEAK]
+    if low < 0 or not highest < peak:
+        if low >= 0 and lowest == peak and highest == peak:  # flat at the peak: only the peak bar moves
+            if counts[_PEAK_BAR] != bar0 - 1:
+                counts[_LONGEST] = max(counts[_LONGEST], times[bar0] - counts[_PEAK_TIME])
+            counts[_PEAK_BAR] = bar0 + size - 1
+            counts[_PEAK_TIME] = times[bar0 + size - 1]
+        else:
+            _walk_drawdown(values, size, bar0, times, stats, counts)
+    elif lowest < stats[_FLOOR]:
+        stats[_WORST] = min(stats[_WORST], lowest / peak - 1.0)
+        stats[_FLOOR] = lowest
+    counts[_MONTH] = _record_periods(month_last, month_values, counts[_MONTH], bar0 + size, values, bar0)
+    counts[_YEAR] = _record_periods(year_last, year_values, counts[_YEAR], bar0 + size, values, bar0)
+    counts[_N_SEEN] = bar0 + size
+    values[0] = values[size]
+
+
+@_jit_scan
+def _scan_flat(size, value, times, stats, counts, month_last, month_values, year_last, year_values):
+    """Advance a scan over ``size`` more bars at equity ``value``, the last bar's (after at least one bar): ``size``
+    zero returns, counted (``_N_FLAT``) instead of stored, so that a quiet stretch costs O(1). A flat stretch at the
+    peak moves the peak bar; below the peak it changes nothing."""
+    if size <= 0:
+        return
+    bar0 = counts[_N_SEEN]
+    first = stats[_FIRST]
+    down = min(-stats[_RF_BAR], 0.0)
+    stats[_SUM_DEV] -= size * first
+    stats[_SUM_DEV2] += size * (first * first)
+    stats[_SUM_DOWN2] += size * (down * down)
+    counts[_N_FLAT] += size
+    end = bar0 + size
+    if value >= stats[_PEAK]:  # the previous bar is the peak bar
+        counts[_PEAK_BAR] = end - 1
+        counts[_PEAK_TIME] = times[end - 1]
+    counts[_MONTH] = _record_flat_periods(month_last, month_values, counts[_MONTH], end, value)
+    counts[_YEAR] = _record_flat_periods(year_last, year_values, counts[_YEAR], end, value)
+    counts[_N_SEEN] = end
 
 
 @_jit
-def _flat_at_peak(times, start, stop, state):
-    """The drawdown ``state`` after bars ``start:stop`` that all equal the peak: the peak bar moves to the last of
-    them (the first may end a drawdown)."""
-    peak, peak_bar, peak_time, worst, floor, longest = state
-    if peak_bar != np.int64(start) - 1:
-        longest = max(longest, times[start] - peak_time)
-    return peak, np.int64(stop) - 1, times[stop - _ONE], worst, floor, longest
+def _scan_summary(stats, counts, times):
+    """``(mean(r), std(r, ddof=1), sqrt(mean(min(r - rf_bar, 0) ** 2)), max drawdown, longest drawdown in ns)`` of
+    a finished scan; the deviations are NaN below 2 returns, everything is NaN without bars."""
+    n = counts[_N_SEEN]
+    if n == 0:
+        return np.nan, np.nan, np.nan, np.nan, np.nan
+    longest = counts[_LONGEST]
+    if counts[_PEAK_BAR] != n - 1:
+        longest = max(longest, times[n - 1] - counts[_PEAK_TIME])
+    sum_dev = stats[_SUM_DEV]
+    mean = stats[_FIRST] + sum_dev / n
+    if n < 2:
+        return mean, np.nan, np.nan, stats[_WORST], float(longest)
+    var = max((stats[_SUM_DEV2] - sum_dev * sum_dev / n) / (n - 1), 0.0)
+    return mean, math.sqrt(var), math.sqrt(stats[_SUM_DOWN2] / n), stats[_WORST], float(longest)
 
 
 @_jit
@@ -376,82 +543,22 @@ def _minimum(values, size):
     return lowest
 
 
-@_jit_vector
-def _scan_curve(equity, initial, times, t0, rf_bar, limit, block, tail):
-    """Everything the curve gives in one pass over ``equity``, without storing its per-bar returns.
-
-    The returns are ``r[i]`` = ``equity[i] / equity[i-1] - 1`` (the first against ``initial``). Returns ``(mean(r),
-    std(r, ddof=1), sqrt(mean(min(r - rf_bar, 0) ** 2)), max drawdown, longest drawdown in ns, count)`` and writes
-    the ``count`` returns below ``limit`` to ``tail``, in order (capacity ``equity.size + _LANES``); ``block`` is
-    work space of _BLOCK values. ``initial`` (dated ``t0``) is the first drawdown peak. The standard deviation and
-    the downside deviation are NaN below 2 returns, everything is NaN without bars. The sums run over the deviations
-    from the first return (shifted data): accurate, and identical returns give a standard deviation of exactly 0.
-
-    The bars come in blocks of _BLOCK: a vectorised loop computes the returns into ``block``, the sums, and the
-    largest and smallest equity bit patterns of the block (the divisions alone and the rest of the loop alone take
-    about as long, ~1.6 cycles a bar each here, and overlap: removing either saves little); the returns below
-    ``limit`` are then appended to ``tail`` by vector compress stores (a few percent of them for the limit
-    :func:`_equity_stats` sets). Read as int64, the patterns of floats without sign bit order as the values (NaN
-    above inf) and those with one are negative; so when the smallest pattern is not negative the two are the
-    block's largest and smallest equity (integer min/max reductions vectorise, float ones do not). Only blocks with
-    a bar at or above the peak (or a negative or NaN equity) are walked bar by bar; one flat at the peak only moves
-    the peak bar, and one that only deepens the drawdown needs just its minimum (what the walk would find, value /
-    peak being monotonic for the positive peak). Keeping only the tail instead of all returns spares writing and
-    re-reading an array the size of the curve, which in a sweep pushes other data out of the CPU caches.
-    """
+@_jit
+def _scan_curve(equity, initial, times, t0, rf_bar, limit, work, stats, counts, tail, month_last, month_values,
+                year_last, year_values):
+    """Scan a whole equity curve block by block (see :func:`_scan_block`); ``work`` is work space of
+    :data:`_WORK_SIZE` values. Returns :func:`_scan_summary`'s statistics."""
+    values = work[:_VALUES_SIZE]
+    returns = work[_VALUES_SIZE:]
+    _scan_start(initial, t0, rf_bar, limit, values, stats, counts)
     n = equity.size
-    if n == 0:
-        return np.nan, np.nan, np.nan, np.nan, np.nan, 0
-    first = equity[0] / initial - 1.0
-    count = np.uint64(0)
-    if first < limit:
-        tail[0] = first
-        count = _ONE
-    down = min(first - rf_bar, 0.0)
-    sum_down2 = down * down
-    sum_dev = 0.0
-    sum_dev2 = 0.0
-    state = _drawdown_bars(equity, times, np.uint64(0), _ONE, (initial, -1, t0, 0.0, initial, 0))
-    bits = equity.view(np.int64)
-    size = np.uint64(n)
-    start = _ONE
-    while start < size:
-        stop = min(start + _BLOCK, size)
-        high = _INT64_MIN
-        low = _INT64_MAX
-        for i in range(start, stop):
-            value = equity[i]
-            ret = value / equity[i - _ONE] - 1.0
-            block[i - start] = ret
-            dev = ret - first
-            sum_dev += dev
-            sum_dev2 += dev * dev
-            excess = ret - rf_bar
-            down = excess if excess < 0.0 else 0.0
-            sum_down2 += down * down
-            pattern = bits[i]
-            high = pattern if pattern > high else high
-            low = pattern if pattern < low else low
-        count = _append_below(block, stop - start, limit, tail, count)
-        highest = _float_from_bits(high)
-        lowest = _float_from_bits(low)
-        peak = state[0]
-        if low < 0 or not highest < peak:
-            if low >= 0 and lowest == peak and highest == peak:
-                state = _flat_at_peak(times, start, stop, state)
-            else:
-                state = _drawdown_bars(equity, times, start, stop, state)
-        elif lowest < state[4]:
-            state = (peak, state[1], state[2], min(state[3], lowest / peak - 1.0), lowest, state[5])
-        start = stop
-    _, peak_bar, peak_time, worst, _, longest = state
-    if peak_bar != n - 1:
-        longest = max(longest, times[n - 1] - peak_time)
-    mean = first + sum_dev / n
-    if n < 2:
-        return mean, np.nan, np.nan, worst, float(longest), np.int64(count)
-    var = max((sum_dev2 - sum_dev * sum_dev / n) / (n - 1), 0.0)
-    return mean, math.sqrt(var), math.sqrt(sum_down2 / n), worst, float(longest), np.int64(count)
+    for start in range(0, n, _BLOCK_BARS):
+        size = min(_BLOCK_BARS, n - start)
+        for j in range(size):
+            values[1 + j] = equity[start + j]
+        _scan_block(values, size, times, stats, counts, returns, tail, month_last, month_values, year_last,
+                    year_values)
+    return _scan_summary(stats, counts, times)
 
 
 @_jit
@@ -583,7 +690,7 @@ def _curve_sample_limit(equity, initial, q):
     return _limit_of_sample(sample, q)
 
 
-@_jit
+@_jit_scan
 def _append_below(source, size, limit, out, count):
     """Append the values of ``source[:size]`` below ``limit`` to ``out`` from ``count`` on, in order (uint64 size
     and count; ``out`` has room for ``_LANES`` slots past the last value); return the new count."""
@@ -618,6 +725,15 @@ def _sum_at_most(values, limit):
 
 
 @_jit_vector
+def _count_below(values, value):
+    """Number of ``values`` below ``value``: a vectorised count."""
+    count = 0
+    for i in range(values.size):
+        count += np.int64(values[i] < value)
+    return count
+
+
+@_jit_vector
 def _count_equal(values, value):
     """Number of ``values`` equal to ``value``: a vectorised count."""
     count = 0
@@ -645,6 +761,38 @@ def _tail_of_below(collected, k, k_next, gamma):
     quantile = _lerp(at_k, at_next, gamma)
     total, count = _sum_at_most(collected, quantile)
     return True, quantile, total / count
+
+
+@_jit
+def _tail_with_zeros(collected, n_zeros, k, k_next, gamma):
+    """:func:`_tail_of_below` of ``collected`` plus ``n_zeros`` zero returns that were counted, not stored."""
+    if n_zeros == 0:
+        return _tail_of_below(collected, k, k_next, gamma)
+    if k_next >= collected.size + n_zeros:
+        return False, np.nan, np.nan
+    negative = _count_below(collected, 0.0)
+    past_zeros = negative + _count_equal(collected, 0.0) + n_zeros  # ranks below it are negative or zero
+    if k_next < negative:
+        at_k, at_next = _select_pair(collected, k, k_next)
+    elif k >= past_zeros:
+        at_k, at_next = _select_pair(collected, k - n_zeros, k_next - n_zeros)
+    else:
+        at_k = _select_pair(collected, k, k)[0] if k < negative else 0.0
+        at_next = 0.0 if k_next < past_zeros else _select_pair(collected, k_next - n_zeros, k_next - n_zeros)[0]
+    quantile = _lerp(at_k, at_next, gamma)
+    total, count = _sum_at_most(collected, quantile)
+    if quantile >= 0.0:
+        count += n_zeros
+    return True, quantile, total / count
+
+
+@_jit
+def _scan_tail(stats, counts, tail, q):
+    """``(found, q quantile as np.percentile, mean of the returns <= it)`` of a finished scan's returns, from its
+    tail (and its uncounted zeros if below the limit); found only if the quantile's order statistics are there."""
+    k, k_next, gamma = _order_statistics(counts[_N_SEEN], q)
+    n_zeros = counts[_N_FLAT] if 0.0 < stats[_LIMIT] else 0
+    return _tail_with_zeros(tail[: counts[_N_TAIL]], n_zeros, k, k_next, gamma)
 
 
 @_jit
@@ -711,10 +859,11 @@ def _fill_period_returns(equity, initial, last_bars, out):
 
 
 @_jit
-def _period_stats(equity, initial, last_bars):
-    """``(best, worst, fraction > 0)`` of the period returns ending at ``last_bars`` (best and worst NaN if one is,
-    as numpy's max and min); NaNs without periods."""
-    m = last_bars.size
+def _period_stats(period_values, initial):
+    """``(best, worst, fraction > 0)`` of the period returns: ``period_values`` is the equity at each period's last
+    bar, the first period measured against ``initial`` (best and worst NaN if one is, as numpy's max and min); NaNs
+    without periods."""
+    m = period_values.size
     if m == 0:
         return np.nan, np.nan, np.nan
     previous = initial
@@ -723,7 +872,7 @@ def _period_stats(equity, initial, last_bars):
     winning = 0
     any_nan = False
     for j in range(m):
-        value = equity[last_bars[j]]
+        value = period_values[j]
         ret = value / previous - 1.0
         previous = value
         best = ret if ret > best else best
@@ -846,36 +995,14 @@ def _trade_stats(trades, times, years):
 
 
 @_jit
-def _equity_stats(
-    equity, bars_in_market, initial, times, month_last, year_last, periods_per_year, risk_free_rate, scratch
-):
-    """Equity-curve metrics in METRIC_NAMES order from final_value to exposure (see the module table).
-
-    ``scratch``: work space of :func:`_scratch_size` values starting on a cache line: a block of returns, the tail
-    of the returns and, if the tail was not enough, all returns (each part starting on a cache line: vector loads
-    then do not straddle two).
-    """
-    n = equity.size
-    final = equity[n - 1] if n > 0 else np.nan
-    rf_bar = _rf_per_bar(risk_free_rate, periods_per_year)
-    room = (n + 2 * _LANES - 1) // _LANES * _LANES
-    block = scratch[:_BLOCK]
-    tail = scratch[_BLOCK : _BLOCK + room]
-    limit = _curve_sample_limit(equity, initial, _VAR_QUANTILE) if n >= _SAMPLED_SELECT_MIN else np.inf
-    mean, std, downside, worst_drawdown, drawdown_ns, count = _scan_curve(
-        equity, initial, times, times[0] if n > 0 else 0, rf_bar, limit, block, tail
-    )
-    var = cvar = np.nan
-    if not math.isnan(mean):
-        k, k_next, gamma = _order_statistics(n, _VAR_QUANTILE)
-        found, var, cvar = _tail_of_below(tail[:count], k, k_next, gamma)
-        if not found:  # the sample misled (or returns are infinite): the quantile from all returns
-            returns = scratch[_BLOCK + room : _BLOCK + room + n]
-            _fill_returns(equity, initial, returns)
-            var, cvar = _lower_tail(returns, _VAR_QUANTILE, tail)
-    cagr_value = _cagr(final, initial, n / periods_per_year)
-    best_month, worst_month, winning_months = _period_stats(equity, initial, month_last)
-    best_year, worst_year, _ = _period_stats(equity, initial, year_last)
+def _curve_values(summary, var, cvar, final, initial, n_bars, bars_in_market, month_values, year_values,
+                  periods_per_year, rf_bar):
+    """Equity-curve metrics in METRIC_NAMES order from final_value to exposure (see the module table), from a
+    finished scan: :func:`_scan_summary`'s ``summary``, the tail's ``var`` and ``cvar``, the equity at period ends."""
+    mean, std, downside, worst_drawdown, drawdown_ns = summary
+    cagr_value = _cagr(final, initial, n_bars / periods_per_year)
+    best_month, worst_month, winning_months = _period_stats(month_values, initial)
+    best_year, worst_year, _ = _period_stats(year_values, initial)
     return (
         final,
         _growth(final, initial),
@@ -893,8 +1020,41 @@ def _equity_stats(
         winning_months,
         best_year,
         worst_year,
-        _mean_or_nan(float(bars_in_market), n),
+        _mean_or_nan(float(bars_in_market), n_bars),
     )
+
+
+@_jit
+def _equity_stats(
+    equity, bars_in_market, initial, times, month_last, year_last, periods_per_year, risk_free_rate, scratch
+):
+    """Equity-curve metrics in METRIC_NAMES order from final_value to exposure (see the module table).
+
+    ``scratch``: work space of :func:`_scratch_size` values starting on a cache line: the scan's work space, the
+    tail of the returns and, if the tail was not enough, all returns (each part starting on a cache line: vector
+    loads then do not straddle two).
+    """
+    n = equity.size
+    rf_bar = _rf_per_bar(risk_free_rate, periods_per_year)
+    room = (n + 2 * _LANES - 1) // _LANES * _LANES
+    tail = scratch[_WORK_SIZE : _WORK_SIZE + room]
+    limit = _curve_sample_limit(equity, initial, _VAR_QUANTILE) if n >= _SAMPLED_SELECT_MIN else np.inf
+    stats = np.empty(_N_FLOATS)
+    counts = np.empty(_N_COUNTS, dtype=np.int64)
+    month_values = np.empty(month_last.size)
+    year_values = np.empty(year_last.size)
+    summary = _scan_curve(equity, initial, times, times[0] if n > 0 else 0, rf_bar, limit, scratch[:_WORK_SIZE],
+                          stats, counts, tail, month_last, month_values, year_last, year_values)
+    var = cvar = np.nan
+    if not math.isnan(summary[0]):
+        found, var, cvar = _scan_tail(stats, counts, tail, _VAR_QUANTILE)
+        if not found:  # the sample misled (or returns are infinite): the quantile from all returns
+            returns = scratch[_WORK_SIZE + room : _WORK_SIZE + room + n]
+            _fill_returns(equity, initial, returns)
+            var, cvar = _lower_tail(returns, _VAR_QUANTILE, tail)
+    final = equity[n - 1] if n > 0 else np.nan
+    return _curve_values(summary, var, cvar, final, initial, n, bars_in_market, month_values, year_values,
+                         periods_per_year, rf_bar)
 
 
 @_jit
@@ -1080,6 +1240,100 @@ def metric_values(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# CurveScan: the metrics computed while the simulation kernel values the equity (a sweep's per-backtest path)
+# ---------------------------------------------------------------------------------------------------------------------
+
+# The next backtest's tail limit is this one's var_95 times _LIMIT_FACTOR: for returns of a bell-shaped distribution
+# about 2x as many returns as the quantile needs lie below it, so a next backtest with a thinner tail (e.g. half the
+# time in the market) still finds its quantile there.
+_LIMIT_FACTOR = 0.6
+
+
+@_jit
+def _scan_row(stats, counts, tail, values, times, month_values, year_values, trades, bars_in_market, initial,
+              periods_per_year, buy_and_hold_return):
+    """``(found, values of METRIC_NAMES)`` of a finished kernel scan; found is False (and the row meaningless)
+    when the tail quantile's order statistics were not below the scan's limit."""
+    summary = _scan_summary(stats, counts, times)
+    n = counts[_N_SEEN]
+    found, var, cvar = True, np.nan, np.nan
+    if not math.isnan(summary[0]):
+        found, var, cvar = _scan_tail(stats, counts, tail, _VAR_QUANTILE)
+    final = values[0] if n > 0 else np.nan
+    equity_part = _curve_values(summary, var, cvar, final, initial, n, bars_in_market, month_values, year_values,
+                                periods_per_year, stats[_RF_BAR])
+    return found, equity_part + _trade_stats(trades, times, n / periods_per_year) + (buy_and_hold_return,)
+
+
+class CurveScan:
+    """The equity-curve metrics of a backtest, computed by the simulation kernel while it values the equity,
+    without the curve being stored (what a sweep runs: see :func:`raybt.engine.simulate`'s ``scan``).
+
+    The kernel hands the equity over in blocks of up to _BLOCK_BARS bars (:func:`_scan_block`: the same code that
+    scans a stored curve for :func:`compute_metrics`) and stretches with nothing open at once (:func:`_scan_flat`: a
+    quiet stretch's zero returns are counted, not computed). Not writing the curve and reading it back keeps a
+    backtest's working set in the CPU caches. The values equal :func:`compute_metrics`' on the same curve up to
+    rounding of the sums (var/cvar exactly).
+
+    Only the returns below a limit are kept for var/cvar: the previous backtest's var_95 × _LIMIT_FACTOR (all returns
+    for the first backtest). If this backtest's quantile is not below it, :meth:`row` says so and the backtest must
+    run again with ``begin(..., exact=True)``. Reuse one scan from backtest to backtest (one per thread):
+    :meth:`begin`, then the simulation, then :meth:`row`.
+    """
+
+    def __init__(self) -> None:
+        self._work = _cache_aligned(_WORK_SIZE)
+        self._stats = np.zeros(_N_FLOATS)
+        self._counts = np.zeros(_N_COUNTS, dtype=np.int64)
+        self._tail = np.empty(0)
+        self._months = np.empty(0)
+        self._years = np.empty(0)
+        self._next_limit = math.inf
+        self._calendar: RangeCalendar | None = None
+        self._initial = math.nan
+        self.kernel_arrays: tuple = ()
+        """What the kernel takes: ``(times, month ends, equity at them, year ends, equity at them, stats, counts,
+        returns work space, tail)``."""
+
+    @property
+    def values(self) -> np.ndarray:
+        """Buffer of the equity handed over: ``values[0]`` the previous bar's, ``values[1:]`` room for a block."""
+        return self._work[:_VALUES_SIZE]
+
+    def begin(self, calendar: RangeCalendar, initial_amount: float, risk_free_rate: float = 0.0,
+              exact: bool = False) -> None:
+        """Start the scan of a backtest over ``calendar``'s range (``exact``: keep all returns for var/cvar)."""
+        _check_initial(initial_amount)
+        _check_risk_free(risk_free_rate)
+        times = calendar.times_ns
+        if self._tail.size < times.size + 2 * _LANES:
+            self._tail = _cache_aligned(times.size + 2 * _LANES)
+        if self._calendar is not calendar:
+            self._months = np.empty(calendar.month_last_bar.size)
+            self._years = np.empty(calendar.year_last_bar.size)
+            self._calendar = calendar
+        self._initial = float(initial_amount)
+        rf_bar = _rf_per_bar(float(risk_free_rate), calendar.periods_per_year)
+        limit = math.inf if exact else self._next_limit
+        _scan_start(self._initial, times[0] if times.size else 0, rf_bar, limit, self.values, self._stats,
+                    self._counts)
+        self.kernel_arrays = (times, calendar.month_last_bar, self._months, calendar.year_last_bar, self._years,
+                              self._stats, self._counts, self._work[_VALUES_SIZE:], self._tail)
+
+    def row(self, trades: np.ndarray, bars_in_market: int) -> tuple[float, ...] | None:
+        """The values of :data:`METRIC_NAMES` once the kernel has run, or None if var/cvar need an exact run."""
+        calendar = self._calendar
+        found, row = _scan_row(self._stats, self._counts, self._tail, self._work, calendar.times_ns, self._months,
+                               self._years, trades, int(bars_in_market), self._initial, calendar.periods_per_year,
+                               calendar.buy_and_hold_return)
+        if not found:
+            return None
+        var = row[9]
+        self._next_limit = var * _LIMIT_FACTOR if var < 0.0 else math.inf
+        return row
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Public per-metric functions for any equity curve
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -1207,7 +1461,7 @@ def yearly_returns(
 
 def _scratch_size(n_bars: int) -> int:
     """Values of scratch :func:`_equity_stats` needs for ``n_bars``: a block and twice room for the returns."""
-    return int(_BLOCK) + 2 * ((n_bars + 2 * _LANES - 1) // _LANES * _LANES)
+    return _WORK_SIZE + 2 * ((n_bars + 2 * _LANES - 1) // _LANES * _LANES)
 
 
 def _scratch(size: int) -> np.ndarray:
@@ -1216,12 +1470,17 @@ def _scratch(size: int) -> np.ndarray:
     44k bars); larger ones are not kept (their page faults are small next to the rest of the work)."""
     buffer = getattr(_thread_local, "scratch", None)
     if buffer is None or buffer.size < size:
-        raw = np.empty(size + _LANES)
-        skip = (-raw.ctypes.data % 64) // raw.itemsize
-        buffer = raw[skip : skip + size]
+        buffer = _cache_aligned(size)
         if size <= _SCRATCH_KEPT:
             _thread_local.scratch = buffer
     return buffer
+
+
+def _cache_aligned(size: int) -> np.ndarray:
+    """``np.empty(size)`` starting on a cache line (64 bytes): vector loads from it do not straddle two."""
+    raw = np.empty(size + _LANES)
+    skip = (-raw.ctypes.data % 64) // raw.itemsize
+    return raw[skip : skip + size]
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
@@ -1307,8 +1566,11 @@ def _scan(
         stamps = _readonly(np.zeros(curve.size, dtype=np.int64))
     returns = np.empty(curve.size)
     _fill_returns(curve, initial, returns)
-    stats = _scan_curve(curve, initial, stamps, t0, rf_bar, -np.inf, np.empty(int(_BLOCK)), np.empty(_LANES))
-    return returns, stats[:5]
+    no_periods = np.empty(0, dtype=np.int64)
+    summary = _scan_curve(curve, initial, stamps, t0, rf_bar, -np.inf, np.empty(_WORK_SIZE), np.empty(_N_FLOATS),
+                          np.empty(_N_COUNTS, dtype=np.int64), np.empty(_LANES), no_periods, np.empty(0), no_periods,
+                          np.empty(0))
+    return returns, summary
 
 
 def _stats(
