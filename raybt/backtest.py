@@ -55,7 +55,7 @@ def evaluate(strategy: Strategy, market: MarketData, date_range: DateRange | Non
 
     def run(exact: bool | None) -> Simulation:
         if exact is not None:
-            scan.begin(ctx.calendar, costs.initial_amount, risk_free_rate, exact)
+            scan.begin(ctx.calendar, costs.initial_amount, risk_free_rate, size=float(strategy.size), exact=exact)
         return simulate(market.open, market.high, market.low, market.close, entries, exits, costs,
                         first_bar=ctx.start, n_bars=ctx.end - ctx.start, signal_offset=ctx.start - ctx.signal_start,
                         size=float(strategy.size), direction=strategy.direction, stop_loss=strategy.stop_loss,

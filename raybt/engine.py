@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit
 
 from raybt import _records as rec
-from raybt.metrics import _BLOCK_BARS, _VALUES_SIZE, CurveScan, _scan_block, _scan_flat
+from raybt.metrics import _BLOCK_BARS, _N_FLAT, _VALUES_SIZE, CurveScan, _scan_block
 
 DIRECTION_CODES = {"long": 0, "short": 1, "both": 2}
 _LONG_ONLY, _SHORT_ONLY, _BOTH = 0, 1, 2
@@ -154,9 +154,8 @@ def simulate(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
                          f"{n_bars} bars of {close.shape[0]} symbol(s)")
     if scan is None and not keep_curve:
         raise ValueError("keep_curve=False needs a scan (else nothing would come out of the equity)")
-    if scan is not None and scan.kernel_arrays[0].size != n_bars:
-        raise ValueError(f"the scan was begun for {scan.kernel_arrays[0].size} bars, the simulation has {n_bars}")
     code = DIRECTION_CODES[direction]
+    scan_arrays = scan.take(n_bars) if scan is not None else _NO_SCAN
     entries = np.ascontiguousarray(entries, dtype=np.bool_)
     exits = np.ascontiguousarray(exits, dtype=np.bool_)
     if workspace is not None:
@@ -174,7 +173,8 @@ def simulate(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
         costs.fees, costs.fixed_fee, costs.slippage, costs.fill == "next_open", _off(stop_loss), _off(take_profit),
         _off(trailing_stop), equity, trades, np.zeros((_N_STATE, close.shape[0])),
         np.zeros((2, close.shape[0]), dtype=np.bool_), scan.values if scan is not None else np.empty(_VALUES_SIZE),
-        scan.kernel_arrays if scan is not None else _NO_SCAN)
+        scan.slots if scan is not None else np.empty(_BLOCK_BARS, dtype=np.int64),
+        scan_arrays)
     return Simulation(equity, trades[:n_trades], int(bars_in_market))
 
 
@@ -375,28 +375,56 @@ def _value_stretch(out, j0, r0, r1, bar0, cash, close, state):
 
 
 @_helper
-def _flat(size, value, first_bar, curve, scan):
-    """``size`` more bars at equity ``value`` (nothing open), right after a flush: O(1) for the scan."""
-    if curve.size > 0:
-        for r in range(np.uint64(first_bar), np.uint64(first_bar + size)):
-            curve[r] = value
+def _flush(values, slots, size, block_end, scan):
+    """Hand the ``size`` buffered runs (equity ``values[1:size+1]`` from bars ``slots[:size]`` on, the last one up to
+    ``block_end``) to the metrics scan, if one runs; the last equity moves to ``values[0]``."""
     times, month_last, month_values, year_last, year_values, stats, counts, returns, tail = scan
     if stats.size > 0:
-        _scan_flat(size, value, times, stats, counts, month_last, month_values, year_last, year_values)
+        _scan_block(values, slots, size, block_end, times, stats, counts, returns, tail, month_last, month_values,
+                    year_last, year_values)
+    values[0] = values[size]
 
 
 @_helper
-def _flush(values, size, first_bar, curve, scan):
-    """Hand the ``size`` buffered equity values ``values[1:size+1]`` (of bars ``first_bar`` on) to the metrics scan
-    if one runs, and copy them to ``curve`` if it is kept."""
+def _buffer_run(value, bar, run_end, n_buffered, values, slots, curve, scan):
+    """Buffer equity ``value`` for bars ``bar:run_end`` (one run), storing it to ``curve`` if kept; the buffer is
+    handed over when full. Returns the new number of buffered runs. Bars of a run after its first repeat the
+    previous bar's equity: their zero returns are counted here."""
+    values[n_buffered + 1] = value
+    slots[n_buffered] = bar
     if curve.size > 0:
-        shift = np.uint64(first_bar) - np.uint64(1)
-        for j in range(np.uint64(1), np.uint64(size + 1)):
-            curve[j + shift] = values[j]
-    times, month_last, month_values, year_last, year_values, stats, counts, returns, tail = scan
-    if stats.size > 0:
-        _scan_block(values, size, times, stats, counts, returns, tail, month_last, month_values, year_last,
-                    year_values)
+        for r in range(np.uint64(bar), np.uint64(run_end)):
+            curve[r] = value
+    counts = scan[6]
+    if counts.size > 0:
+        counts[_N_FLAT] += run_end - bar - 1
+    n_buffered += 1
+    if n_buffered == _BLOCK_BARS:
+        _flush(values, slots, n_buffered, run_end, scan)
+        n_buffered = 0
+    return n_buffered
+
+
+def _buffer_stretch(r0, r1, n_buffered, bar0, cash, close, state, values, slots, curve, scan):
+    """Buffer the equity of bars ``r0:r1`` while positions stay unchanged (one-bar runs, valued by
+    :func:`_value_stretch` a block at a time), storing it to ``curve`` if kept; returns the new number of buffered
+    runs."""
+    r = r0
+    while r < r1:
+        take = min(r1 - r, _BLOCK_BARS - n_buffered)
+        _value_stretch(values, n_buffered + 1, r, r + take, bar0, cash, close, state)
+        shift = np.uint64(n_buffered) - np.uint64(r)
+        for bar in range(np.uint64(r), np.uint64(r + take)):
+            slots[bar + shift] = bar
+        if curve.size > 0:
+            for bar in range(np.uint64(r), np.uint64(r + take)):
+                curve[bar] = values[bar + shift + np.uint64(1)]
+        n_buffered += take
+        r += take
+        if n_buffered == _BLOCK_BARS:
+            _flush(values, slots, n_buffered, r, scan)
+            n_buffered = 0
+    return n_buffered
 
 
 @_helper
@@ -458,7 +486,7 @@ def _next_stop_watch(entries, exits, open_, high, low, state, bar0, sig0, r, n_b
 
 def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction, fees,
               fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, curve, trades, state, pending, values,
-              scan):
+              slots, scan):
     """The bar loop (compiled by :func:`_compile`, with the helpers above). Simulated bar ``r`` reads prices at
     ``p = bar0 + r`` and signals at ``q = sig0 + r``. On bar ``r``: (1) orders queued by the previous bar's signals
     fill at the open, (2) stops are checked intrabar, (3) this bar's signals fill at the close or are queued; then
@@ -475,8 +503,7 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
     n_open = 0
     n_trades = 0
     bars_in_market = 0
-    n_buffered = 0  # equity values in values[1:], of bars buffered_from on, not yet flushed
-    buffered_from = 0
+    n_buffered = 0  # runs of bars at one equity each in values[1:] / slots, not yet handed to the scan
     r = 0
     while r < n_bars:
         p = bar0 + r
@@ -543,44 +570,19 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
                 following = _next_signal(entries, exits, sig0 + following, sig0 + n_bars) - sig0
         if n_open > 0:
             bars_in_market += following - r
-        if following == r + 1 or n_open > 0:  # bars valued one by one or in a stretch, into the buffer
-            if n_open == 0 or following == r + 1:
-                value = cash
-                if n_open > 0:
-                    for s in range(n_symbols):
-                        if state[_UNITS, s] > 0.0:
-                            value += _position_value(state[_UNITS, s], state[_SIDE, s], state[_ENTRY, s],
-                                                     close[s, p])
-                if n_buffered == 0:
-                    buffered_from = r
-                n_buffered += 1
-                values[n_buffered] = value
-                if n_buffered == _BLOCK_BARS:
-                    _flush(values, n_buffered, buffered_from, curve, scan)
-                    n_buffered = 0
-            else:
-                j = r
-                while j < following:
-                    if n_buffered == 0:
-                        buffered_from = j
-                    take = min(following - j, _BLOCK_BARS - n_buffered)
-                    _value_stretch(values, n_buffered + 1, j, j + take, bar0, cash, close, state)
-                    n_buffered += take
-                    j += take
-                    if n_buffered == _BLOCK_BARS:
-                        _flush(values, n_buffered, buffered_from, curve, scan)
-                        n_buffered = 0
-        else:  # flat: the first bar through the buffer, the rest at once
-            if n_buffered == 0:
-                buffered_from = r
-            n_buffered += 1
-            values[n_buffered] = cash
-            _flush(values, n_buffered, buffered_from, curve, scan)
-            n_buffered = 0
-            _flat(following - r - 1, cash, r + 1, curve, scan)
+        if following == r + 1 or n_open == 0:  # one bar, or a stretch with nothing open: one run
+            value = cash
+            if n_open > 0:
+                for s in range(n_symbols):
+                    if state[_UNITS, s] > 0.0:
+                        value += _position_value(state[_UNITS, s], state[_SIDE, s], state[_ENTRY, s], close[s, p])
+            n_buffered = _buffer_run(value, r, following, n_buffered, values, slots, curve, scan)
+        else:
+            n_buffered = _buffer_stretch(r, following, n_buffered, bar0, cash, close, state, values, slots, curve,
+                                         scan)
         r = following
     if n_buffered > 0:
-        _flush(values, n_buffered, buffered_from, curve, scan)
+        _flush(values, slots, n_buffered, n_bars, scan)
     # Positions still open: marked to market at the last close, no exit fee.
     last = bar0 + n_bars - 1
     for s in range(n_symbols):
@@ -595,7 +597,7 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
 
 
 _N_SYMBOLS = 0  # 0 = read the symbol count from the arrays; a positive value is frozen into a specialised kernel
-_SPECIALISED = ("_next_signal", "_value_stretch", "_next_stop_watch", "_bar_loop")  # plain functions above, compiled per symbol count
+_SPECIALISED = ("_next_signal", "_value_stretch", "_buffer_stretch", "_next_stop_watch", "_bar_loop")  # plain functions above, compiled per symbol count
 
 
 def _compile(n_symbols: int):

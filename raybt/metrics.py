@@ -340,11 +340,10 @@ def _compress_split(typingctx, source, start, pivot, below, n_below, above, n_ab
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-# A curve scan's running state, advanced block by block by :func:`_scan_block` (and over flat stretches by
-# :func:`_scan_flat`): float64 values ...
+# A curve scan's running state, advanced block by block by :func:`_scan_block`: float64 values ...
 _FIRST, _SUM_DEV, _SUM_DEV2, _SUM_DOWN2, _RF_BAR, _LIMIT, _PEAK, _WORST, _FLOOR = range(9)
 _N_FLOATS = 9
-# ... and int64 counts. _N_FLAT zero returns were counted without being stored (see _scan_flat).
+# ... and int64 counts. _N_FLAT: zero returns counted, not computed (bars repeating the previous bar's equity).
 _N_SEEN, _N_TAIL, _N_FLAT, _PEAK_BAR, _PEAK_TIME, _LONGEST, _MONTH, _YEAR = range(8)
 _N_COUNTS = 8
 
@@ -366,11 +365,24 @@ def _scan_start(initial, t0, rf_bar, limit, values, stats, counts):
 
 
 @_jit_scan
-def _walk_drawdown(values, size, bar0, times, stats, counts):
-    """Advance the drawdown state bar by bar over ``values[1:size+1]``, the equity of bars ``bar0`` on.
+def _run_start(slots, size, block_end, j):
+    """First bar of run ``j`` of a block (see :func:`_scan_block`)."""
+    return slots[j] if slots.size > 0 else block_end - size + j
 
-    A drawdown lasts from the last bar at a peak until the first bar back at or above it. ``_FLOOR`` is the equity
-    level that would deepen the max drawdown under the current peak (no division above it).
+
+@_jit_scan
+def _run_end(slots, size, block_end, j):
+    """Last bar of run ``j`` of a block (see :func:`_scan_block`)."""
+    return _run_start(slots, size, block_end, j + 1) - 1 if j + 1 < size else block_end - 1
+
+
+@_jit_scan
+def _walk_drawdown(values, slots, size, block_end, times, stats, counts):
+    """Advance the drawdown state run by run over a block (see :func:`_scan_block`), as a bar-by-bar walk would.
+
+    A drawdown lasts from the last bar at a peak until the first bar back at or above it; a run at or above the
+    peak ends at the peak, so its last bar becomes the peak bar. ``_FLOOR`` is the equity level that would deepen
+    the max drawdown under the current peak (no division above it).
     """
     peak = stats[_PEAK]
     worst = stats[_WORST]
@@ -378,15 +390,15 @@ def _walk_drawdown(values, size, bar0, times, stats, counts):
     peak_bar = counts[_PEAK_BAR]
     peak_time = counts[_PEAK_TIME]
     longest = counts[_LONGEST]
-    for j in range(1, size + 1):
-        value = values[j]
+    for j in range(size):
+        value = values[1 + j]
         if value >= peak:
-            bar = bar0 + j - 1
+            bar = _run_start(slots, size, block_end, j)
             if peak_bar != bar - 1:
                 longest = max(longest, times[bar] - peak_time)
             peak = value
-            peak_bar = bar
-            peak_time = times[bar]
+            peak_bar = _run_end(slots, size, block_end, j)
+            peak_time = times[peak_bar]
             floor = peak * (1.0 + worst)
         elif value < floor:
             worst = min(worst, value / peak - 1.0)
@@ -400,20 +412,18 @@ def _walk_drawdown(values, size, bar0, times, stats, counts):
 
 
 @_jit_scan
-def _record_periods(last_bars, out, index, bar_end, values, bar0):
-    """Write the equity at each period end in ``last_bars[index:]`` before ``bar_end`` to ``out``, from
-    ``values[1 + bar - bar0]``; returns the next period's index."""
-    while index < last_bars.size and last_bars[index] < bar_end:
-        out[index] = values[1 + last_bars[index] - bar0]
-        index += 1
-    return index
-
-
-@_jit_scan
-def _record_flat_periods(last_bars, out, index, bar_end, value):
-    """:func:`_record_periods` for bars all at equity ``value``."""
-    while index < last_bars.size and last_bars[index] < bar_end:
-        out[index] = value
+def _record_periods(last_bars, out, index, values, slots, size, block_end):
+    """Write the equity at each period end in ``last_bars[index:]`` before ``block_end`` (all in the block) to
+    ``out``; returns the next period's index."""
+    j = 0
+    while index < last_bars.size and last_bars[index] < block_end:
+        bar = last_bars[index]
+        if slots.size == 0:
+            j = bar - (block_end - size)
+        else:
+            while j + 1 < size and slots[j + 1] <= bar:
+                j += 1
+        out[index] = values[1 + j]
         index += 1
     return index
 
@@ -446,25 +456,31 @@ def _block_returns(values, start, stop, returns, first, rf_bar):
 
 
 @_jit_scan
-def _scan_block(values, size, times, stats, counts, returns, tail, month_last, month_values, year_last, year_values):
-    """Advance a scan over the next ``size`` bars (1.._BLOCK): their equity is ``values[1:size+1]``, ``values[0]``
-    the previous bar's (the initial amount before the first bar). Leaves the last equity in ``values[0]``.
+def _scan_block(values, slots, size, block_end, times, stats, counts, returns, tail, month_last, month_values,
+                year_last, year_values):
+    """Advance a scan over the next block of the curve: ``size`` (1.._BLOCK_BARS) runs of bars at one equity each.
 
-    The returns are ``r = equity / previous - 1``. A vectorised loop computes them into ``returns`` (work space of
-    _BLOCK + _LANES values), adds their deviations from the first return (shifted data: accurate, and identical
-    returns give a standard deviation of exactly 0), their squares and their squared shortfalls below ``rf_bar``
-    to the sums, and finds the largest and smallest equity bit patterns (the divisions alone and the rest of the loop
-    alone take about as long, ~1.6 cycles a bar each here, and overlap: removing either saves little). The returns
-    below ``_LIMIT`` are appended to ``tail`` (room for ``_N_TAIL + size + _LANES`` values) by vector compress stores.
-    Read as int64, the patterns of floats without sign bit order as the values (NaN above inf) and those with one
-    are negative; so when the smallest pattern is not negative the two are the block's largest and smallest equity
-    (integer min/max reductions vectorise, float ones do not). Only blocks with a bar at or above the peak (or a
-    negative or NaN equity) are walked bar by bar; one that only deepens the drawdown needs just its minimum (what
-    the walk would find, value / peak being monotonic for the positive peak). The equity at month and year ends is
-    recorded to ``month_values`` and ``year_values``.
+    Run ``j`` is worth ``values[1 + j]`` from bar ``slots[j]`` to the bar before the next run (before ``block_end``
+    for the last); ``values[0]`` is the equity of the bar before the block (the initial amount before the first
+    bar). Without ``slots`` (empty) the runs are the single bars before ``block_end``: a stored curve is scanned
+    so, its slices serving as ``values``. The simulation kernel hands a stretch with nothing open over as one run,
+    whose bars after the first repeat its equity: their zero returns are counted in ``_N_FLAT`` by the caller and
+    added by :func:`_scan_summary`.
+
+    The returns are ``r = equity / previous - 1``. A vectorised loop (:func:`_block_returns`) computes them into
+    ``returns`` (work space of _BLOCK_BARS + _LANES values), adds their deviations from the first return (shifted
+    data: accurate, and identical returns give a standard deviation of exactly 0), their squares and their squared
+    shortfalls below ``rf_bar`` to the sums, and finds the largest and smallest equity bit patterns (the divisions
+    alone and the rest of the loop alone take about as long, ~1.6 cycles a bar each here, and overlap: removing
+    either saves little). The returns below ``_LIMIT`` are appended to ``tail`` (room for ``_N_TAIL + size +
+    _LANES`` values) by vector compress stores. Read as int64, the patterns of floats without sign bit order as
+    the values (NaN above inf) and those with one are negative; so when the smallest pattern is not negative the
+    two are the block's largest and smallest equity (integer min/max reductions vectorise, float ones do not).
+    Only blocks with a value at or above the peak (or a negative or NaN equity) are walked run by run; one that
+    only deepens the drawdown needs just its minimum (what the walk would find, value / peak being monotonic for
+    the positive peak). The equity at month and year ends is recorded to ``month_values`` and ``year_values``.
     """
-    bar0 = counts[_N_SEEN]
-    if bar0 == 0:
+    if counts[_N_SEEN] == 0:
         stats[_FIRST] = values[1] / values[0] - 1.0
     n = np.uint64(size)
     sum_dev, sum_dev2, sum_down2, high, low = _block_returns(values, _ONE, n + _ONE, returns, stats[_FIRST],
@@ -478,60 +494,43 @@ def _scan_block(values, size, times, stats, counts, returns, tail, month_last, m
     peak = stats[_PEAK]
     if low < 0 or not highest < peak:
         if low >= 0 and lowest == peak and highest == peak:  # flat at the peak: only the peak bar moves
-            if counts[_PEAK_BAR] != bar0 - 1:
-                counts[_LONGEST] = max(counts[_LONGEST], times[bar0] - counts[_PEAK_TIME])
-            counts[_PEAK_BAR] = bar0 + size - 1
-            counts[_PEAK_TIME] = times[bar0 + size - 1]
+            first_bar = _run_start(slots, size, block_end, 0)
+            if counts[_PEAK_BAR] != first_bar - 1:
+                counts[_LONGEST] = max(counts[_LONGEST], times[first_bar] - counts[_PEAK_TIME])
+            counts[_PEAK_BAR] = block_end - 1
+            counts[_PEAK_TIME] = times[block_end - 1]
         else:
-            _walk_drawdown(values, size, bar0, times, stats, counts)
+            _walk_drawdown(values, slots, size, block_end, times, stats, counts)
     elif lowest < stats[_FLOOR]:
         stats[_WORST] = min(stats[_WORST], lowest / peak - 1.0)
         stats[_FLOOR] = lowest
-    counts[_MONTH] = _record_periods(month_last, month_values, counts[_MONTH], bar0 + size, values, bar0)
-    counts[_YEAR] = _record_periods(year_last, year_values, counts[_YEAR], bar0 + size, values, bar0)
-    counts[_N_SEEN] = bar0 + size
-    values[0] = values[size]
-
-
-@_jit_scan
-def _scan_flat(size, value, times, stats, counts, month_last, month_values, year_last, year_values):
-    """Advance a scan over ``size`` more bars at equity ``value``, the last bar's (after at least one bar): ``size``
-    zero returns, counted (``_N_FLAT``) instead of stored, so that a quiet stretch costs O(1). A flat stretch at the
-    peak moves the peak bar; below the peak it changes nothing."""
-    if size <= 0:
-        return
-    bar0 = counts[_N_SEEN]
-    first = stats[_FIRST]
-    down = min(-stats[_RF_BAR], 0.0)
-    stats[_SUM_DEV] -= size * first
-    stats[_SUM_DEV2] += size * (first * first)
-    stats[_SUM_DOWN2] += size * (down * down)
-    counts[_N_FLAT] += size
-    end = bar0 + size
-    if value >= stats[_PEAK]:  # the previous bar is the peak bar
-        counts[_PEAK_BAR] = end - 1
-        counts[_PEAK_TIME] = times[end - 1]
-    counts[_MONTH] = _record_flat_periods(month_last, month_values, counts[_MONTH], end, value)
-    counts[_YEAR] = _record_flat_periods(year_last, year_values, counts[_YEAR], end, value)
-    counts[_N_SEEN] = end
+    counts[_MONTH] = _record_periods(month_last, month_values, counts[_MONTH], values, slots, size, block_end)
+    counts[_YEAR] = _record_periods(year_last, year_values, counts[_YEAR], values, slots, size, block_end)
+    counts[_N_SEEN] = block_end
 
 
 @_jit
 def _scan_summary(stats, counts, times):
     """``(mean(r), std(r, ddof=1), sqrt(mean(min(r - rf_bar, 0) ** 2)), max drawdown, longest drawdown in ns)`` of
-    a finished scan; the deviations are NaN below 2 returns, everything is NaN without bars."""
+    a finished scan, its ``_N_FLAT`` zero returns included; the deviations are NaN below 2 returns, everything is
+    NaN without bars."""
     n = counts[_N_SEEN]
     if n == 0:
         return np.nan, np.nan, np.nan, np.nan, np.nan
     longest = counts[_LONGEST]
     if counts[_PEAK_BAR] != n - 1:
         longest = max(longest, times[n - 1] - counts[_PEAK_TIME])
-    sum_dev = stats[_SUM_DEV]
-    mean = stats[_FIRST] + sum_dev / n
+    first = stats[_FIRST]
+    n_flat = counts[_N_FLAT]
+    down = min(-stats[_RF_BAR], 0.0)
+    sum_dev = stats[_SUM_DEV] - n_flat * first
+    sum_dev2 = stats[_SUM_DEV2] + n_flat * (first * first)
+    sum_down2 = stats[_SUM_DOWN2] + n_flat * (down * down)
+    mean = first + sum_dev / n
     if n < 2:
         return mean, np.nan, np.nan, stats[_WORST], float(longest)
-    var = max((stats[_SUM_DEV2] - sum_dev * sum_dev / n) / (n - 1), 0.0)
-    return mean, math.sqrt(var), math.sqrt(stats[_SUM_DOWN2] / n), stats[_WORST], float(longest)
+    var = max((sum_dev2 - sum_dev * sum_dev / n) / (n - 1), 0.0)
+    return mean, math.sqrt(var), math.sqrt(sum_down2 / n), stats[_WORST], float(longest)
 
 
 @_jit
@@ -546,18 +545,24 @@ def _minimum(values, size):
 @_jit
 def _scan_curve(equity, initial, times, t0, rf_bar, limit, work, stats, counts, tail, month_last, month_values,
                 year_last, year_values):
-    """Scan a whole equity curve block by block (see :func:`_scan_block`); ``work`` is work space of
-    :data:`_WORK_SIZE` values. Returns :func:`_scan_summary`'s statistics."""
+    """Scan a whole equity curve in blocks of single-bar runs (see :func:`_scan_block`): the first block from a copy
+    after ``initial`` in ``work`` (work space of :data:`_WORK_SIZE` values), the others from slices of the curve
+    itself. Returns :func:`_scan_summary`'s statistics."""
     values = work[:_VALUES_SIZE]
     returns = work[_VALUES_SIZE:]
+    single_bars = np.empty(0, dtype=np.int64)
     _scan_start(initial, t0, rf_bar, limit, values, stats, counts)
     n = equity.size
-    for start in range(0, n, _BLOCK_BARS):
+    size = min(_BLOCK_BARS, n)
+    for j in range(size):
+        values[1 + j] = equity[j]
+    if size > 0:
+        _scan_block(values, single_bars, size, size, times, stats, counts, returns, tail, month_last, month_values,
+                    year_last, year_values)
+    for start in range(size, n, _BLOCK_BARS):
         size = min(_BLOCK_BARS, n - start)
-        for j in range(size):
-            values[1 + j] = equity[start + j]
-        _scan_block(values, size, times, stats, counts, returns, tail, month_last, month_values, year_last,
-                    year_values)
+        _scan_block(equity[start - 1 : start + size], single_bars, size, start + size, times, stats, counts,
+                    returns, tail, month_last, month_values, year_last, year_values)
     return _scan_summary(stats, counts, times)
 
 
@@ -1243,10 +1248,12 @@ def metric_values(
 # CurveScan: the metrics computed while the simulation kernel values the equity (a sweep's per-backtest path)
 # ---------------------------------------------------------------------------------------------------------------------
 
-# The next backtest's tail limit is this one's var_95 times _LIMIT_FACTOR: for returns of a bell-shaped distribution
-# about 2x as many returns as the quantile needs lie below it, so a next backtest with a thinner tail (e.g. half the
-# time in the market) still finds its quantile there.
-_LIMIT_FACTOR = 0.6
+# Tail limit of a backtest: the var_95 per unit of position size of the previous backtest on the same range, times
+# _LIMIT_FACTOR, times this backtest's size. For returns of a bell-shaped distribution about twice as many returns
+# as the quantile needs lie below it, so a backtest with a thinner tail (less time in the market) than the previous
+# one still finds its quantile there; _LIMITS_KEPT ranges are remembered.
+_LIMIT_FACTOR = 0.7
+_LIMITS_KEPT = 64
 
 
 @_jit
@@ -1269,42 +1276,48 @@ class CurveScan:
     """The equity-curve metrics of a backtest, computed by the simulation kernel while it values the equity,
     without the curve being stored (what a sweep runs: see :func:`raybt.engine.simulate`'s ``scan``).
 
-    The kernel hands the equity over in blocks of up to _BLOCK_BARS bars (:func:`_scan_block`: the same code that
-    scans a stored curve for :func:`compute_metrics`) and stretches with nothing open at once (:func:`_scan_flat`: a
-    quiet stretch's zero returns are counted, not computed). Not writing the curve and reading it back keeps a
-    backtest's working set in the CPU caches. The values equal :func:`compute_metrics`' on the same curve up to
-    rounding of the sums (var/cvar exactly).
+    The kernel hands the equity over in blocks of up to _BLOCK_BARS runs (:func:`_scan_block`: the same code that
+    scans a stored curve for :func:`compute_metrics`), a stretch with nothing open as one run (its zero returns
+    counted, not computed). Not writing the curve and reading it back keeps a backtest's working set in the CPU
+    caches. The values equal :func:`compute_metrics`' on the same curve up to rounding of the sums (var/cvar
+    exactly).
 
-    Only the returns below a limit are kept for var/cvar: the previous backtest's var_95 × _LIMIT_FACTOR (all returns
-    for the first backtest). If this backtest's quantile is not below it, :meth:`row` says so and the backtest must
-    run again with ``begin(..., exact=True)``. Reuse one scan from backtest to backtest (one per thread):
-    :meth:`begin`, then the simulation, then :meth:`row`.
+    Only the returns below a limit are kept for var/cvar (see _LIMIT_FACTOR; all returns for the first backtest of a
+    range). If this backtest's quantile is not below it, :meth:`row` says so and the backtest must run again with
+    ``begin(..., exact=True)``. Reuse one scan from backtest to backtest (one per thread): :meth:`begin`, then the
+    simulation (which takes the scan's arrays once: :meth:`take`), then :meth:`row`.
     """
 
     def __init__(self) -> None:
         self._work = _cache_aligned(_WORK_SIZE)
+        self.slots = np.zeros(_BLOCK_BARS, dtype=np.int64)
+        """First bar of each run buffered in :attr:`values`."""
         self._stats = np.zeros(_N_FLOATS)
         self._counts = np.zeros(_N_COUNTS, dtype=np.int64)
         self._tail = np.empty(0)
         self._months = np.empty(0)
         self._years = np.empty(0)
-        self._next_limit = math.inf
+        self._unit_limits: dict[RangeCalendar, float] = {}  # range -> tail limit per unit of position size
         self._calendar: RangeCalendar | None = None
         self._initial = math.nan
-        self.kernel_arrays: tuple = ()
-        """What the kernel takes: ``(times, month ends, equity at them, year ends, equity at them, stats, counts,
-        returns work space, tail)``."""
+        self._size = 1.0
+        self._kernel_arrays: tuple = ()
 
     @property
     def values(self) -> np.ndarray:
-        """Buffer of the equity handed over: ``values[0]`` the previous bar's, ``values[1:]`` room for a block."""
+        """Buffer of the equity handed over: ``values[0]`` the previous bar's, ``values[1:]`` room for a block of
+        runs."""
         return self._work[:_VALUES_SIZE]
 
-    def begin(self, calendar: RangeCalendar, initial_amount: float, risk_free_rate: float = 0.0,
-              exact: bool = False) -> None:
-        """Start the scan of a backtest over ``calendar``'s range (``exact``: keep all returns for var/cvar)."""
+    def begin(self, calendar: RangeCalendar, initial_amount: float, risk_free_rate: float = 0.0, *,
+              size: float = 1.0, exact: bool = False) -> None:
+        """Start the scan of a backtest over ``calendar``'s range, for a strategy investing fraction ``size`` of its
+        equity per position (its returns scale with it, and so does the tail limit); ``exact``: keep all returns
+        for var/cvar."""
         _check_initial(initial_amount)
         _check_risk_free(risk_free_rate)
+        if not size > 0:
+            raise ValueError(f"size must be positive, got {size}")
         times = calendar.times_ns
         if self._tail.size < times.size + 2 * _LANES:
             self._tail = _cache_aligned(times.size + 2 * _LANES)
@@ -1313,12 +1326,25 @@ class CurveScan:
             self._years = np.empty(calendar.year_last_bar.size)
             self._calendar = calendar
         self._initial = float(initial_amount)
-        rf_bar = _rf_per_bar(float(risk_free_rate), calendar.periods_per_year)
-        limit = math.inf if exact else self._next_limit
+        self._size = float(size)
+        rf_bar = 0.0 if risk_free_rate == 0 else _rf_per_bar(float(risk_free_rate), calendar.periods_per_year)
+        limit = math.inf if exact else self._unit_limits.get(calendar, math.inf) * self._size
         _scan_start(self._initial, times[0] if times.size else 0, rf_bar, limit, self.values, self._stats,
                     self._counts)
-        self.kernel_arrays = (times, calendar.month_last_bar, self._months, calendar.year_last_bar, self._years,
-                              self._stats, self._counts, self._work[_VALUES_SIZE:], self._tail)
+        self._kernel_arrays = (times, calendar.month_last_bar, self._months, calendar.year_last_bar, self._years,
+                               self._stats, self._counts, self._work[_VALUES_SIZE:], self._tail)
+
+    def take(self, n_bars: int) -> tuple:
+        """What the simulation kernel takes for a run of ``n_bars`` bars: ``(times, month ends, equity at them, year
+        ends, equity at them, stats, counts, returns work space, tail)``. Once per :meth:`begin` (the tail has room
+        for one run's returns only)."""
+        arrays = self._kernel_arrays
+        if not arrays:
+            raise ValueError("the scan must be begun (CurveScan.begin) before each simulation")
+        if arrays[0].size != n_bars:
+            raise ValueError(f"the scan was begun for {arrays[0].size} bars, the simulation has {n_bars}")
+        self._kernel_arrays = ()
+        return arrays
 
     def row(self, trades: np.ndarray, bars_in_market: int) -> tuple[float, ...] | None:
         """The values of :data:`METRIC_NAMES` once the kernel has run, or None if var/cvar need an exact run."""
@@ -1329,7 +1355,9 @@ class CurveScan:
         if not found:
             return None
         var = row[9]
-        self._next_limit = var * _LIMIT_FACTOR if var < 0.0 else math.inf
+        if len(self._unit_limits) >= _LIMITS_KEPT and calendar not in self._unit_limits:
+            self._unit_limits.clear()
+        self._unit_limits[calendar] = var * _LIMIT_FACTOR / self._size if var < 0.0 else math.inf
         return row
 
 

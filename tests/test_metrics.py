@@ -733,3 +733,161 @@ def test_month_with_nan_equity() -> None:
     got = m.compute_metrics(equity, no_trades(), 0, initial_amount=100.0, calendar=calendar)
     assert math.isnan(got["best_month"]) and math.isnan(got["worst_month"])
     assert got["pct_winning_months"] == pytest.approx(2 / 4)  # Jan and Apr rise; Feb and Mar are NaN returns
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CurveScan: the scan the simulation kernel feeds in runs of bars at one equity
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def feed_runs(scan: m.CurveScan, n_bars: int, starts: np.ndarray, values: np.ndarray, cuts: list[int]) -> None:
+    """Hand runs (equity ``values[j]`` from bar ``starts[j]`` to the next start) to a begun scan as the kernel does:
+    a block ends after each run index in ``cuts`` or when full; the bars of a run after its first are counted as
+    zero returns."""
+    arrays = scan.take(n_bars)
+    times, month_last, months, year_last, years, stats, counts, returns, tail = arrays
+    ends = np.r_[starts[1:], n_bars]
+    buffered = 0
+    for j, (start, end, value) in enumerate(zip(starts, ends, values)):
+        scan.values[buffered + 1] = value
+        scan.slots[buffered] = start
+        counts[m._N_FLAT] += end - start - 1
+        buffered += 1
+        if buffered == m._BLOCK_BARS or j in cuts or j == len(starts) - 1:
+            m._scan_block(scan.values, scan.slots, buffered, end, times, stats, counts, returns, tail, month_last,
+                          months, year_last, years)
+            scan.values[0] = scan.values[buffered]
+            buffered = 0
+
+
+def random_runs(rng: np.random.Generator, n_bars: int) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of 1..300 bars (most of 1 bar) with a random walk of equity: new peaks, runs at the peak, falls."""
+    starts = [0]
+    while True:
+        step = int(rng.choice([1, 1, 1, 1, rng.integers(2, 300)]))
+        if starts[-1] + step >= n_bars:
+            break
+        starts.append(starts[-1] + step)
+    values = 10_000.0 * np.cumprod(1.0 + rng.normal(0.0002, 0.01, len(starts)))
+    values[len(values) // 3 : len(values) // 3 + 5] = values[: len(values) // 3].max()  # back at the peak, held
+    return np.array(starts), values
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("limit_from", ["first", "tight", "exact"])
+def test_scan_of_runs_matches_the_expanded_curve(seed: int, limit_from: str) -> None:
+    """A scan fed runs in blocks of random sizes gives the metrics of the curve the runs expand to, computed with
+    the pandas references (each run's bars after the first repeat its equity). Limits: none yet (the first backtest
+    of a range), one learnt from a previous backtest (tight: only the tail), and exact."""
+    rng = np.random.default_rng(seed)
+    n = 5000
+    times = pd.date_range("2021-12-30", periods=n, freq="h", tz="UTC")
+    calendar = calendar_for(times)
+    starts, values = random_runs(rng, n)
+    equity = np.repeat(values, np.diff(np.r_[starts, n]))
+    cuts = sorted(rng.choice(len(starts), size=len(starts) // 20, replace=False).tolist())
+    scan = m.CurveScan()
+    if limit_from == "tight":  # a previous backtest on the range with the same tail teaches the limit
+        scan.begin(calendar, 10_000.0)
+        feed_runs(scan, n, starts, values, cuts)
+        assert scan.row(no_trades(), 0) is not None
+    scan.begin(calendar, 10_000.0, 0.02, exact=limit_from == "exact")
+    feed_runs(scan, n, starts, values, cuts)
+    row = scan.row(no_trades(), 123)
+    assert row is not None
+    got = dict(zip(m.METRIC_NAMES, row))
+    expected = ref_equity_metrics(equity, 123, 10_000.0, times, HOURS_PER_YEAR, 0.02)
+    assert_metrics_equal(got, expected, rel=1e-12)
+    assert got["max_drawdown_duration"] == pytest.approx(
+        ref_longest_underwater(np.r_[10_000.0, equity], np.r_[ns(times)[0], ns(times)]), rel=1e-12)
+    if limit_from == "tight":
+        assert scan._counts[m._N_TAIL] < 0.2 * n  # only a tail was kept
+
+
+@pytest.mark.parametrize("cut", [None, 10, 11])
+def test_scan_drawdown_starts_after_a_run_at_the_peak(cut: int | None) -> None:
+    """A new peak held for 200 bars (one run), then a fall: the drawdown starts at the run's last bar (and a run at
+    the peak that ends a block, or starts one, moves the peak bar as well)."""
+    n = 1000
+    times = pd.date_range("2022-01-01", periods=n, freq="h", tz="UTC")
+    starts = np.r_[np.arange(11), 211 + np.arange(n - 211)]  # run 10: bars 10..210
+    values = np.r_[100.0 + np.arange(10), 120.0, 119.0 - np.arange(n - 211) * 0.01]
+    values[-1] = 121.0  # recovered at the end
+    equity = np.repeat(values, np.diff(np.r_[starts, n]))
+    scan = m.CurveScan()
+    scan.begin(calendar_for(times), 100.0)
+    feed_runs(scan, n, starts, values, [] if cut is None else [cut])
+    got = dict(zip(m.METRIC_NAMES, scan.row(no_trades(), 0)))
+    worst, days = ref_drawdown(equity, 100.0, times)
+    assert days == pytest.approx((n - 1 - 210) / 24)
+    assert got["max_drawdown_duration"] == pytest.approx(days, rel=1e-12)
+    assert got["max_drawdown"] == pytest.approx(worst, rel=1e-12)
+
+
+def test_scan_tail_among_zero_returns() -> None:
+    """Mostly out of the market: the 5 % quantile falls between the few losses and the many zero returns of flat
+    runs (counted, not stored), or on the zeros; as np.percentile has it."""
+    n = 4000
+    times = pd.date_range("2022-01-01", periods=n, freq="h", tz="UTC")
+    calendar = calendar_for(times)
+    for n_losses in (150, 199, 200, 260):  # k = floor(0.05 * 3999) = 199: below, at and above the zeros
+        starts = np.r_[np.arange(n_losses + 1) * 10, np.arange(n_losses * 10 + 10, n)]
+        values = 10_000.0 * np.cumprod(np.r_[1.0, np.full(n_losses, 0.999), np.ones(starts.size - n_losses - 1)])
+        values[n_losses + 1 :] *= 1.0 + 1e-4 * np.arange(1, starts.size - n_losses)  # gains after
+        equity = np.repeat(values, np.diff(np.r_[starts, n]))
+        r = ref_returns(equity, 10_000.0).to_numpy()
+        for exact in (False, True):
+            scan = m.CurveScan()
+            scan.begin(calendar, 10_000.0)
+            feed_runs(scan, n, starts, values, [])  # first backtest: no limit yet
+            scan.begin(calendar, 10_000.0, exact=exact)  # again, with the limit it left (var 0: none)
+            feed_runs(scan, n, starts, values, [])
+            got = dict(zip(m.METRIC_NAMES, scan.row(no_trades(), 0)))
+            var = np.percentile(r, 5)
+            assert got["var_95"] == pytest.approx(var, rel=1e-12, abs=0), n_losses
+            assert got["cvar_95"] == pytest.approx(r[r <= var].mean(), rel=1e-12), n_losses
+
+
+def test_scan_limit_too_tight_asks_for_an_exact_run() -> None:
+    """A limit learnt from a backtest with a fat tail misses a thin-tailed one: row() says so (None), and the exact
+    run gives the reference values. The limit scales with the position size."""
+    n = 6000
+    times = pd.date_range("2022-01-01", periods=n, freq="h", tz="UTC")
+    calendar = calendar_for(times)
+    rng = np.random.default_rng(5)
+    bars = np.arange(n)
+    fat = 10_000.0 * np.cumprod(1.0 + rng.normal(0, 0.01, n))
+    thin = 10_000.0 * np.cumprod(1.0 + rng.normal(0, 0.001, n))
+    scan = m.CurveScan()
+    scan.begin(calendar, 10_000.0)
+    feed_runs(scan, n, bars, fat, [])
+    scan.row(no_trades(), n)
+    scan.begin(calendar, 10_000.0)
+    feed_runs(scan, n, bars, thin, [])
+    assert scan.row(no_trades(), n) is None
+    scan.begin(calendar, 10_000.0, exact=True)
+    feed_runs(scan, n, bars, thin, [])
+    got = dict(zip(m.METRIC_NAMES, scan.row(no_trades(), n)))
+    assert_metrics_equal(got, ref_equity_metrics(thin, n, 10_000.0, times, HOURS_PER_YEAR), rel=1e-12)
+    # the same thin tail at a tenth of the size, after the fat one at full size: the limit shrinks with it
+    scan.begin(calendar, 10_000.0)
+    feed_runs(scan, n, bars, fat, [])
+    scan.row(no_trades(), n)
+    scan.begin(calendar, 10_000.0, size=0.1)
+    feed_runs(scan, n, bars, 10_000.0 * np.cumprod(1.0 + np.diff(np.r_[10_000.0, fat]) / np.r_[10_000.0, fat[:-1]] / 10), [])
+    assert scan.row(no_trades(), n) is not None
+
+
+def test_scan_is_taken_once_per_begin() -> None:
+    times = pd.date_range("2022-01-01", periods=10, freq="h", tz="UTC")
+    scan = m.CurveScan()
+    with pytest.raises(ValueError, match="begun"):
+        scan.take(10)
+    scan.begin(calendar_for(times), 100.0)
+    with pytest.raises(ValueError, match="begun for 10 bars"):
+        scan.take(9)
+    scan.take(10)
+    with pytest.raises(ValueError, match="begun"):
+        scan.take(10)
+    with pytest.raises(ValueError, match="size"):
+        scan.begin(calendar_for(times), 100.0, size=0.0)
