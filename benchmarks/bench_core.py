@@ -26,9 +26,15 @@ afterwards), ``arrays`` (SmaCrossArrays, cache on). Rows:
 
 * ``signals``    - ``raybt.strategy.signal_arrays(strategy, ctx.view)`` on the cached view of
   ``raybt.backtest.range_context`` (indicators, crossings, conversion to bool arrays);
-* ``simulation`` - ``raybt.engine.simulate`` with the same arguments ``evaluate`` passes;
-* ``metrics``    - ``raybt.metrics.metric_values`` as ``evaluate`` calls it;
+* ``simulation`` - ``CurveScan.begin`` and ``raybt.engine.simulate`` with the same arguments ``evaluate`` passes:
+  the kernel values the equity and hands it to the curve scan as it goes (moments, drawdown, the returns' tail,
+  month and year ends), storing no curve;
+* ``metrics``    - ``CurveScan.row``: the tail quantile, the trade metrics, the row (an exact rerun, when the
+  learnt tail limit missed, is added to both);
 * ``sum``        - the three stages above (one pass, a ``perf_counter`` pair around each stage);
+* ``simulation, curve stored`` / ``metrics from the curve`` - the same pass the way evaluate worked before the scan
+  moved into the kernel (the baseline of that change): ``simulate`` storing the equity curve in the workspace,
+  then ``raybt.metrics.metric_values`` on it;
 * ``evaluate``   - a separate pass calling ``evaluate`` itself: the number that counts (target <= 150 µs);
 * ``evaluate, best whole pass`` / ``evaluate, CPU time`` - the same passes timed whole, wall clock and this
   thread's CPU time (``time.thread_time``), best pass;
@@ -36,7 +42,7 @@ afterwards), ``arrays`` (SmaCrossArrays, cache on). Rows:
   a long sweep, where the cost of computing each average once is spread over many more parameter sets;
 * ``evaluate, run twice (2nd)`` - each backtest evaluated twice in a row, the second call timed: its averages,
   crossings, prices and buffers still in the CPU caches. The compute floor; the difference to the row above is the
-  cost of moving ~1.5 MB per backtest (two averages, the closes, the equity curve) between memory and the caches;
+  cost of moving ~1 MB per backtest (two averages, the closes, the signals) between memory and the caches;
 * ``page faults per backtest`` - minor page faults during the ``evaluate`` pass (first touches of fresh memory,
   ~2 µs each on this VM): mostly the averages computed into new memory.
 
@@ -153,8 +159,8 @@ def fresh_start() -> None:
     _malloc_trim()
 
 
-STAGES = ("signals", "simulation", "metrics", "sum", "evaluate", "evaluate, best whole pass", "evaluate, CPU time",
-          "evaluate, averages cached", "evaluate, run twice (2nd)")
+STAGES = ("signals", "simulation", "metrics", "sum", "simulation, curve stored", "metrics from the curve", "evaluate",
+          "evaluate, best whole pass", "evaluate, CPU time", "evaluate, averages cached", "evaluate, run twice (2nd)")
 
 
 def time_stages(strategies, market, costs, repeat: int) -> tuple[dict[str, float], float]:
@@ -165,8 +171,8 @@ def time_stages(strategies, market, costs, repeat: int) -> tuple[dict[str, float
     passes ("best whole pass", "CPU time"), which report the best pass.
     """
     n = len(strategies)
-    per = {name: np.full((repeat, n), np.inf) for name in ("signals", "simulation", "metrics", "evaluate",
-                                                          "evaluate, averages cached", "evaluate, run twice (2nd)")}
+    per = {name: np.full((repeat, n), np.inf) for name in STAGES
+           if name not in ("sum", "evaluate, best whole pass", "evaluate, CPU time")}
     best_pass = {"evaluate, best whole pass": float("inf"), "evaluate, CPU time": float("inf")}
     faults = float("inf")
     clock, cpu = time.perf_counter, time.thread_time
@@ -179,19 +185,41 @@ def time_stages(strategies, market, costs, repeat: int) -> tuple[dict[str, float
         # stage split: one pass, each stage timed on its own, mirroring evaluate()
         fresh_start()
         sig, sim_t, met = per["signals"][r], per["simulation"][r], per["metrics"][r]
+        scan = workspace.scan
         for i, st in enumerate(strategies):
             t0 = clock()
             entries, exits = signal_arrays(st, view)
             t1 = clock()
+            sim_s = met_s = 0.0
+            for exact in (False, True):  # as evaluate: again, keeping all returns, if the tail limit missed
+                t2 = clock()
+                scan.begin(calendar, costs.initial_amount, 0.0, size=float(st.size), exact=exact)
+                sim = simulate(o, h, lo, c, entries, exits, costs, first_bar=first_bar, n_bars=n_bars,
+                               signal_offset=offset, size=float(st.size), direction=st.direction,
+                               stop_loss=st.stop_loss, take_profit=st.take_profit, trailing_stop=st.trailing_stop,
+                               workspace=workspace, scan=scan, keep_curve=False)
+                t3 = clock()
+                row = scan.row(sim.trades, sim.bars_in_market)
+                t4 = clock()
+                sim_s += t3 - t2
+                met_s += t4 - t3
+                if row is not None:
+                    break
+            sig[i], sim_t[i], met[i] = t1 - t0, sim_s, met_s
+        # the same, storing the curve and computing the metrics from it (the baseline of the in-kernel scan)
+        fresh_start()
+        sim_c, met_c = per["simulation, curve stored"][r], per["metrics from the curve"][r]
+        for i, st in enumerate(strategies):
+            entries, exits = signal_arrays(st, view)
+            t0 = clock()
             sim = simulate(o, h, lo, c, entries, exits, costs, first_bar=first_bar, n_bars=n_bars,
                            signal_offset=offset, size=float(st.size), direction=st.direction,
                            stop_loss=st.stop_loss, take_profit=st.take_profit, trailing_stop=st.trailing_stop,
                            workspace=workspace)
-            t2 = clock()
+            t1 = clock()
             metric_values(sim.equity, sim.trades, sim.bars_in_market, initial_amount=costs.initial_amount,
                           calendar=calendar, risk_free_rate=0.0)
-            t3 = clock()
-            sig[i], sim_t[i], met[i] = t1 - t0, t2 - t1, t3 - t2
+            sim_c[i], met_c[i] = t1 - t0, clock() - t1
         # the real thing: evaluate() per strategy, from an empty cache; wall and this thread's CPU time
         fresh_start()
         ev = per["evaluate"][r]
@@ -293,6 +321,10 @@ def main() -> None:
         print(f"  {'numpy reference':<28}{ref_us:18.1f}")
         ratios = "".join(f"{r['evaluate'] / ref_s:18.2f}" for r in results.values())
         print(f"  {'evaluate / numpy reference':<28}{ratios}")
+        in_kernel = "".join(
+            f"{(r['simulation'] + r['metrics']) / (r['simulation, curve stored'] + r['metrics from the curve']):18.2f}"
+            for r in results.values())
+        print(f"  {'sim+metrics: scan / curve':<28}{in_kernel}")
         print(f"  {'page faults per backtest':<28}" + "".join(f"{f:18.1f}" for f in faults.values()))
         for mode in ("frames", "arrays"):
             us = results[mode]["evaluate"] / len(grid) * 1e6

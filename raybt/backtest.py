@@ -1,7 +1,7 @@
 """One backtest: signals → simulation → metrics, and ``run_backtest`` for exploring a single strategy.
 
-:func:`evaluate` is the unit of work every executor runs (in-process or in a Ray worker); it returns plain arrays
-and a metrics dict. :func:`run_backtest` wraps it with pandas objects for a person to look at.
+:func:`evaluate` is the unit of work every executor runs (in-process or in a Ray worker); it returns the metric
+values and the kernel's plain arrays. :func:`run_backtest` wraps it with pandas objects for a person to look at.
 """
 
 from __future__ import annotations

@@ -82,8 +82,8 @@ class CostModel:
 
 @dataclass(frozen=True)
 class Simulation:
-    """Kernel output: ``equity`` (float64 per bar of the range, valued at the close), ``trades`` (float64
-    ``(n_trades, N_TRADE_FIELDS)``, layout in :mod:`raybt._records`) and ``bars_in_market`` (bars with any
+    """Kernel output: ``equity`` (float64 per bar of the range, valued at the close; empty if not kept), ``trades``
+    (float64 ``(n_trades, N_TRADE_FIELDS)``, layout in :mod:`raybt._records`) and ``bars_in_market`` (bars with any
     position open at the close)."""
 
     equity: np.ndarray
@@ -485,17 +485,20 @@ def _next_stop_watch(entries, exits, open_, high, low, state, bar0, sig0, r, n_b
 
 
 def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction, fees,
-              fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, curve, trades, state, pending, values,
-              slots, scan):
+              fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, curve, trades, state, pending,
+              values, slots, scan):
     """The bar loop (compiled by :func:`_compile`, with the helpers above). Simulated bar ``r`` reads prices at
     ``p = bar0 + r`` and signals at ``q = sig0 + r``. On bar ``r``: (1) orders queued by the previous bar's signals
     fill at the open, (2) stops are checked intrabar, (3) this bar's signals fill at the close or are queued; then
     (4) equity is valued at the close of ``r`` and of every following bar on which nothing can happen (no signal,
     no queued order, no stop triggering), and the loop jumps to the next bar that needs attention (found by the
-    signal scan or the stop watch, the stretch valued in one vectorised pass). ``trades`` must have room for every
-    trade: a position opens at most once per symbol and bar. ``state`` (float64 ``(_N_STATE, n_symbols)``) and
-    ``pending`` (bool ``(2, n_symbols)``: entry, exit queued for the next open) come in zeroed, so that nothing is
-    allocated here. Returns ``(n_trades, bars_in_market)``."""
+    signal scan or the stop watch, the stretch valued in one vectorised pass). The equity goes to a buffer of runs
+    (``values``: equity, ``slots``: first bar of each run; a stretch with nothing open is one run, its equity being
+    the cash), handed block by block to the metrics scan (``scan``: a :class:`~raybt.metrics.CurveScan`'s kernel
+    arrays, or ones with empty stats for none) and stored to ``curve`` unless it is empty. ``trades`` must have
+    room for every trade: a position opens at most once per symbol and bar. ``state`` (float64 ``(_N_STATE,
+    n_symbols)``) and ``pending`` (bool ``(2, n_symbols)``: entry, exit queued for the next open) come in zeroed, so
+    that nothing is allocated here. Returns ``(n_trades, bars_in_market)``."""
     n_symbols = close.shape[0] if _N_SYMBOLS == 0 else _N_SYMBOLS
     has_stops = not (np.isnan(stop_loss) and np.isnan(take_profit) and np.isnan(trailing_stop))
     cash = initial_cash

@@ -4,9 +4,10 @@
 metric columns of the results, names in :data:`METRIC_NAMES`). Everything that depends only on the date range (bar
 times, month and year boundaries, periods per year, buy-and-hold) is computed once per range by
 :meth:`RangeCalendar.build` and shared by every strategy run on that range. The per-backtest work is essentially one
-pass of numba-compiled loops over the equity curve; no pandas objects are created. The public
-per-metric functions (:func:`sharpe_ratio`, :func:`max_drawdown`, ...) accept a numpy array or a pandas Series of
-equity and run the same compiled code.
+pass of numba-compiled loops over the equity curve (:func:`_scan_block`, a block at a time); no pandas objects are
+created. In backtests and sweeps the simulation kernel feeds that scan as it values the equity (:class:`CurveScan`),
+so the curve need not be stored and read back. The public per-metric functions (:func:`sharpe_ratio`,
+:func:`max_drawdown`, ...) accept a numpy array or a pandas Series of equity and run the same compiled code.
 
 Conventions
 -----------
@@ -542,7 +543,7 @@ def _minimum(values, size):
     return lowest
 
 
-@_jit
+@_jit_scan
 def _scan_curve(equity, initial, times, t0, rf_bar, limit, work, stats, counts, tail, month_last, month_values,
                 year_last, year_values):
     """Scan a whole equity curve in blocks of single-bar runs (see :func:`_scan_block`): the first block from a copy
@@ -550,7 +551,7 @@ def _scan_curve(equity, initial, times, t0, rf_bar, limit, work, stats, counts, 
     itself. Returns :func:`_scan_summary`'s statistics."""
     values = work[:_VALUES_SIZE]
     returns = work[_VALUES_SIZE:]
-    single_bars = np.empty(0, dtype=np.int64)
+    single_bars = counts[:0]
     _scan_start(initial, t0, rf_bar, limit, values, stats, counts)
     n = equity.size
     size = min(_BLOCK_BARS, n)

@@ -874,7 +874,8 @@ def test_scan_limit_too_tight_asks_for_an_exact_run() -> None:
     feed_runs(scan, n, bars, fat, [])
     scan.row(no_trades(), n)
     scan.begin(calendar, 10_000.0, size=0.1)
-    feed_runs(scan, n, bars, 10_000.0 * np.cumprod(1.0 + np.diff(np.r_[10_000.0, fat]) / np.r_[10_000.0, fat[:-1]] / 10), [])
+    fat_returns = np.diff(np.r_[10_000.0, fat]) / np.r_[10_000.0, fat[:-1]]
+    feed_runs(scan, n, bars, 10_000.0 * np.cumprod(1.0 + fat_returns / 10), [])
     assert scan.row(no_trades(), n) is not None
 
 
