@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit
 
 from raybt import _records as rec
-from raybt.metrics import _BLOCK_BARS, _N_FLAT, _VALUES_SIZE, CurveScan, _scan_block
+from raybt.metrics import _BLOCK_BARS, _N_FLAT, CurveScan, _scan_block
 
 DIRECTION_CODES = {"long": 0, "short": 1, "both": 2}
 _LONG_ONLY, _SHORT_ONLY, _BOTH = 0, 1, 2
@@ -119,14 +119,16 @@ class Workspace:
 
 
 def _no_scan() -> tuple:
-    """Kernel arrays meaning "no scan" (no stats), of the same types as a :class:`CurveScan`'s (one compilation)."""
+    """Kernel arrays meaning "no scan" (no stats), of the same types as a :class:`CurveScan`'s (one compilation),
+    and its run buffers (never written without a scan)."""
     fixed = np.empty(0, dtype=np.int64)
     fixed.flags.writeable = False
-    return fixed, fixed, np.empty(0), fixed, np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), np.empty(0), \
+    arrays = fixed, fixed, np.empty(0), fixed, np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), np.empty(0), \
         np.empty(0)
+    return arrays, np.empty(0), np.empty(0, dtype=np.int64)
 
 
-_NO_SCAN = _no_scan()
+_NO_SCAN, _NO_VALUES, _NO_SLOTS = _no_scan()
 
 
 def simulate(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, entries: np.ndarray,
@@ -172,9 +174,8 @@ def simulate(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
         open_, high, low, close, entries, exits, first_bar, n_bars, signal_offset, costs.initial_amount, size, code,
         costs.fees, costs.fixed_fee, costs.slippage, costs.fill == "next_open", _off(stop_loss), _off(take_profit),
         _off(trailing_stop), equity, trades, np.zeros((_N_STATE, close.shape[0])),
-        np.zeros((2, close.shape[0]), dtype=np.bool_), scan.values if scan is not None else np.empty(_VALUES_SIZE),
-        scan.slots if scan is not None else np.empty(_BLOCK_BARS, dtype=np.int64),
-        scan_arrays)
+        np.zeros((2, close.shape[0]), dtype=np.bool_), scan.values if scan is not None else _NO_VALUES,
+        scan.slots if scan is not None else _NO_SLOTS, scan_arrays)
     return Simulation(equity, trades[:n_trades], int(bars_in_market))
 
 
@@ -377,11 +378,10 @@ def _value_stretch(out, j0, r0, r1, bar0, cash, close, state):
 @_helper
 def _flush(values, slots, size, block_end, scan):
     """Hand the ``size`` buffered runs (equity ``values[1:size+1]`` from bars ``slots[:size]`` on, the last one up to
-    ``block_end``) to the metrics scan, if one runs; the last equity moves to ``values[0]``."""
+    ``block_end``) to the metrics scan; the last equity moves to ``values[0]``."""
     times, month_last, month_values, year_last, year_values, stats, counts, returns, tail = scan
-    if stats.size > 0:
-        _scan_block(values, slots, size, block_end, times, stats, counts, returns, tail, month_last, month_values,
-                    year_last, year_values)
+    _scan_block(values, slots, size, block_end, times, stats, counts, returns, tail, month_last, month_values,
+                year_last, year_values)
     values[0] = values[size]
 
 
@@ -395,9 +395,8 @@ def _buffer_run(value, bar, run_end, n_buffered, values, slots, curve, scan):
     if curve.size > 0:
         for r in range(np.uint64(bar), np.uint64(run_end)):
             curve[r] = value
-    counts = scan[6]
-    if counts.size > 0:
-        counts[_N_FLAT] += run_end - bar - 1
+    times, month_last, month_values, year_last, year_values, stats, counts, returns, tail = scan
+    counts[_N_FLAT] += run_end - bar - 1
     n_buffered += 1
     if n_buffered == _BLOCK_BARS:
         _flush(values, slots, n_buffered, run_end, scan)
@@ -492,10 +491,11 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
     fill at the open, (2) stops are checked intrabar, (3) this bar's signals fill at the close or are queued; then
     (4) equity is valued at the close of ``r`` and of every following bar on which nothing can happen (no signal,
     no queued order, no stop triggering), and the loop jumps to the next bar that needs attention (found by the
-    signal scan or the stop watch, the stretch valued in one vectorised pass). The equity goes to a buffer of runs
-    (``values``: equity, ``slots``: first bar of each run; a stretch with nothing open is one run, its equity being
-    the cash), handed block by block to the metrics scan (``scan``: a :class:`~raybt.metrics.CurveScan`'s kernel
-    arrays, or ones with empty stats for none) and stored to ``curve`` unless it is empty. ``trades`` must have
+    signal scan or the stop watch, the stretch valued in one vectorised pass). With a metrics scan (``scan``: a
+    :class:`~raybt.metrics.CurveScan`'s kernel arrays; ones with empty stats for none) the equity goes to a buffer
+    of runs (``values``: equity, ``slots``: first bar of each run; a stretch with nothing open is one run, its
+    equity being the cash), handed to the scan block by block, and to ``curve`` unless it is empty; without, the
+    equity is stored to ``curve`` directly. ``trades`` must have
     room for every trade: a position opens at most once per symbol and bar. ``state`` (float64 ``(_N_STATE,
     n_symbols)``) and ``pending`` (bool ``(2, n_symbols)``: entry, exit queued for the next open) come in zeroed, so
     that nothing is allocated here. Returns ``(n_trades, bars_in_market)``."""
@@ -506,6 +506,7 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
     n_open = 0
     n_trades = 0
     bars_in_market = 0
+    scanning = scan[5].size > 0  # else the curve is stored directly
     n_buffered = 0  # runs of bars at one equity each in values[1:] / slots, not yet handed to the scan
     r = 0
     while r < n_bars:
@@ -573,13 +574,20 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
                 following = _next_signal(entries, exits, sig0 + following, sig0 + n_bars) - sig0
         if n_open > 0:
             bars_in_market += following - r
-        if following == r + 1 or n_open == 0:  # one bar, or a stretch with nothing open: one run
+        if following == r + 1:
             value = cash
             if n_open > 0:
                 for s in range(n_symbols):
                     if state[_UNITS, s] > 0.0:
                         value += _position_value(state[_UNITS, s], state[_SIDE, s], state[_ENTRY, s], close[s, p])
-            n_buffered = _buffer_run(value, r, following, n_buffered, values, slots, curve, scan)
+            if scanning:
+                n_buffered = _buffer_run(value, r, following, n_buffered, values, slots, curve, scan)
+            else:
+                curve[r] = value
+        elif not scanning:
+            _value_stretch(curve, r, r, following, bar0, cash, close, state)
+        elif n_open == 0:  # a stretch with nothing open: one run
+            n_buffered = _buffer_run(cash, r, following, n_buffered, values, slots, curve, scan)
         else:
             n_buffered = _buffer_stretch(r, following, n_buffered, bar0, cash, close, state, values, slots, curve,
                                          scan)
