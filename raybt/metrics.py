@@ -184,6 +184,10 @@ _INT64_MAX = np.int64(np.iinfo(np.int64).max)
 # Work space of a scan: the equity of a block after the previous bar's (padded to whole vectors), then its returns.
 _VALUES_SIZE = (_BLOCK_BARS + 1 + _LANES - 1) // _LANES * _LANES
 _WORK_SIZE = _VALUES_SIZE + _BLOCK_BARS + _LANES
+# A stored curve is scanned in longer blocks (fewer per-block costs; its blocks need no buffer but the first).
+_CURVE_BLOCK_BARS = 1024
+_CURVE_VALUES_SIZE = (_CURVE_BLOCK_BARS + 1 + _LANES - 1) // _LANES * _LANES
+_CURVE_WORK_SIZE = _CURVE_VALUES_SIZE + _CURVE_BLOCK_BARS + _LANES
 
 
 def _compress_kind() -> str:
@@ -459,7 +463,7 @@ def _block_returns(values, start, stop, returns, first, rf_bar):
 @_jit_scan
 def _scan_block(values, slots, size, block_end, times, stats, counts, returns, tail, month_last, month_values,
                 year_last, year_values):
-    """Advance a scan over the next block of the curve: ``size`` (1.._BLOCK_BARS) runs of bars at one equity each.
+    """Advance a scan over the next block of the curve: ``size`` (1 or more) runs of bars at one equity each.
 
     Run ``j`` is worth ``values[1 + j]`` from bar ``slots[j]`` to the bar before the next run (before ``block_end``
     for the last); ``values[0]`` is the equity of the bar before the block (the initial amount before the first
@@ -469,7 +473,7 @@ def _scan_block(values, slots, size, block_end, times, stats, counts, returns, t
     added by :func:`_scan_summary`.
 
     The returns are ``r = equity / previous - 1``. A vectorised loop (:func:`_block_returns`) computes them into
-    ``returns`` (work space of _BLOCK_BARS + _LANES values), adds their deviations from the first return (shifted
+    ``returns`` (work space of ``size + _LANES`` values), adds their deviations from the first return (shifted
     data: accurate, and identical returns give a standard deviation of exactly 0), their squares and their squared
     shortfalls below ``rf_bar`` to the sums, and finds the largest and smallest equity bit patterns (the divisions
     alone and the rest of the loop alone take about as long, ~1.6 cycles a bar each here, and overlap: removing
@@ -547,21 +551,21 @@ def _minimum(values, size):
 def _scan_curve(equity, initial, times, t0, rf_bar, limit, work, stats, counts, tail, month_last, month_values,
                 year_last, year_values):
     """Scan a whole equity curve in blocks of single-bar runs (see :func:`_scan_block`): the first block from a copy
-    after ``initial`` in ``work`` (work space of :data:`_WORK_SIZE` values), the others from slices of the curve
+    after ``initial`` in ``work`` (work space of :data:`_CURVE_WORK_SIZE` values), the others from slices of the curve
     itself. Returns :func:`_scan_summary`'s statistics."""
-    values = work[:_VALUES_SIZE]
-    returns = work[_VALUES_SIZE:]
+    values = work[:_CURVE_VALUES_SIZE]
+    returns = work[_CURVE_VALUES_SIZE:]
     single_bars = counts[:0]
     _scan_start(initial, t0, rf_bar, limit, values, stats, counts)
     n = equity.size
-    size = min(_BLOCK_BARS, n)
+    size = min(_CURVE_BLOCK_BARS, n)
     for j in range(size):
         values[1 + j] = equity[j]
     if size > 0:
         _scan_block(values, single_bars, size, size, times, stats, counts, returns, tail, month_last, month_values,
                     year_last, year_values)
-    for start in range(size, n, _BLOCK_BARS):
-        size = min(_BLOCK_BARS, n - start)
+    for start in range(size, n, _CURVE_BLOCK_BARS):
+        size = min(_CURVE_BLOCK_BARS, n - start)
         _scan_block(equity[start - 1 : start + size], single_bars, size, start + size, times, stats, counts,
                     returns, tail, month_last, month_values, year_last, year_values)
     return _scan_summary(stats, counts, times)
@@ -1043,19 +1047,19 @@ def _equity_stats(
     n = equity.size
     rf_bar = _rf_per_bar(risk_free_rate, periods_per_year)
     room = (n + 2 * _LANES - 1) // _LANES * _LANES
-    tail = scratch[_WORK_SIZE : _WORK_SIZE + room]
+    tail = scratch[_CURVE_WORK_SIZE : _CURVE_WORK_SIZE + room]
     limit = _curve_sample_limit(equity, initial, _VAR_QUANTILE) if n >= _SAMPLED_SELECT_MIN else np.inf
     stats = np.empty(_N_FLOATS)
     counts = np.empty(_N_COUNTS, dtype=np.int64)
     month_values = np.empty(month_last.size)
     year_values = np.empty(year_last.size)
-    summary = _scan_curve(equity, initial, times, times[0] if n > 0 else 0, rf_bar, limit, scratch[:_WORK_SIZE],
+    summary = _scan_curve(equity, initial, times, times[0] if n > 0 else 0, rf_bar, limit, scratch[:_CURVE_WORK_SIZE],
                           stats, counts, tail, month_last, month_values, year_last, year_values)
     var = cvar = np.nan
     if not math.isnan(summary[0]):
         found, var, cvar = _scan_tail(stats, counts, tail, _VAR_QUANTILE)
         if not found:  # the sample misled (or returns are infinite): the quantile from all returns
-            returns = scratch[_WORK_SIZE + room : _WORK_SIZE + room + n]
+            returns = scratch[_CURVE_WORK_SIZE + room : _CURVE_WORK_SIZE + room + n]
             _fill_returns(equity, initial, returns)
             var, cvar = _lower_tail(returns, _VAR_QUANTILE, tail)
     final = equity[n - 1] if n > 0 else np.nan
@@ -1490,7 +1494,7 @@ def yearly_returns(
 
 def _scratch_size(n_bars: int) -> int:
     """Values of scratch :func:`_equity_stats` needs for ``n_bars``: a block and twice room for the returns."""
-    return _WORK_SIZE + 2 * ((n_bars + 2 * _LANES - 1) // _LANES * _LANES)
+    return _CURVE_WORK_SIZE + 2 * ((n_bars + 2 * _LANES - 1) // _LANES * _LANES)
 
 
 def _scratch(size: int) -> np.ndarray:
@@ -1596,7 +1600,7 @@ def _scan(
     returns = np.empty(curve.size)
     _fill_returns(curve, initial, returns)
     no_periods = np.empty(0, dtype=np.int64)
-    summary = _scan_curve(curve, initial, stamps, t0, rf_bar, -np.inf, np.empty(_WORK_SIZE), np.empty(_N_FLOATS),
+    summary = _scan_curve(curve, initial, stamps, t0, rf_bar, -np.inf, np.empty(_CURVE_WORK_SIZE), np.empty(_N_FLOATS),
                           np.empty(_N_COUNTS, dtype=np.int64), np.empty(_LANES), no_periods, np.empty(0), no_periods,
                           np.empty(0))
     return returns, summary

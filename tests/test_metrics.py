@@ -660,20 +660,29 @@ def test_select_pair_matches_sorting() -> None:
 
 
 def test_drawdown_blocks_match_the_reference() -> None:
-    """Curves over many 128-bar blocks: new peaks at and across block edges, stretches flat at the peak for whole
+    """Curves over many scan blocks: new peaks at and across block edges, stretches flat at the peak for whole
     blocks, recoveries exactly to the peak, blocks that only deepen the drawdown, equity below zero."""
     rng = np.random.default_rng(13)
-    n = 2000
+    block = m._CURVE_BLOCK_BARS
+    n = 16 * block
     times = pd.date_range("2022-01-01", periods=n, freq="h", tz="UTC")
     base = 100.0 * np.cumprod(1.0 + rng.normal(0.0, 0.01, n))
     flat = base.copy()
-    flat[299] = flat[:299].max() + 1.0  # a new peak...
-    flat[300:700] = flat[299]  # ... kept for three whole blocks
-    flat[700:] = flat[299] - np.abs(rng.normal(0, 1.0, n - 700)).cumsum() / 10  # then only falling
-    flat[1500] = flat[299]  # back exactly at the peak
+    peak_at = 2 * block + 299
+    flat[peak_at] = flat[:peak_at].max() + 1.0  # a new peak...
+    flat[peak_at + 1 : peak_at + 1 + 3 * block] = flat[peak_at]  # ... kept for three whole blocks and more
+    rest = n - (peak_at + 1 + 3 * block)
+    flat[n - rest :] = flat[peak_at] - np.abs(rng.normal(0, 1.0, rest)).cumsum() / 10  # then only falling
+    flat[n - rest // 2] = flat[peak_at]  # back exactly at the peak
     rising = 100.0 + np.arange(n) * 0.5 + rng.normal(0, 0.3, n)  # a new peak in every block
-    negative = base - 150.0 * (np.arange(n) > 1200)
-    for equity in (base, flat, rising, negative):
+    edges = 100.0 + np.repeat(np.arange(16.0), block)  # new peaks exactly at block starts, flat in between...
+    edges[block // 2 :: block] -= 0.5  # ... but for a one-bar dip
+    to_edge = base.copy()  # a peak held to the end of a block, then a fall from the next block's first bar on
+    to_edge[5 * block - 10 : 8 * block] = to_edge[: 5 * block].max() + 1.0
+    to_edge[8 * block : 12 * block] = to_edge[8 * block - 1] - 1.0 - np.arange(4 * block) * 1e-4
+    to_edge[12 * block :] = to_edge[8 * block - 1] + 1.0
+    negative = base - 150.0 * (np.arange(n) > n // 2)
+    for equity in (base, flat, rising, edges, to_edge, negative):
         got = m.compute_metrics(equity, no_trades(), 0, initial_amount=100.0, calendar=calendar_for(times))
         worst, days = ref_drawdown(equity, 100.0, times)
         assert got["max_drawdown"] == pytest.approx(worst, rel=1e-12)
