@@ -359,20 +359,37 @@ def _next_signal(entries, exits, q, stop):
     return stop
 
 
-def _value_stretch(out, j0, r0, r1, bar0, cash, close, state):
-    """Equity at the close of simulated bars ``r0:r1``, while positions stay unchanged, to ``out[j0:]`` (row-wise,
-    vectorised; the same arithmetic as :func:`_position_value`; unsigned indices, as in :func:`_next_signal`)."""
+def _value_stretch(out, j0, r0, r1, bar0, cash, close, state, slots):
+    """Equity at the close of simulated bars ``r0:r1``, while positions stay unchanged, to ``out[j0:]``, and the bars
+    themselves to ``slots[j0 - 1:]`` unless ``slots`` is empty (one-bar runs of a buffer, see :func:`_bar_loop`).
+    Row-wise and vectorised, in one pass with one symbol; the same arithmetic as :func:`_position_value`; unsigned
+    indices, as in :func:`_next_signal`."""
     shift = np.uint64(j0) - np.uint64(r0)
+    prices = np.uint64(bar0)
+    if _N_SYMBOLS == 1 and state[_UNITS, 0] > 0.0:
+        units = state[_UNITS, 0]
+        offset = 0.0 if state[_SIDE, 0] > 0 else 2.0 * units * state[_ENTRY, 0]
+        slope = units if state[_SIDE, 0] > 0 else -units
+        if slots.size > 0:
+            for r in range(np.uint64(r0), np.uint64(r1)):
+                out[r + shift] = cash + (offset + slope * close[0, r + prices])
+                slots[r + shift - np.uint64(1)] = r
+        else:
+            for r in range(np.uint64(r0), np.uint64(r1)):
+                out[r + shift] = cash + (offset + slope * close[0, r + prices])
+        return
     for r in range(np.uint64(r0), np.uint64(r1)):
         out[r + shift] = cash
+    if slots.size > 0:
+        for r in range(np.uint64(r0), np.uint64(r1)):
+            slots[r + shift - np.uint64(1)] = r
     for s in range(state.shape[1] if _N_SYMBOLS == 0 else _N_SYMBOLS):
         units = state[_UNITS, s]
         if units > 0.0:
             offset = 0.0 if state[_SIDE, s] > 0 else 2.0 * units * state[_ENTRY, s]
             slope = units if state[_SIDE, s] > 0 else -units
-            price_shift = np.uint64(bar0) + np.uint64(r0) - np.uint64(j0)
-            for j in range(np.uint64(j0), np.uint64(j0) + np.uint64(r1 - r0)):
-                out[j] += offset + slope * close[s, j + price_shift]
+            for r in range(np.uint64(r0), np.uint64(r1)):
+                out[r + shift] += offset + slope * close[s, r + prices]
 
 
 @_helper
@@ -405,19 +422,17 @@ def _buffer_run(value, bar, run_end, n_buffered, values, slots, curve, scan):
 
 
 def _buffer_stretch(r0, r1, n_buffered, bar0, cash, close, state, values, slots, curve, scan):
-    """Buffer the equity of bars ``r0:r1`` while positions stay unchanged (one-bar runs, valued by
-    :func:`_value_stretch` a block at a time), storing it to ``curve`` if kept; returns the new number of buffered
+    """Buffer the equity of bars ``r0:r1`` while positions stay unchanged (one-bar runs valued by
+    :func:`_value_stretch`, a block at a time), storing it to ``curve`` if kept; returns the new number of buffered
     runs."""
     r = r0
     while r < r1:
         take = min(r1 - r, _BLOCK_BARS - n_buffered)
-        _value_stretch(values, n_buffered + 1, r, r + take, bar0, cash, close, state)
-        shift = np.uint64(n_buffered) - np.uint64(r)
-        for bar in range(np.uint64(r), np.uint64(r + take)):
-            slots[bar + shift] = bar
+        _value_stretch(values, n_buffered + 1, r, r + take, bar0, cash, close, state, slots)
         if curve.size > 0:
+            shift = np.uint64(n_buffered + 1) - np.uint64(r)
             for bar in range(np.uint64(r), np.uint64(r + take)):
-                curve[bar] = values[bar + shift + np.uint64(1)]
+                curve[bar] = values[bar + shift]
         n_buffered += take
         r += take
         if n_buffered == _BLOCK_BARS:
@@ -585,7 +600,7 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
             else:
                 curve[r] = value
         elif not scanning:
-            _value_stretch(curve, r, r, following, bar0, cash, close, state)
+            _value_stretch(curve, r, r, following, bar0, cash, close, state, slots[:0])
         elif n_open == 0:  # a stretch with nothing open: one run
             n_buffered = _buffer_run(cash, r, following, n_buffered, values, slots, curve, scan)
         else:
