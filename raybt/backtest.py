@@ -15,7 +15,7 @@ import pandas as pd
 from raybt import _records as rec
 from raybt.data import DataLike, DateRange, MarketData, MarketView, load_ohlcv
 from raybt.engine import CostModel, Simulation, Workspace, simulate
-from raybt.metrics import METRIC_NAMES, CurveScan, RangeCalendar, metric_values
+from raybt.metrics import METRIC_NAMES, CurveScan, RangeCalendar
 from raybt.strategy import Strategy, signal_arrays
 
 
@@ -53,24 +53,19 @@ def evaluate(strategy: Strategy, market: MarketData, date_range: DateRange | Non
     scan = workspace.scan if workspace is not None else CurveScan()
     keep_curve = workspace is None
 
-    def run(exact: bool | None) -> Simulation:
-        if exact is not None:
-            scan.begin(ctx.calendar, costs.initial_amount, risk_free_rate, size=float(strategy.size), exact=exact)
+    def run(exact: bool) -> Simulation:
+        scan.begin(ctx.calendar, costs.initial_amount, risk_free_rate, size=float(strategy.size), exact=exact)
         return simulate(market.open, market.high, market.low, market.close, entries, exits, costs,
                         first_bar=ctx.start, n_bars=ctx.end - ctx.start, signal_offset=ctx.start - ctx.signal_start,
                         size=float(strategy.size), direction=strategy.direction, stop_loss=strategy.stop_loss,
                         take_profit=strategy.take_profit, trailing_stop=strategy.trailing_stop, workspace=workspace,
-                        scan=scan if exact is not None else None, keep_curve=keep_curve or exact is None)
+                        scan=scan, keep_curve=keep_curve)
 
     sim = run(exact=False)
     values = scan.row(sim.trades, sim.bars_in_market)
-    if values is None:  # this backtest's var_95 lies above the limit the previous one suggested: keep all returns
+    if values is None:  # this backtest's var_95 lies above the limit the previous ones suggested: keep all returns
         sim = run(exact=True)
         values = scan.row(sim.trades, sim.bars_in_market)
-    if values is None:  # infinite returns (an equity of exactly 0 before): from the stored curve
-        sim = run(exact=None)
-        values = metric_values(sim.equity, sim.trades, sim.bars_in_market, initial_amount=costs.initial_amount,
-                               calendar=ctx.calendar, risk_free_rate=risk_free_rate)
     return values, sim, ctx
 
 

@@ -799,10 +799,26 @@ def _tail_with_zeros(collected, n_zeros, k, k_next, gamma):
 @_jit
 def _scan_tail(stats, counts, tail, q):
     """``(found, q quantile as np.percentile, mean of the returns <= it)`` of a finished scan's returns, from its
-    tail (and its uncounted zeros if below the limit); found only if the quantile's order statistics are there."""
-    k, k_next, gamma = _order_statistics(counts[_N_SEEN], q)
+    tail (and its uncounted zeros if below the limit); found only if the quantile's order statistics are there,
+    which an exact scan (infinite limit) always finds: the only returns it does not store are +inf (after an equity
+    of 0), the largest, counted here as :func:`_tail_below` counts the values equal to its limit."""
+    n = counts[_N_SEEN]
+    k, k_next, gamma = _order_statistics(n, q)
     n_zeros = counts[_N_FLAT] if 0.0 < stats[_LIMIT] else 0
-    return _tail_with_zeros(tail[: counts[_N_TAIL]], n_zeros, k, k_next, gamma)
+    collected = tail[: counts[_N_TAIL]]
+    found, quantile, tail_mean = _tail_with_zeros(collected, n_zeros, k, k_next, gamma)
+    if found or stats[_LIMIT] != np.inf:
+        return found, quantile, tail_mean
+    known = collected.size + n_zeros
+    at_k = _tail_with_zeros(collected, n_zeros, k, k, 0.0)[1] if k < known else np.inf
+    quantile = _lerp(at_k, np.inf, gamma)
+    total, count = _sum_at_most(collected, quantile)
+    if quantile >= 0.0:
+        count += n_zeros
+    if quantile == np.inf:
+        total += np.inf
+        count += n - known
+    return True, quantile, total / count
 
 
 @_jit
@@ -1352,7 +1368,8 @@ class CurveScan:
         return arrays
 
     def row(self, trades: np.ndarray, bars_in_market: int) -> tuple[float, ...] | None:
-        """The values of :data:`METRIC_NAMES` once the kernel has run, or None if var/cvar need an exact run."""
+        """The values of :data:`METRIC_NAMES` once the kernel has run, or None if var/cvar need an exact run (never
+        after ``begin(..., exact=True)``)."""
         calendar = self._calendar
         found, row = _scan_row(self._stats, self._counts, self._tail, self._work, calendar.times_ns, self._months,
                                self._years, trades, int(bars_in_market), self._initial, calendar.periods_per_year,

@@ -888,6 +888,21 @@ def test_scan_limit_too_tight_asks_for_an_exact_run() -> None:
     assert scan.row(no_trades(), n) is not None
 
 
+def test_exact_scan_counts_infinite_returns() -> None:
+    """The one return an exact scan does not store is +inf (an equity of 0 before): with two bars the quantile needs
+    it, and comes out as np.percentile has it."""
+    times = pd.date_range("2022-01-01", periods=2, freq="h", tz="UTC")
+    scan = m.CurveScan()
+    scan.begin(calendar_for(times), 100.0, exact=True)
+    feed_runs(scan, 2, np.array([0, 1]), np.array([0.0, 100.0]), [])
+    got = dict(zip(m.METRIC_NAMES, scan.row(no_trades(), 0)))
+    r = ref_returns(np.array([0.0, 100.0]), 100.0).to_numpy()
+    assert np.isinf(r[1])
+    var = np.percentile(r, 5)
+    assert got["var_95"] == var
+    assert got["cvar_95"] == r[r <= var].mean()
+
+
 def test_scan_is_taken_once_per_begin() -> None:
     times = pd.date_range("2022-01-01", periods=10, freq="h", tz="UTC")
     scan = m.CurveScan()
