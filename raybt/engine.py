@@ -510,10 +510,10 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
     :class:`~raybt.metrics.CurveScan`'s kernel arrays; ones with empty stats for none) the equity goes to a buffer
     of runs (``values``: equity, ``slots``: first bar of each run; a stretch with nothing open is one run, its
     equity being the cash), handed to the scan block by block, and to ``curve`` unless it is empty; without, the
-    equity is stored to ``curve`` directly. ``trades`` must have
-    room for every trade: a position opens at most once per symbol and bar. ``state`` (float64 ``(_N_STATE,
-    n_symbols)``) and ``pending`` (bool ``(2, n_symbols)``: entry, exit queued for the next open) come in zeroed, so
-    that nothing is allocated here. Returns ``(n_trades, bars_in_market)``."""
+    equity is stored to ``curve`` directly. ``trades`` must have room for every trade: a position opens at most
+    once per symbol and bar. ``state`` (float64 ``(_N_STATE, n_symbols)``) and ``pending`` (bool ``(2,
+    n_symbols)``: entry, exit queued for the next open) come in zeroed, so that nothing is allocated here. Returns
+    ``(n_trades, bars_in_market)``."""
     n_symbols = close.shape[0] if _N_SYMBOLS == 0 else _N_SYMBOLS
     has_stops = not (np.isnan(stop_loss) and np.isnan(take_profit) and np.isnan(trailing_stop))
     cash = initial_cash
