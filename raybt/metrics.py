@@ -170,8 +170,8 @@ _VAR_QUANTILE = 0.05
 _SAMPLE_SIZE = 1024
 _SAMPLE_SIGMAS = 4.0
 _SAMPLED_SELECT_MIN = 8 * _SAMPLE_SIZE
-# Curve scan: blocks of _BLOCK_BARS bars; the largest and smallest equity of a block tell whether the drawdown needs
-# to look at its bars one by one.
+# Curve scan in blocks (the largest and smallest equity of a block tell whether the drawdown needs to look at its runs
+# one by one): the kernel hands over blocks of up to _BLOCK_BARS runs (block sizes up to 1,024 measured no different).
 _BLOCK_BARS = 128
 # Selection: parts of at most _SMALL_SELECT values are sorted by insertion.
 _SMALL_SELECT = np.uint64(16)
