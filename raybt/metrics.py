@@ -774,25 +774,27 @@ def _tail_of_below(collected, k, k_next, gamma):
 
 
 @_jit
-def _tail_with_zeros(collected, n_zeros, k, k_next, gamma):
-    """:func:`_tail_of_below` of ``collected`` plus ``n_zeros`` zero returns that were counted, not stored."""
-    if n_zeros == 0:
+def _tail_with_ties(collected, tie, n_ties, k, k_next, gamma):
+    """:func:`_tail_of_below` of ``collected`` plus ``n_ties`` values equal to ``tie`` that were counted, not stored
+    (the zero returns of flat runs, or the returns equal to a collection limit)."""
+    if n_ties == 0:
         return _tail_of_below(collected, k, k_next, gamma)
-    if k_next >= collected.size + n_zeros:
+    if k_next >= collected.size + n_ties:
         return False, np.nan, np.nan
-    negative = _count_below(collected, 0.0)
-    past_zeros = negative + _count_equal(collected, 0.0) + n_zeros  # ranks below it are negative or zero
-    if k_next < negative:
+    below = _count_below(collected, tie)
+    past_ties = below + _count_equal(collected, tie) + n_ties  # ranks below it are below or at the tie
+    if k_next < below:
         at_k, at_next = _select_pair(collected, k, k_next)
-    elif k >= past_zeros:
-        at_k, at_next = _select_pair(collected, k - n_zeros, k_next - n_zeros)
+    elif k >= past_ties:
+        at_k, at_next = _select_pair(collected, k - n_ties, k_next - n_ties)
     else:
-        at_k = _select_pair(collected, k, k)[0] if k < negative else 0.0
-        at_next = 0.0 if k_next < past_zeros else _select_pair(collected, k_next - n_zeros, k_next - n_zeros)[0]
+        at_k = _select_pair(collected, k, k)[0] if k < below else tie
+        at_next = tie if k_next < past_ties else _select_pair(collected, k_next - n_ties, k_next - n_ties)[0]
     quantile = _lerp(at_k, at_next, gamma)
     total, count = _sum_at_most(collected, quantile)
-    if quantile >= 0.0:
-        count += n_zeros
+    if quantile >= tie:
+        total += n_ties * tie
+        count += n_ties
     return True, quantile, total / count
 
 
@@ -806,11 +808,11 @@ def _scan_tail(stats, counts, tail, q):
     k, k_next, gamma = _order_statistics(n, q)
     n_zeros = counts[_N_FLAT] if 0.0 < stats[_LIMIT] else 0
     collected = tail[: counts[_N_TAIL]]
-    found, quantile, tail_mean = _tail_with_zeros(collected, n_zeros, k, k_next, gamma)
+    found, quantile, tail_mean = _tail_with_ties(collected, 0.0, n_zeros, k, k_next, gamma)
     if found or stats[_LIMIT] != np.inf:
         return found, quantile, tail_mean
     known = collected.size + n_zeros
-    at_k = _tail_with_zeros(collected, n_zeros, k, k, 0.0)[1] if k < known else np.inf
+    at_k = _tail_with_ties(collected, 0.0, n_zeros, k, k, 0.0)[1] if k < known else np.inf
     quantile = _lerp(at_k, np.inf, gamma)
     total, count = _sum_at_most(collected, quantile)
     if quantile >= 0.0:
@@ -834,17 +836,7 @@ def _tail_below(returns, k, k_next, gamma, limit, out):
     collected = out[:size]
     if k_next < size:
         return _tail_of_below(collected, k, k_next, gamma)
-    n_equal = _count_equal(returns, limit)
-    if k_next >= size + n_equal:
-        return False, np.nan, np.nan
-    at_next = limit
-    at_k = _select_pair(collected, k, k)[0] if k < size else limit
-    quantile = _lerp(at_k, at_next, gamma)
-    total, count = _sum_at_most(collected, quantile)
-    if limit <= quantile:
-        total += n_equal * limit
-        count += n_equal
-    return True, quantile, total / count
+    return _tail_with_ties(collected, limit, _count_equal(returns, limit), k, k_next, gamma)
 
 
 @_jit
