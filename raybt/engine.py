@@ -623,7 +623,8 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
 
 
 _N_SYMBOLS = 0  # 0 = read the symbol count from the arrays; a positive value is frozen into a specialised kernel
-_SPECIALISED = ("_next_signal", "_value_stretch", "_buffer_stretch", "_next_stop_watch", "_bar_loop")  # plain functions above, compiled per symbol count
+# The plain functions above compiled per symbol count:
+_SPECIALISED = ("_next_signal", "_value_stretch", "_buffer_stretch", "_next_stop_watch", "_bar_loop")
 
 
 def _compile(n_symbols: int):
