@@ -24,6 +24,8 @@ from typing import NamedTuple, Union
 import numpy as np
 import pandas as pd
 
+from raybt import _frames
+
 FIELDS = ("open", "high", "low", "close", "volume")
 PRICE_FIELDS = FIELDS[:4]
 _TIME_COLUMNS = ("timestamp", "date", "datetime", "time")
@@ -206,8 +208,8 @@ class MarketView:
 
     def __init__(self, market: MarketData, start: int, end: int):
         self.market, self.start, self.end = market, start, end
-        # key: (frame, its columns, its block's array, the values it presents)
-        self._frames: dict[object, tuple[pd.DataFrame, pd.Index, np.ndarray, np.ndarray]] = {}
+        # key: (frame, its raybt._frames.stamp, the values it presents)
+        self._frames: dict[object, tuple[pd.DataFrame, tuple[object, ...], np.ndarray]] = {}
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -222,24 +224,18 @@ class MarketView:
 
     def _field(self, field: str) -> pd.DataFrame:
         cached = self._frames.get(field)
-        if cached is not None and self._untouched(*cached):
+        if cached is not None and _frames.unchanged(cached[0], cached[1]):
             return cached[0]
         return self._frame(field, getattr(self.market, field)[:, self.start:self.end].T, list(self.symbols))
 
     def _frame(self, key: object, values: np.ndarray, columns: list[str]) -> pd.DataFrame:
         """A DataFrame of ``values`` (bars × columns, read-only) kept under ``key``: the fields and symbols' frames
-        are built once and handed out again while :meth:`_untouched`. A strategy may relabel a frame or add or replace
-        a column (its values are read-only); the next caller then gets a fresh frame, so one strategy's edits never
-        reach another."""
-        frame = pd.DataFrame(values, index=self.index, columns=columns, copy=False)
-        self._frames[key] = (frame, frame.columns, frame.values.base, values)
+        are built once and handed out again while unchanged (:func:`raybt._frames.unchanged`, ~0.2 µs per access).
+        A strategy may relabel a frame or add or replace a column (its values are read-only); the next caller then
+        gets a fresh frame, so one strategy's edits never reach another."""
+        frame = _frames.frame(values.T, self.index, pd.Index(columns))
+        self._frames[key] = (frame, _frames.stamp(frame), values)
         return frame
-
-    def _untouched(self, frame: pd.DataFrame, columns: pd.Index, block: np.ndarray, values: np.ndarray) -> bool:
-        """True if ``frame`` still has its labels and its one block (``frame.values`` is a view of the block's array,
-        another array once a column was added or replaced); ~2-3 µs per access."""
-        return frame.index is self.index and frame.columns is columns and frame.shape == values.shape and \
-            frame.values.base is block
 
     @cached_property
     def arrays(self) -> OHLCVArrays:
@@ -256,9 +252,9 @@ class MarketView:
         key = ("symbol", symbol)
         cached = self._frames.get(key)
         if cached is not None:
-            if self._untouched(*cached):
+            if _frames.unchanged(cached[0], cached[1]):
                 return cached[0]
-            values = cached[3]
+            values = cached[2]
         else:  # one block (a copy of the symbol's five rows), so that the frame can be checked like the fields
             col = self.market._column(symbol)
             values = np.stack([getattr(self.market, f)[col, self.start:self.end] for f in FIELDS], axis=1)

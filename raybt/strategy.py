@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from raybt import _frames
 from raybt.data import MarketView
 from raybt.metrics import METRIC_NAMES
 
@@ -296,7 +297,7 @@ def _as_array(strategy: Strategy, view: MarketView, signal: Any, what: str) -> n
     if type(signal) is pd.DataFrame and signal.index is view.index:
         # The common case (indicator outputs, pandas operations on data.close), checked without building anything:
         # a frame's values have one row per index label and one column per column label.
-        values = signal.values
+        values = _frames.values(signal)
         if values.dtype == _BOOL and _columns_are_symbols(signal.columns, view.symbols):
             return values
     n, symbols = len(view), view.symbols
