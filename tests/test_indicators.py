@@ -357,6 +357,20 @@ def test_long_series_stays_accurate() -> None:
     np.testing.assert_allclose(ind.wma(x, 20)[-5_000:], exact_wma, rtol=1e-11)
 
 
+@pytest.mark.parametrize("n", [1, 3, 20, 1023, 1024, 1500])
+def test_sma_of_long_series_with_gaps_matches_pandas(n: int) -> None:
+    """Series far longer than the running sums' refresh interval (max(n, 1024) bars), with NaN gaps of different
+    lengths (a window containing a NaN is NaN; the warm-up restarts after it) and a full stretch to the end."""
+    rng = np.random.default_rng(n)
+    x = 100.0 * np.exp(np.cumsum(0.01 * rng.standard_normal(40_000)))
+    for start, length in ((0, 7), (9_000, 1), (9_003, 2), (17_500, 40), (30_001, 1_200)):
+        x[start:start + length] = np.nan
+    expected = pd.Series(x).rolling(n).mean().to_numpy()
+    got = ind.sma(x, n)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-11, atol=0.0)
+
+
 def test_flat_prices() -> None:
     flat = np.full(50, 7.0)
     assert (ind.rsi(flat, 14)[14:] == 50.0).all()
