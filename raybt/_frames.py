@@ -12,7 +12,8 @@ identity of what it presents (its manager, blocks, block array and axes):
   view pandas makes each time, ~0.1 instead of ~0.8 µs): for reading only, the caller must not write to it;
 * :func:`stamp` / :func:`unchanged` - what a frame presents now, and whether it still does: a frame relabelled
   (``df.columns = ...``, ``df.index = ...``), with a column added, replaced or deleted, or changed by an
-  ``inplace=True`` method (which replaces its manager) fails the check. Setting ``name`` on its Index objects in place is not seen (cosmetic).
+  ``inplace=True`` method (which replaces its manager) fails the check. Setting ``name`` on its Index objects in
+  place is not seen (cosmetic).
 
 Those are pandas internals, not its public API, so they are verified once on import: if building a frame this
 way or the checks do not behave exactly as required (another pandas version), the module falls back to the
