@@ -265,6 +265,20 @@ def time_reference(grid, close: np.ndarray, repeat: int) -> tuple[float, float]:
     return float(times.min(axis=0).sum()), entries / len(grid)
 
 
+def _machine() -> str:
+    """CPU model and per-core L2 size: the figures depend on them (a backtest's working set is ~1.5 MB)."""
+    model = "unknown CPU"
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+        for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+            if (index / "level").read_text().strip() == "2":
+                model += f", L2 {(index / 'size').read_text().strip()} per core"
+    except (OSError, StopIteration):
+        pass
+    return model
+
+
 def _load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -284,7 +298,8 @@ def main() -> None:
     close = np.ascontiguousarray(market.close[0])
     print(f"core benchmark: SMA crossover, {market.n_bars:,} hourly bars, 1 symbol, one process; {args.repeat} "
           f"passes, each from an empty indicator cache and fresh memory; µs per backtest, each backtest's best "
-          f"over the passes (raybt from {Path(raybt.__file__).parent}; load average {_load_average()})")
+          f"over the passes (raybt from {Path(raybt.__file__).parent}; {_machine()}; load average "
+          f"{_load_average()})")
     if not eligible:
         print("  note: synthetic_ohlcv's arrays are read-only views of writable memory, which the indicator cache "
               "never stores;\n        using a MarketData of read-only copies (as load_ohlcv / Ray's object store "
