@@ -371,6 +371,34 @@ def test_sma_of_long_series_with_gaps_matches_pandas(n: int) -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-11, atol=0.0)
 
 
+def test_sma_division_is_bit_exact() -> None:
+    """sma divides its window sums through the reciprocal with an FMA correction: every quotient must equal
+    numpy's division (IEEE, correctly rounded) bit for bit, for windows 1..3000 and sums of any magnitude and sign."""
+    rng = np.random.default_rng(11)
+    sums = np.concatenate([rng.uniform(-1.0, 1.0, 600) * 10.0 ** rng.integers(-300, 300, 600),
+                           rng.uniform(0.0, 1e7, 400), [0.0, -0.0, 1.0, 3.0, 2.0**52, 5e-324]])
+    for n in range(1, 3001):
+        got = sums.copy()
+        ind._divide_in_place(got, 0, got.size, n)
+        assert np.array_equal(got.view(np.int64), (sums / n).view(np.int64)), f"n={n}"
+
+
+@pytest.mark.parametrize("layout", ["contiguous columns", "strided columns"])
+def test_sma_of_several_long_columns_matches_pandas(layout: str) -> None:
+    """Both kernels (contiguous columns, and any layout) on 3 columns of 20,000 bars with gaps and a late start."""
+    rng = np.random.default_rng(5)
+    wide = 100.0 * np.exp(np.cumsum(0.01 * rng.standard_normal((3, 20_100)), axis=1))
+    wide[1, 7_000:7_003] = np.nan
+    wide[2, :900] = np.nan
+    x = np.ascontiguousarray(wide[:, 100:]).T if layout == "contiguous columns" else wide[:, 100:].T
+    assert x.T.flags.c_contiguous == (layout == "contiguous columns")
+    for n in (4, 30, 1100):
+        expected = pd.DataFrame(x).rolling(n).mean().to_numpy()
+        got = ind.sma(x, n)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_allclose(got, expected, rtol=1e-11, atol=0.0)
+
+
 def test_flat_prices() -> None:
     flat = np.full(50, 7.0)
     assert (ind.rsi(flat, 14)[14:] == 50.0).all()
