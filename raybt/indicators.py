@@ -452,6 +452,7 @@ def _sma_rows(rows: np.ndarray, n: int) -> np.ndarray:
 
 
 def _sma_kernel(x: np.ndarray, n: int) -> tuple[np.ndarray]:
+    """The sma kernel for ``x`` (bars × columns): :func:`_sma_rows` when its columns are contiguous."""
     rows = x.T
     return (_sma_rows(rows, n) if rows.flags.c_contiguous else _sma_2d(x, n),)
 
@@ -615,7 +616,6 @@ def _stochastic_2d(
             pct_k[i, j] = 100.0 * (c - lowest) / span if span != 0.0 else 50.0
         _sma_col(pct_k[:, j], pct_d[:, j], d)
     return pct_k, pct_d
-
 
 
 # Relation of a value ``a`` to a value ``b`` as a bit set: ``a >= b`` sets

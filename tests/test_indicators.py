@@ -357,6 +357,14 @@ def test_long_series_stays_accurate() -> None:
     np.testing.assert_allclose(ind.wma(x, 20)[-5_000:], exact_wma, rtol=1e-11)
 
 
+def _assert_sma_is_rolling_mean(x: np.ndarray, n: int) -> None:
+    """sma of a 1-D or 2-D array equals pandas' rolling(n).mean(): NaN at the same bars, values to 1e-11."""
+    expected = pd.DataFrame(x).rolling(n).mean().to_numpy().reshape(x.shape)
+    got = ind.sma(x, n)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-11, atol=0.0)
+
+
 @pytest.mark.parametrize("n", [1, 3, 20, 1023, 1024, 1500])
 def test_sma_of_long_series_with_gaps_matches_pandas(n: int) -> None:
     """Series far longer than the running sums' refresh interval (max(n, 1024) bars), with NaN gaps of different
@@ -365,10 +373,7 @@ def test_sma_of_long_series_with_gaps_matches_pandas(n: int) -> None:
     x = 100.0 * np.exp(np.cumsum(0.01 * rng.standard_normal(40_000)))
     for start, length in ((0, 7), (9_000, 1), (9_003, 2), (17_500, 40), (30_001, 1_200)):
         x[start:start + length] = np.nan
-    expected = pd.Series(x).rolling(n).mean().to_numpy()
-    got = ind.sma(x, n)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
-    np.testing.assert_allclose(got, expected, rtol=1e-11, atol=0.0)
+    _assert_sma_is_rolling_mean(x, n)
 
 
 def test_sma_division_is_bit_exact() -> None:
@@ -393,10 +398,7 @@ def test_sma_of_several_long_columns_matches_pandas(layout: str) -> None:
     x = np.ascontiguousarray(wide[:, 100:]).T if layout == "contiguous columns" else wide[:, 100:].T
     assert x.T.flags.c_contiguous == (layout == "contiguous columns")
     for n in (4, 30, 1100):
-        expected = pd.DataFrame(x).rolling(n).mean().to_numpy()
-        got = ind.sma(x, n)
-        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
-        np.testing.assert_allclose(got, expected, rtol=1e-11, atol=0.0)
+        _assert_sma_is_rolling_mean(x, n)
 
 
 def test_flat_prices() -> None:
