@@ -37,13 +37,16 @@ Accounting (see DESIGN.md; every rule has a hand-worked test in ``tests/test_eng
 
 from __future__ import annotations
 
+import hashlib
 import types
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numba import njit
 
 from raybt import _records as rec
+from raybt import metrics as metrics_module
 from raybt.metrics import _BLOCK_BARS, _N_FLAT, CurveScan, _scan_block
 
 DIRECTION_CODES = {"long": 0, "short": 1, "both": 2}
@@ -627,13 +630,31 @@ _N_SYMBOLS = 0  # 0 = read the symbol count from the arrays; a positive value is
 _SPECIALISED = ("_next_signal", "_value_stretch", "_buffer_stretch", "_next_stop_watch", "_bar_loop")
 
 
+def _sources_digest(paths: tuple[str, ...]) -> str:
+    """A short hex digest of the contents of the files at ``paths``."""
+    digest = hashlib.sha1()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+# numba's on-disk cache of a function is invalidated when the function's own source file changes, not when a file
+# whose compiled functions and constants it takes in does (numba's documented limitation): the bar loop would keep
+# running a cached copy of an old metrics scan. Its names carry a digest of those files instead.
+_INLINED_SOURCES = (metrics_module.__file__, rec.__file__)
+_INLINED_DIGEST = _sources_digest(_INLINED_SOURCES)
+
+
 def _compile(n_symbols: int):
     """Compile the bar loop and its per-bar-range helpers with the symbol count frozen to ``n_symbols`` (0 = any).
     numba turns the global into a constant, so the single-symbol kernel has no symbol loops (which would keep the
-    signal scan from vectorising). Each variant gets its own qualified names, hence its own on-disk cache entries."""
+    signal scan from vectorising). Each variant gets its own qualified names, hence its own on-disk cache entries;
+    the names end with :data:`_INLINED_DIGEST`, so that a change to the metrics scan or the trade records compiles
+    them anew."""
     namespace = {**globals(), "_N_SYMBOLS": n_symbols}
     for name in _SPECIALISED:
-        func = types.FunctionType(globals()[name].__code__, namespace, f"{name}_{n_symbols or 'any'}")
+        func = types.FunctionType(globals()[name].__code__, namespace,
+                                  f"{name}_{n_symbols or 'any'}_{_INLINED_DIGEST}")
         func.__qualname__ = func.__name__
         namespace[name] = njit(cache=True, _nrt=False)(func) if name == "_bar_loop" else _helper(func)
     return namespace["_bar_loop"]

@@ -793,3 +793,23 @@ def test_workspace_buffers_give_the_same_results_call_after_call(n_symbols):
             np.testing.assert_array_equal(reused.trades, fresh.trades)
             assert reused.bars_in_market == fresh.bars_in_market
             assert len(fresh.trades) > 0
+
+
+def test_kernel_cache_names_follow_the_inlined_sources(tmp_path):
+    """numba invalidates a cached function only when its own file changes; the bar loop takes in the metrics scan
+    and the trade record layout from other files, so its names carry a digest of them: editing either gives new
+    names, hence a fresh compilation instead of a stale cached kernel."""
+    from pathlib import Path
+
+    import raybt.metrics
+
+    assert engine._INLINED_SOURCES == (raybt.metrics.__file__, rec.__file__)
+    digest = engine._sources_digest(engine._INLINED_SOURCES)
+    for kernel in (engine._simulate_one_symbol, engine._simulate_any):
+        assert kernel.py_func.__name__.endswith("_" + digest)
+    copies = [tmp_path / "metrics.py", tmp_path / "_records.py"]
+    for copy, source in zip(copies, engine._INLINED_SOURCES):
+        copy.write_bytes(Path(source).read_bytes())
+    assert engine._sources_digest(tuple(map(str, copies))) == digest
+    copies[0].write_bytes(copies[0].read_bytes() + b"\n")
+    assert engine._sources_digest(tuple(map(str, copies))) != digest
