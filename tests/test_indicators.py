@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import mmap
 import weakref
 from collections.abc import Callable
 from functools import cache
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raybt import _slabs
 from raybt import indicators as ind
 
 N_BARS = 2_000
@@ -724,6 +726,74 @@ def test_lru_eviction_respects_limit() -> None:
     ind.set_cache_limit(0)
     assert ind.cache_info().entries == 0
     assert ind.sma(close, 3) is not ind.sma(close, 3)
+
+
+LONG_BARS = 43_800  # one float64 column of it (350 KB) is carved from a slab
+
+
+def _long_close() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    return _readonly(100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, LONG_BARS))))
+
+
+def _slab_of(result: np.ndarray) -> mmap.mmap | None:
+    """The slab a result's memory was carved from (the end of its chain of bases), None if it has its own."""
+    node: object = result
+    while isinstance(node, (np.ndarray, memoryview)):
+        node = node.base if isinstance(node, np.ndarray) else node.obj
+    return node if isinstance(node, mmap.mmap) else None
+
+
+@pytest.fixture
+def carving(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Carve outputs on any machine (huge pages make carved outputs cheaper to fault in, not different)."""
+    monkeypatch.setattr(ind._SLABS, "enabled", True)
+
+
+def test_cached_long_outputs_are_carved_from_slabs_counted_whole(carving: None) -> None:
+    close = _long_close()
+    per_slab = _slabs.SLAB_BYTES // (LONG_BARS * 8)
+    results = {n: ind.sma(close, n) for n in range(2, 3 + per_slab)}  # one more than a slab holds
+    slabs = [_slab_of(r) for r in results.values()]
+    assert slabs[0] is not None and all(slab is slabs[0] for slab in slabs[:-1])
+    assert slabs[-1] is not None and slabs[-1] is not slabs[0]
+    assert ind.cache_info().bytes == 2 * _slabs.SLAB_BYTES  # two slabs hold stored outputs
+    for n, result in results.items():
+        np.testing.assert_allclose(result, pd.Series(close).rolling(n).mean(), rtol=RTOL, atol=ATOL)
+        assert not result.flags.writeable and ind.sma(close, n) is result
+    assert _slab_of(ind.sma(close.copy(), 5)) is None  # writable input: not cached, not carved
+    ind.set_cache_limit(_slabs.SLAB_BYTES * 15 / 2**20)  # under the least bound that carves
+    assert _slab_of(ind.sma(close, 100)) is None
+    assert ind.cache_info().bytes == 2 * _slabs.SLAB_BYTES + LONG_BARS * 8  # counted at its size
+
+
+def test_eviction_frees_slabs_within_the_limit(carving: None) -> None:
+    close = _long_close()
+    ind.set_cache_limit(ind._CARVE_MIN_LIMIT / 2**20)
+    limit = ind.cache_info().limit
+    per_slab = _slabs.SLAB_BYTES // (LONG_BARS * 8)
+    n_slabs = limit // _slabs.SLAB_BYTES + 3
+    first_slab = weakref.ref(_slab_of(ind.sma(close, 2)))
+    windows = range(3, 2 + n_slabs * per_slab)
+    for n in windows:
+        ind.sma(close, n)
+        info = ind.cache_info()
+        assert info.bytes <= limit
+    kept = [n for n in (2, *windows) if ind._CACHE.lookup(("sma", (n,), (ind._operand(close, "x").state,)))]
+    assert kept == list(range(kept[0], windows[-1] + 1))  # the most recent ones, in LRU order
+    assert len(kept) >= (limit // _slabs.SLAB_BYTES - 1) * per_slab  # a slab is freed whole: at most one is short
+    gc.collect()
+    assert first_slab() is None  # its outputs were all evicted and nothing else holds them
+    distinct = {id(_slab_of(ind.sma(close, n))) for n in kept}
+    assert ind.cache_info().bytes == len(distinct) * _slabs.SLAB_BYTES
+
+
+def test_clear_cache_unmaps_the_slabs(carving: None) -> None:
+    close = _long_close()
+    slab = weakref.ref(_slab_of(ind.sma(close, 20)))
+    ind.clear_cache()
+    gc.collect()
+    assert slab() is None
 
 
 def test_cache_keeps_inputs_alive_until_cleared() -> None:
