@@ -726,6 +726,9 @@ def _operand(x: object, role: str) -> _Operand:
     such a view writable); a root that is not an ndarray (a foreign buffer)
     is beyond the chain, so the last ndarray decides.
     """
+    known = _CACHE.operand_of(x)  # a cached result, passed on (e.g. the averages a crossing compares)
+    if known is not None:
+        return known
     kind = type(x)
     if kind is np.ndarray:  # the common kinds first, by exact type (cheaper than isinstance)
         values = x
@@ -833,6 +836,9 @@ class _Handout(NamedTuple):
     # labels.
     state: tuple[object, ...]
     root: np.ndarray
+    # What _operand() finds for the object as handed out: a later call taking
+    # it as an input reuses this while the object is untouched.
+    operand: _Operand
 
 
 def _handout(
@@ -841,9 +847,10 @@ def _handout(
     """The :class:`_Handout` of ``obj``, which presents ``values`` (what
     :func:`_operand` finds for it) and ``labels``."""
     root, state = _root_and_state(obj, values, labels)
+    operand = _new_tuple(_Operand, (obj, values, root, labels, state))
     if type(obj) is pd.DataFrame:  # checked by what it presents (see raybt._frames), ~0.2 µs instead of ~3
         state = _frames.stamp(obj)
-    return _new_tuple(_Handout, (state, root))
+    return _new_tuple(_Handout, (state, root, operand))
 
 
 def _untouched(obj: object, handout: _Handout) -> bool:
@@ -903,6 +910,8 @@ class _ResultCache:
     def __init__(self, limit_bytes: int) -> None:
         self._entries: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
         self._slab_entries: dict[int, list] = {}  # id(slab) -> [slab, entries holding outputs in it]
+        # id(result object) -> its _Handout, for the arrays and DataFrames the entries hand out (see operand_of)
+        self._handouts: dict[int, _Handout] = {}
         self._parked: _Parked | None = None
         self._lock = threading.Lock()
         self.limit = limit_bytes
@@ -957,6 +966,9 @@ class _ResultCache:
                 self._uncount(old)
             self._entries[key] = entry
             self.nbytes += nbytes
+            for obj, handout in zip(result, handouts):
+                if type(obj) is np.ndarray or type(obj) is pd.DataFrame:
+                    self._handouts[id(obj)] = handout
             for slab in slabs:
                 users = self._slab_entries.get(id(slab))
                 if users is None:
@@ -967,7 +979,12 @@ class _ResultCache:
             self._evict()
 
     def _uncount(self, entry: _Entry) -> None:
-        """Take a removed entry out of :attr:`nbytes` (a slab leaves it with its last entry)."""
+        """Take a removed entry out of :attr:`nbytes` (a slab leaves it with its last entry) and its result objects
+        out of the handouts."""
+        for obj in entry.result:
+            handout = self._handouts.get(id(obj))
+            if handout is not None and handout.operand.obj is obj:
+                del self._handouts[id(obj)]
         self.nbytes -= entry.nbytes
         for slab in entry.slabs:
             users = self._slab_entries[id(slab)]
@@ -994,10 +1011,19 @@ class _ResultCache:
                 self._parked = None
             self._evict()
 
+    def operand_of(self, obj: object) -> _Operand | None:
+        """The :class:`_Operand` of ``obj`` if it is an array or DataFrame a stored entry handed out and it is
+        untouched since (~0.3 instead of ~1 µs for a DataFrame); else None."""
+        handout = self._handouts.get(id(obj))
+        if handout is None or handout.operand.obj is not obj or not _untouched(obj, handout):
+            return None
+        return handout.operand
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self._slab_entries.clear()
+            self._handouts.clear()
             self._parked = None
             self.nbytes = 0
             self.hits = 0

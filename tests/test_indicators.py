@@ -849,6 +849,36 @@ def test_a_caller_changing_a_cached_frame_in_place_does_not_reach_later_calls() 
     assert (info.hits, info.misses, info.entries) == (5, 1, 1)  # never recomputed
 
 
+@pytest.mark.parametrize("kind", ["frame", "array2d"])
+def test_a_cached_result_passed_on_is_inspected_once(kind: str) -> None:
+    """A cached result taken as an input (the averages a crossing compares) reuses what was found when it was
+    handed out, while it is untouched; changed in place, it is inspected afresh."""
+    close = _inputs(kind).close
+    fast, slow = ind.sma(close, 5), ind.sma(close, 20)
+    known = ind._CACHE.operand_of(fast)
+    assert known is not None and known.obj is fast and ind._operand(fast, "a") is known
+    rsi = ind.rsi(fast, 14)
+    assert ind.rsi(fast, 14) is rsi  # the same key from that record: a hit
+    expected = _ref_rsi(_frames().close.rolling(5).mean(), 14).to_numpy()
+    np.testing.assert_allclose(np.asarray(rsi), expected, rtol=RTOL, atol=ATOL)
+    if kind == "frame":
+        fast.columns = ["x", "y", "z"]
+        assert ind._CACHE.operand_of(fast) is None
+        again = ind.rsi(fast, 14)
+        assert again is not rsi and list(again.columns) == ["x", "y", "z"]
+        np.testing.assert_allclose(again.to_numpy(), expected, rtol=RTOL, atol=ATOL)
+    else:
+        fast.shape = (N_BARS, 3, 1)
+        assert ind._CACHE.operand_of(fast) is None
+        with pytest.raises(ValueError, match="1-D or 2-D"):
+            ind.rsi(fast, 14)
+    ref = weakref.ref(slow)
+    del fast, slow, rsi, known
+    ind.clear_cache()
+    gc.collect()
+    assert ref() is None  # the record of what was handed out goes with the entry
+
+
 def test_a_changed_cached_series_array_or_tuple_is_replaced_too() -> None:
     series = _inputs("series").close
     first = ind.ema(series, 10)
