@@ -16,13 +16,15 @@ Unless a test says otherwise the examples use one symbol, 1,000 of initial cash 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import raybt
 from raybt import _records as rec
-from raybt import engine
+from raybt import engine, metrics
 from raybt.engine import CostModel, simulate
 
 NAN = float("nan")
@@ -799,11 +801,7 @@ def test_kernel_cache_names_follow_the_inlined_sources(tmp_path):
     """numba invalidates a cached function only when its own file changes; the bar loop takes in the metrics scan
     and the trade record layout from other files, so its names carry a digest of them: editing either gives new
     names, hence a fresh compilation instead of a stale cached kernel."""
-    from pathlib import Path
-
-    import raybt.metrics
-
-    assert engine._INLINED_SOURCES == (raybt.metrics.__file__, rec.__file__)
+    assert engine._INLINED_SOURCES == (metrics.__file__, rec.__file__)
     digest = engine._sources_digest(engine._INLINED_SOURCES)
     for kernel in (engine._simulate_one_symbol, engine._simulate_any):
         assert kernel.py_func.__name__.endswith("_" + digest)
