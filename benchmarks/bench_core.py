@@ -45,7 +45,9 @@ afterwards), ``arrays`` (SmaCrossArrays, cache on). Rows:
   cost of moving ~1 MB per backtest (two averages, the closes, the signals) between memory and the caches;
 * ``page faults per backtest`` - minor page faults during the ``evaluate`` pass (first touches of fresh memory,
   ~1.6-1.9 µs per 4 KB page on this VM): the averages computed into new memory take ~86 pages each, or, carved
-  from huge-page slabs (``raybt/_slabs.py``, where transparent huge pages are on), ~2 faults per slab of 4 MiB.
+  from huge-page slabs (``raybt/_slabs.py``, where transparent huge pages are on), ~2 faults per slab of 4 MiB;
+* ``sma miss, fresh memory`` - µs per average computed into fresh memory from an empty cache (the grid's distinct
+  windows on ``data.arrays.close``), carved from slabs and allocated by numpy in 4 KB pages (slabs switched off).
 
 The numpy reference, run in the same process on the same grid, per backtest: cumsum-based SMAs (the cumsum of the
 closes recomputed every backtest), crossing signals with the same NaN rule, the position as the last signal carried
@@ -253,6 +255,29 @@ def time_stages(strategies, market, costs, repeat: int) -> tuple[dict[str, float
     return {name: out[name] for name in STAGES}, faults
 
 
+def time_misses(grid, market: raybt.MarketData, repeat: int) -> dict[str, float]:
+    """µs per ``sma`` miss into fresh memory (each distinct window of the grid on ``data.arrays.close``, from an
+    empty cache), the outputs carved from huge-page slabs (``raybt/_slabs.py``) and allocated by numpy (4 KB
+    pages; only the latter where huge pages are not enabled): the best of ``repeat`` passes each."""
+    close = range_context(market, None, 0, None).view.arrays.close
+    windows = sorted({n for pair in grid for n in pair})
+    carving = indicators._SLABS.enabled
+    best = {mode: float("inf") for mode in (("slabs", "4 KB pages") if carving else ("4 KB pages",))}
+    try:
+        for _ in range(repeat):
+            for mode in best:
+                indicators._SLABS.enabled = mode == "slabs"
+                fresh_start()
+                t0 = time.perf_counter()
+                for n in windows:
+                    indicators.sma(close, n)
+                best[mode] = min(best[mode], (time.perf_counter() - t0) / len(windows) * 1e6)
+    finally:
+        indicators._SLABS.enabled = carving
+        fresh_start()
+    return best
+
+
 def time_reference(grid, close: np.ndarray, repeat: int) -> tuple[float, float]:
     """Seconds per pass of the numpy reference (sum of each backtest's best time), and mean entries per backtest."""
     times = np.full((repeat, len(grid)), np.inf)
@@ -342,6 +367,10 @@ def main() -> None:
             for r in results.values())
         print(f"  {'sim+metrics: scan / curve':<28}{in_kernel}")
         print(f"  {'page faults per backtest':<28}" + "".join(f"{f:18.1f}" for f in faults.values()))
+        misses = time_misses(grid, market, args.repeat)
+        huge = "" if indicators._SLABS.enabled else " (huge pages not enabled here: nothing is carved)"
+        print(f"  {'sma miss, fresh memory':<28}" + ", ".join(f"{mode} {us:.1f}" for mode, us in misses.items())
+              + f" µs per average{huge}")
         for mode in ("frames", "arrays"):
             us = results[mode]["evaluate"] / len(grid) * 1e6
             verdict = "meets" if us <= TARGET_US else "misses"
