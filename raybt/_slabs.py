@@ -3,8 +3,9 @@
 An indicator output is written once into fresh memory, and each 4 KB page of it costs a page fault on first touch:
 ~1.6-1.9 µs each on these VMs, ~150 µs for the 350 KB of a 43,800-bar column (four times the computation of its
 SMA). A sweep's worker computes each average it caches once, so those faults are a sizeable part of a short
-sweep. Outputs carved from 4 MiB slabs advised ``MADV_HUGEPAGE`` fault in 2 MiB at a time: ~60 µs per 350 KB
-here. Each output is a numpy array over part of a slab (``np.frombuffer``, so the slab is its ``base``); a slab is
+sweep. Outputs carved from 4 MiB slabs advised ``MADV_HUGEPAGE`` fault in 2 MiB at a time: an SMA computed into
+fresh memory costs 116-131 µs instead of ~166 µs here (``benchmarks/bench_core.py``, "sma miss, fresh memory"),
+and later reads of it take fewer TLB misses. Each output is a numpy array over part of a slab (``np.frombuffer``, so the slab is its ``base``); a slab is
 unmapped once no array over it is left and no new output goes into it (:meth:`SlabAllocator.release` retires the
 one being filled).
 
