@@ -5,9 +5,9 @@ An indicator output is written once into fresh memory, and each 4 KB page of it 
 SMA). A sweep's worker computes each average it caches once, so those faults are a sizeable part of a short
 sweep. Outputs carved from 4 MiB slabs advised ``MADV_HUGEPAGE`` fault in 2 MiB at a time: an SMA computed into
 fresh memory costs 116-131 µs instead of ~166 µs here (``benchmarks/bench_core.py``, "sma miss, fresh memory"),
-and later reads of it take fewer TLB misses. Each output is a numpy array over part of a slab (``np.frombuffer``, so the slab is its ``base``); a slab is
-unmapped once no array over it is left and no new output goes into it (:meth:`SlabAllocator.release` retires the
-one being filled).
+and later reads of it take fewer TLB misses. Each output is a numpy array over part of a slab (``np.frombuffer``:
+the slab is at the end of its chain of bases); a slab is unmapped once no array over it is left and no new output
+goes into it (:meth:`SlabAllocator.release` retires the one being filled).
 
 Slabs are used only where the kernel backs advised memory with huge pages (Linux,
 ``/sys/kernel/mm/transparent_hugepage/enabled`` set to ``always`` or ``madvise``) and only for outputs of
