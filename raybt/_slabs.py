@@ -70,14 +70,19 @@ class SlabAllocator:
 
     def carve(self, rows: int, columns: int) -> tuple[np.ndarray, mmap.mmap] | None:
         """A new writable C-contiguous float64 ``(rows, columns)`` array over a slab, and that slab; None if the array
-        is not carved (disabled, or its size outside :data:`MIN_BYTES`..:data:`MAX_BYTES`)."""
+        is not carved (disabled, its size outside :data:`MIN_BYTES`..:data:`MAX_BYTES`, or no slab could be
+        mapped)."""
         count = rows * columns
         nbytes = count * 8
         if not (self.enabled and MIN_BYTES <= nbytes <= MAX_BYTES):
             return None
         with self._lock:
             if self._slab is None or self._offset + nbytes > self._end:
-                self._slab, self._offset = _map_slab()
+                try:
+                    self._slab, self._offset = _map_slab()
+                except OSError:  # e.g. out of memory or of mappings: the caller allocates as usual
+                    self._slab = None
+                    return None
                 self._end = self._offset + SLAB_BYTES
             slab, offset = self._slab, self._offset
             self._offset += -(-nbytes // _ALIGN) * _ALIGN

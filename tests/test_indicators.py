@@ -788,6 +788,18 @@ def test_eviction_frees_slabs_within_the_limit(carving: None) -> None:
     assert ind.cache_info().bytes == len(distinct) * _slabs.SLAB_BYTES
 
 
+def test_outputs_fall_back_to_numpy_when_no_slab_can_be_mapped(carving: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_mappings() -> None:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(_slabs, "_map_slab", out_of_mappings)
+    close = _long_close()
+    result = ind.sma(close, 20)
+    assert _slab_of(result) is None and ind.sma(close, 20) is result
+    assert ind.cache_info().bytes == LONG_BARS * 8
+    np.testing.assert_allclose(result, pd.Series(close).rolling(20).mean(), rtol=RTOL, atol=ATOL)
+
+
 def test_clear_cache_unmaps_the_slabs(carving: None) -> None:
     close = _long_close()
     slab = weakref.ref(_slab_of(ind.sma(close, 20)))

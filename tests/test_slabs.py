@@ -47,6 +47,17 @@ def test_a_disabled_allocator_carves_nothing() -> None:
     assert _slabs.SlabAllocator(enabled=False).carve(1, COLUMN) is None
 
 
+def test_a_slab_that_cannot_be_mapped_leaves_the_output_to_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_memory() -> None:
+        raise OSError(12, "Cannot allocate memory")
+
+    allocator = _slabs.SlabAllocator(enabled=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(_slabs, "_map_slab", out_of_memory)
+        assert allocator.carve(1, COLUMN) is None
+    assert allocator.carve(1, COLUMN) is not None  # mapping works again: carved
+
+
 def test_a_slab_goes_away_with_its_last_array_once_released() -> None:
     allocator = _slabs.SlabAllocator(enabled=True)
     first, slab = allocator.carve(1, COLUMN)
