@@ -88,9 +88,10 @@ against the limit while it holds any stored output, so the bound holds for
 the memory kept mapped; only limits of at least 64 MiB carve.  The limit is
 read at import from the environment variable ``RAYBT_INDICATOR_CACHE_MB`` and
 can be changed with :func:`set_cache_limit` (0 disables caching).  Results
-larger than the limit are returned but not stored.  Input memory is not counted because it is owned
-elsewhere, but note that an entry's strong reference keeps its inputs alive
-until the entry is evicted or :func:`clear_cache` is called.  Keys use object
+larger than the limit are returned but not stored.  Input memory is not
+counted because it is owned elsewhere, but note that an entry's strong
+reference keeps its inputs alive until the entry is evicted or
+:func:`clear_cache` is called.  Keys use object
 identity, so pass the same object to get hits: e.g. ``df["AAPL"]`` builds a
 new Series on every access and therefore never hits.  The cache is
 thread-safe; computations run outside the lock.  A DataFrame whose columns
@@ -830,14 +831,14 @@ class _Handout(NamedTuple):
     caller's edits never reach another caller.
     """
 
-    # _Operand.state of the object as handed out (for a DataFrame, its
-    # raybt._frames.stamp).  Its ids stay valid: the cache entry holds the
-    # object, its root (the kernel output) and, through its operands, the
+    # What the check compares: operand.state (for a DataFrame, its
+    # raybt._frames.stamp instead).  Its ids stay valid: the cache entry holds
+    # the object, its root (the kernel output) and, through its operands, the
     # labels.
     state: tuple[object, ...]
-    root: np.ndarray
-    # What _operand() finds for the object as handed out: a later call taking
-    # it as an input reuses this while the object is untouched.
+    # What _operand() finds for the object as handed out (its root is the
+    # kernel output): a later call taking the object as an input reuses this
+    # while the object is untouched.
     operand: _Operand
 
 
@@ -850,7 +851,7 @@ def _handout(
     operand = _new_tuple(_Operand, (obj, values, root, labels, state))
     if type(obj) is pd.DataFrame:  # checked by what it presents (see raybt._frames), ~0.2 µs instead of ~3
         state = _frames.stamp(obj)
-    return _new_tuple(_Handout, (state, root, operand))
+    return _new_tuple(_Handout, (state, operand))
 
 
 def _untouched(obj: object, handout: _Handout) -> bool:
@@ -861,7 +862,7 @@ def _untouched(obj: object, handout: _Handout) -> bool:
         # a view's ``base`` at the array owning the memory, the root.
         state = handout.state
         return (
-            obj.base is handout.root
+            obj.base is handout.operand.root
             and obj.shape == state[0]
             and obj.strides == state[1]
             and obj.dtype == state[2]
@@ -872,7 +873,7 @@ def _untouched(obj: object, handout: _Handout) -> bool:
         op = _operand(obj, "result")
     except ValueError:  # e.g. an array reshaped to 3-D
         return False
-    return op.state == handout.state and op.root is handout.root
+    return op.state == handout.state and op.root is handout.operand.root
 
 
 class _Entry(NamedTuple):
@@ -967,6 +968,7 @@ class _ResultCache:
             self._entries[key] = entry
             self.nbytes += nbytes
             for obj, handout in zip(result, handouts):
+                # only the kinds _untouched checks directly: for others it calls _operand, which consults this
                 if type(obj) is np.ndarray or type(obj) is pd.DataFrame:
                     self._handouts[id(obj)] = handout
             for slab in slabs:
