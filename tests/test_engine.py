@@ -811,3 +811,41 @@ def test_kernel_cache_names_follow_the_inlined_sources(tmp_path):
     assert engine._sources_digest(tuple(map(str, copies))) == digest
     copies[0].write_bytes(copies[0].read_bytes() + b"\n")
     assert engine._sources_digest(tuple(map(str, copies))) != digest
+
+
+def _first_signal_reference(entries: np.ndarray, exits: np.ndarray, q: int, stop: int) -> int:
+    hits = np.flatnonzero((entries[:, q:stop] | exits[:, q:stop]).any(axis=0))
+    return q + int(hits[0]) if hits.size else stop
+
+
+@pytest.mark.parametrize("n_symbols", [1, 3])
+def test_signal_scan_finds_the_first_signal_from_any_start(n_symbols):
+    """The bar loop's signal scan tests 32 columns per vector compare and the last few one by one: from every start
+    and to several stops, it finds the first column with an entry or exit of any symbol, as numpy's flatnonzero
+    does; signals on lane boundaries (31, 32, 63, 64), in the last columns and in the last symbol only included."""
+    from numba import njit
+
+    scan = njit(engine._next_signal)  # the module's generic version (_N_SYMBOLS = 0: the count from the arrays)
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 31, 32, 33, 64, 65, 130):
+        for density in (0.0, 0.02, 0.3):
+            entries = rng.random((n_symbols, n)) < density
+            exits = rng.random((n_symbols, n)) < density
+            for column in (31, 32, 63, 64, n - 1):
+                if 0 <= column < n:
+                    (entries if column % 2 else exits)[n_symbols - 1, column] = True
+            for q in range(n + 1):
+                for stop in {q, min(n, q + 1), min(n, q + 32), min(n, q + 33), n}:
+                    assert scan(entries, exits, q, stop) == _first_signal_reference(entries, exits, q, stop), \
+                        (n, density, q, stop)
+
+
+def test_signals_on_lane_boundaries_and_the_last_bar_trade_there():
+    """Entries and exits on the columns around the signal scan's 32-bar vectors trade on exactly those bars."""
+    n = 100
+    close = [100.0 + i for i in range(n)]
+    prices = (close, close, close, close)
+    entries, exits = (0, 31, 63, 96), (30, 32, 64, 99)
+    sim = run(prices, entries, exits)
+    assert sim.trades[:, rec.ENTRY_BAR].tolist() == list(entries)
+    assert sim.trades[:, rec.EXIT_BAR].tolist() == list(exits)
