@@ -700,10 +700,10 @@ _INLINED_DIGEST = _sources_digest(_INLINED_SOURCES)
 
 def _compile(n_symbols: int):
     """Compile the bar loop and its per-bar-range helpers with the symbol count frozen to ``n_symbols`` (0 = any).
-    numba turns the global into a constant, so the single-symbol kernel has no symbol loops (which would keep the
-    signal scan from vectorising). Each variant gets its own qualified names, hence its own on-disk cache entries;
-    the names end with :data:`_INLINED_DIGEST`, so that a change to the metrics scan or the trade records compiles
-    them anew."""
+    numba turns the global into a constant, so the single-symbol kernel has no symbol loops and values a stretch in
+    one vectorised pass (:func:`_value_stretch`). Each variant gets its own qualified names, hence its own on-disk
+    cache entries; the names end with :data:`_INLINED_DIGEST`, so that a change to the metrics scan or the trade
+    records compiles them anew."""
     namespace = {**globals(), "_N_SYMBOLS": n_symbols}
     for name in _SPECIALISED:
         func = types.FunctionType(globals()[name].__code__, namespace,
