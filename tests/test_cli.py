@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from raybt.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from raybt.sweep import FailedBacktestsWarning
 
 SPEC = textwrap.dedent("""
     import raybt
@@ -79,7 +80,8 @@ def test_run_failing_backtest_exit_code(tmp_path, capsys):
     assert main(["run", str(broken), "--no-progress"]) == EXIT_FAILED
     err = capsys.readouterr().err
     assert "BacktestError" in err and "ZeroDivisionError: boom" in err
-    assert main(["run", str(broken), "--no-progress", "--continue-on-error"]) == EXIT_OK
+    with pytest.warns(FailedBacktestsWarning, match="1 of 1 backtests failed"):
+        assert main(["run", str(broken), "--no-progress", "--continue-on-error"]) == EXIT_OK
     assert "1 failed" in capsys.readouterr().out
 
 
