@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from numba import njit
 
 import raybt
 from raybt import _records as rec
@@ -820,22 +821,22 @@ def _first_signal_reference(entries: np.ndarray, exits: np.ndarray, q: int, stop
 
 @pytest.mark.parametrize("n_symbols", [1, 3])
 def test_signal_scan_finds_the_first_signal_from_any_start(n_symbols):
-    """The bar loop's signal scan tests 32 columns per vector compare and the last few one by one: from every start
-    and to several stops, it finds the first column with an entry or exit of any symbol, as numpy's flatnonzero
-    does; signals on lane boundaries (31, 32, 63, 64), in the last columns and in the last symbol only included."""
-    from numba import njit
-
+    """The bar loop's signal scan tests _SIGNAL_LANES (32) columns per vector compare and the last few one by one:
+    from every start and to several stops, it finds the first column with an entry or exit of any symbol, as
+    numpy's flatnonzero does; signals on lane boundaries (31, 32, 63, 64), in the last column and in the last symbol
+    only included."""
+    lanes = engine._SIGNAL_LANES
     scan = njit(engine._next_signal)  # the module's generic version (_N_SYMBOLS = 0: the count from the arrays)
     rng = np.random.default_rng(7)
-    for n in (0, 1, 31, 32, 33, 64, 65, 130):
+    for n in (0, 1, lanes - 1, lanes, lanes + 1, 2 * lanes, 2 * lanes + 1, 4 * lanes + 2):
         for density in (0.0, 0.02, 0.3):
             entries = rng.random((n_symbols, n)) < density
             exits = rng.random((n_symbols, n)) < density
-            for column in (31, 32, 63, 64, n - 1):
+            for column in (lanes - 1, lanes, 2 * lanes - 1, 2 * lanes, n - 1):
                 if 0 <= column < n:
                     (entries if column % 2 else exits)[n_symbols - 1, column] = True
             for q in range(n + 1):
-                for stop in {q, min(n, q + 1), min(n, q + 32), min(n, q + 33), n}:
+                for stop in {q, min(n, q + 1), min(n, q + lanes), min(n, q + lanes + 1), n}:
                     assert scan(entries, exits, q, stop) == _first_signal_reference(entries, exits, q, stop), \
                         (n, density, q, stop)
 
