@@ -62,10 +62,10 @@ def evaluate(strategy: Strategy, market: MarketData, date_range: DateRange | Non
                         scan=scan, keep_curve=keep_curve)
 
     sim = run(exact=False)
-    values = scan.row(sim.trades, sim.bars_in_market)
+    values = scan.row(sim.trades, sim.bars_in_market, sim.unfunded_entries)
     if values is None:  # this backtest's var_95 lies above the limit the previous ones suggested: keep all returns
         sim = run(exact=True)
-        values = scan.row(sim.trades, sim.bars_in_market)
+        values = scan.row(sim.trades, sim.bars_in_market, sim.unfunded_entries)
     return values, sim, ctx
 
 
