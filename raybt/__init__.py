@@ -8,7 +8,9 @@ The public API::
     raybt.synthetic_ohlcv     deterministic synthetic OHLCV
     raybt.run_backtest        one strategy on one range → Backtest (metrics, equity, trades)
     raybt.run_backtests       strategies × date ranges in parallel (Ray), with Parquet checkpoints → Results
-    raybt.load_results        every row stored in a checkpoint directory
+    raybt.load_results        the rows stored in a checkpoint directory (lazily: columns, filter) → Results
+    raybt.grid                every combination of parameter values → strategies
+    raybt.random_grid         a seeded random sample of parameter values → strategies
     raybt.recommended_workers n_workers / batch sizes for this machine and data
     raybt.indicators          fast, cached indicators (sma, ema, rsi, ...)
     raybt.metrics             performance metrics on any equity curve
@@ -17,6 +19,7 @@ The public API::
 from raybt import indicators, metrics
 from raybt.backtest import Backtest, run_backtest
 from raybt.data import DataError, DateRange, MarketData, load_ohlcv, synthetic_ohlcv
+from raybt.grid import grid, random_grid
 from raybt.resources import Recommendation, recommended_workers
 from raybt.results import Results, load_results
 from raybt.strategy import SignalError, Strategy
@@ -26,6 +29,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backtest", "BacktestError", "DataError", "DateRange", "FailedBacktestsWarning", "MarketData", "Recommendation",
-    "Results", "SignalError", "Strategy", "indicators", "load_ohlcv", "load_results", "metrics", "recommended_workers",
-    "run_backtest", "run_backtests", "synthetic_ohlcv",
+    "Results", "SignalError", "Strategy", "grid", "indicators", "load_ohlcv", "load_results", "metrics",
+    "random_grid", "recommended_workers", "run_backtest", "run_backtests", "synthetic_ohlcv",
 ]

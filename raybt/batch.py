@@ -29,18 +29,21 @@ _TRACEBACK_CHARS = 2_000
 class Batch:
     """Jobs ``jobs`` (positions in the plan) with their strategies, date ranges and symbols (None: every symbol of
     the data as one portfolio; a name: that symbol's data alone). The strategy list is pickled once per batch (a
-    strategy shared by several jobs of the batch is pickled once)."""
+    strategy shared by several jobs of the batch is pickled once). With ``keep_curves`` (replaying stored rows) each
+    job's equity curve comes back too."""
 
     jobs: np.ndarray
     strategies: list[Strategy]
     date_ranges: list[DateRange | None]
     symbols: list[str | None]
+    keep_curves: bool = False
 
 
 @dataclass
 class BatchResult:
     """``metrics[i]`` are the :data:`~raybt.metrics.METRIC_NAMES` values of job ``jobs[i]`` (NaN when it failed, with
-    ``errors[i]`` set to the exception type, message and traceback tail); ``durations[i]`` in seconds."""
+    ``errors[i]`` set to the exception type, message and traceback tail); ``durations[i]`` in seconds;
+    ``curves[i]`` the equity curve of job ``jobs[i]`` (empty if it failed) when the batch asked for curves."""
 
     jobs: np.ndarray
     metrics: np.ndarray
@@ -48,6 +51,7 @@ class BatchResult:
     durations: np.ndarray
     worker: str = ""
     profile: dict | None = field(default=None, repr=False)
+    curves: list[np.ndarray] | None = field(default=None, repr=False)
 
     def without(self, positions: list[int]) -> BatchResult:
         """The same result minus the jobs at ``positions`` (e.g. the failed ones)."""
@@ -80,24 +84,29 @@ def run_batch(market: MarketData, batch: Batch, settings: RunSettings, profile: 
     metrics = np.full((n, len(METRIC_NAMES)), np.nan)
     errors: list[str | None] = [None] * n
     durations = np.zeros(n)
-    workspace = Workspace()
+    workspace = None if batch.keep_curves else Workspace()  # without a workspace the curve is kept
+    curves: list[np.ndarray] | None = [] if batch.keep_curves else None
     if profiler is not None:
         profiler.enable()
     for i, (strategy, date_range, symbol) in enumerate(zip(batch.strategies, batch.date_ranges, batch.symbols)):
         started = time.perf_counter()
         try:
             data = market if symbol is None else market.symbol_data(symbol)
-            metrics[i], _, _ = evaluate(strategy, data, date_range, settings.costs, settings.periods_per_year,
-                                        settings.risk_free_rate, workspace)
+            metrics[i], sim, _ = evaluate(strategy, data, date_range, settings.costs, settings.periods_per_year,
+                                          settings.risk_free_rate, workspace)
+            if curves is not None:
+                curves.append(sim.equity)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error row
             errors[i] = _describe(exc)
+            if curves is not None:
+                curves.append(np.empty(0))
         durations[i] = time.perf_counter() - started
     stats = None
     if profiler is not None:
         profiler.disable()
         profiler.create_stats()
         stats = profiler.stats
-    return BatchResult(batch.jobs, metrics, errors, durations, worker, stats)
+    return BatchResult(batch.jobs, metrics, errors, durations, worker, stats, curves)
 
 
 def _describe(exc: BaseException) -> str:

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -67,6 +69,12 @@ class MemoryStore:
 
     def record_run(self, info: dict[str, Any]) -> None:
         """Nothing to record in memory."""
+
+    def scan(self, columns: list[str] | None = None, filter: pc.Expression | None = None,
+             keys: np.ndarray | None = None) -> pa.Table:
+        """Like :meth:`CheckpointStore.scan`, over the tables in memory."""
+        return _scan([(t.column(KEY_COLUMN), t.schema, lambda schema, t=t: ds.dataset(_conform(t, schema)))
+                      for t in self._tables], columns, filter, keys)
 
 
 class CheckpointStore:
@@ -105,12 +113,27 @@ class CheckpointStore:
         tables = [t for t in (self._read_part(p) for p in self.part_paths()) if t is not None]
         return _combine(tables, keys)
 
-    def _read_part(self, path: str, columns: list[str] | None = None) -> pa.Table | None:
+    def scan(self, columns: list[str] | None = None, filter: pc.Expression | None = None,
+             keys: np.ndarray | None = None) -> pa.Table:
+        """The newest row of every stored key (optionally only keys in ``keys``) that matches ``filter``, with only
+        ``columns`` (and ``key``) read. See :func:`_scan` for the rules; only the key column of every part is read
+        in full, the rest with Parquet column projection and predicate pushdown."""
+        sources = []
+        for path in self.part_paths():
+            head = self._read_part(path, columns=[KEY_COLUMN], schema_too=True)
+            if head is not None:
+                key_table, schema = head
+                sources.append((key_table.column(KEY_COLUMN), schema, lambda unified, path=path: ds.dataset(
+                    path, schema=unified, filesystem=self._fs, format=_CHECKED_PARQUET)))
+        return _scan(sources, columns, filter, keys)
+
+    def _read_part(self, path: str, columns: list[str] | None = None, schema_too: bool = False) -> Any:
         try:
             with self._fs.open_input_file(path) as handle:
                 parquet = pq.ParquetFile(handle, page_checksum_verification=True)
                 present = [c for c in columns if c in parquet.schema_arrow.names] if columns else None
-                return parquet.read(columns=present)
+                table = parquet.read(columns=present)
+                return (table, parquet.schema_arrow) if schema_too else table
         except (OSError, pa.ArrowException) as exc:
             self._quarantine(path, exc)
             return None
@@ -166,6 +189,14 @@ class CheckpointStore:
         else:
             with self._fs.open_output_stream(path) as handle:
                 handle.write(payload)
+
+    def manifest(self) -> dict[str, Any]:
+        """The contents of ``manifest.json`` (``{"runs": []}`` when there is none yet); read-only."""
+        try:
+            with self._fs.open_input_stream(f"{self._root}/{_MANIFEST}") as handle:
+                return json.loads(handle.read().decode())
+        except FileNotFoundError:
+            return {"runs": []}
 
     def _remove_leftover_temporaries(self) -> None:
         if not self._local:
@@ -243,3 +274,52 @@ def _combine(tables: list[pa.Table], keys: np.ndarray | None) -> pd.DataFrame:
     if keys is not None:
         frame = frame[np.isin(frame[KEY_COLUMN].to_numpy().astype("S24"), keys)]
     return frame.reset_index(drop=True)
+
+
+_CHECKED_PARQUET = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns: missing ones null, types cast to the unified ones."""
+    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _scan(sources: list[tuple[pa.ChunkedArray, pa.Schema, Any]], columns: list[str] | None,
+          filter: pc.Expression | None, keys: np.ndarray | None) -> pa.Table:
+    """Read the parts ``sources`` (oldest first: each its key column, its schema and a function giving it as a
+    dataset of the unified schema) lazily.
+
+    Rules: a key's row is the one in the newest part holding the key, decided from the key columns alone *before*
+    ``filter`` is applied, so an older version of a row that matches the filter never stands in for a newer one that
+    does not. ``filter`` sees every column of the unified schema (a column missing from a part is null there, so a
+    comparison with it is false); ``columns`` may name any of them and the ``key`` column is always returned
+    (first, if not named). Unknown names in ``columns`` raise ``KeyError``."""
+    if not sources:
+        return pa.table({})
+    unified = pa.unify_schemas([schema for _, schema, _ in sources], promote_options="permissive")
+    names = unified.names if columns is None else list(dict.fromkeys([KEY_COLUMN, *columns]))
+    unknown = [c for c in names if c not in unified.names]
+    if unknown:
+        raise KeyError(f"unknown column(s) {unknown}; stored columns are {unified.names}")
+    all_keys = np.concatenate([k.to_numpy(zero_copy_only=False).astype("S24") for k, _, _ in sources])
+    part_of = np.repeat(np.arange(len(sources)), [len(k) for k, _, _ in sources])
+    newest_first = all_keys[::-1]
+    unique_keys, first = np.unique(newest_first, return_index=True)
+    newest_part = part_of[::-1][first]
+    condition = filter
+    if keys is not None:
+        wanted = pc.field(KEY_COLUMN).isin(pa.array(np.unique(keys).astype(str)))
+        condition = wanted if condition is None else condition & wanted
+    tables = []
+    for position, (_, _, dataset) in enumerate(sources):
+        table = dataset(unified).to_table(columns=names, filter=condition)
+        part_keys = table.column(KEY_COLUMN).to_numpy(zero_copy_only=False).astype("S24")
+        newest_here = newest_part[np.searchsorted(unique_keys, part_keys)] == position
+        tables.append(table.filter(pa.array(newest_here)))
+    table = pa.concat_tables(tables)
+    last = len(table) - 1 - np.unique(table.column(KEY_COLUMN).to_numpy(zero_copy_only=False)[::-1],
+                                      return_index=True)[1]
+    return table.take(pa.array(np.sort(last)))  # a key twice within one part: its last row

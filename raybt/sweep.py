@@ -14,7 +14,7 @@ from raybt.data import DataLike, DateRange, MarketData, load_ohlcv
 from raybt.engine import CostModel
 from raybt.executors import LocalExecutor
 from raybt.plan import RESULTS_VERSION, Plan, RunSettings, plan_jobs
-from raybt.results import Results, merge_profiles, rows_table
+from raybt.results import Results, merge_profiles, rows_table, settings_record
 from raybt.strategy import Strategy
 
 
@@ -73,7 +73,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
         if len(todo):
             executor = _executor(plan, market, settings, n_workers, address, profile)
             store.record_run({"raybt_results_version": RESULTS_VERSION, "data_fingerprint": market.fingerprint,
-                              "settings": repr(settings), "jobs": len(plan), "to_run": int(len(todo)),
+                              "settings": repr(settings),
+                              "run_settings": settings_record(settings), "jobs": len(plan), "to_run": int(len(todo)),
                               "executor": type(executor).__name__, "n_workers": executor.n_workers})
             try:
                 n_failed = _collect(executor.run(_batches(plan, todo, batch_size)), plan, market, store,
@@ -86,7 +87,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     finally:
         progress.close()
     return Results(store, plan.keys, n_computed=int(len(todo)), n_skipped=n_skipped,
-                   profile=merge_profiles(profiles) if profile else None)
+                   profile=merge_profiles(profiles) if profile else None, strategies=plan.strategies,
+                   settings=settings, data_fingerprint=market.fingerprint)
 
 
 def _check_sizes(n_workers: int | None, batch_size: int, checkpoint_batch_size: int) -> None:
