@@ -224,8 +224,8 @@ class Results:
         [0, 1], is added and shown first).
 
         Give ``weights`` (metric → positive weight) or a ``preset`` named in :data:`RANK_PRESETS`. Normalisation:
-        each metric is turned into its rank percentile across the ranked rows (``Series.rank(pct=True)``, ties
-        averaged), oriented so that better is higher (metrics in :data:`LOWER_IS_BETTER` are negated first); a NaN
+        each metric is turned into its rank percentile among the ranked rows that have a value (``Series.rank(
+        pct=True)``: the best is 1, ties averaged), oriented so that better is higher (metrics in :data:`LOWER_IS_BETTER` are negated first); a NaN
         metric counts 0 (worst). The score is ``sum(weight * percentile) / sum(weight)``. With ``per_range`` the
         percentiles are computed among the rows of each range separately (a strategy is compared with others on
         the same period). Failed rows and rows with fewer than ``min_trades`` trades are not ranked; ties are
