@@ -1,4 +1,4 @@
-"""The ``raybt`` command: ``demo``, ``run SPEC.py``, ``results DIR``, ``info``.
+"""The ``raybt`` command: ``demo``, ``run SPEC.py``, ``results DIR``, ``bench SPEC.py``, ``info``.
 
 Exit codes: 0 success; 1 the work failed (bad data, a failing backtest, a missing checkpoint directory); 2 bad
 command-line arguments or spec file.
@@ -77,6 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     results.add_argument("--csv", help="also write every row to this CSV file")
     results.set_defaults(handler=_results)
 
+    bench = commands.add_parser("bench", help="time a sample of a spec with 1..N workers and extrapolate",
+                                description="Runs a sample of SPEC.py's strategies (on all its ranges, with its "
+                                            "costs; nothing written) in this process and with 2..N Ray workers, and "
+                                            "prints the cost per backtest, the speed-up, the extrapolated time of "
+                                            "the whole spec and what recommended_workers() would choose.")
+    bench.add_argument("spec", help="path to the spec file")
+    bench.add_argument("--sample", type=_positive_int, default=100, help="strategies to time (default 100)")
+    bench.add_argument("--max-workers", type=_positive_int, default=os.cpu_count() or 1,
+                       help="most workers to try (default: this machine's CPUs)")
+    bench.add_argument("--address", help="Ray cluster to run on (default: a local Ray)")
+    bench.set_defaults(handler=_bench)
+
     info = commands.add_parser("info", help="show Ray cluster or local resources and recommended settings",
                                description="Ray cluster resources when --address (or RAY_ADDRESS) is given, "
                                            "otherwise local CPUs and memory; plus recommended_workers().")
@@ -134,13 +146,24 @@ def _results(args: argparse.Namespace) -> int:
 
     if "://" not in args.directory and not Path(args.directory, "parts").is_dir():
         raise FileNotFoundError(f"{args.directory} is not a raybt checkpoint directory (no parts/ folder)")
-    df = load_results(args.directory)
+    df = load_results(args.directory).df
     if args.sort not in df.columns:
         raise UsageError(f"unknown column --sort {args.sort!r}; choose one of {list(df.columns)}")
     _print_summary(df, args.sort, args.top, ascending=args.ascending)
     if args.csv:
         df.to_csv(args.csv, index=False)
         print(f"\nwrote {len(df)} rows to {args.csv}")
+    return EXIT_OK
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from raybt.bench import bench, format_table
+
+    spec = load_spec(args.spec)
+    options = _spec_options(spec)
+    table, recommendation = bench(spec.strategies, spec.data, options, sample=args.sample,
+                                  max_workers=args.max_workers, address=args.address or options.get("address"))
+    print(format_table(table, recommendation))
     return EXIT_OK
 
 
