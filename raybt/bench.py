@@ -50,13 +50,13 @@ def bench(strategies: Sequence[Strategy], data: Any, options: Mapping[str, Any],
         n_workers = None if workers == 1 else workers
         batch = max(1, math.ceil(sample_jobs / (4 * workers)))
 
-        def sweep(selection: Sequence[Strategy]) -> None:
-            run_backtests(selection, market, n_workers=n_workers, batch_size=batch, address=address,
+        def sweep(selection: Sequence[Strategy], batch_size: int) -> None:
+            run_backtests(selection, market, n_workers=n_workers, batch_size=batch_size, address=address,
                           show_progress=False, **run_options)
 
-        sweep(chosen[:2])  # warm-up: kernels compiled, Ray and its workers up
+        sweep(chosen[:2 * workers], 1)  # warm-up: kernels compiled, Ray and every worker up
         started = time.perf_counter()
-        sweep(chosen)
+        sweep(chosen, batch)
         seconds = time.perf_counter() - started
         rows.append({"workers": workers, "seconds": seconds, "ms_per_backtest": 1000 * seconds / sample_jobs})
     table = pd.DataFrame(rows)

@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-from tqdm.auto import tqdm
+from raybt._progress import tqdm
 
 from raybt.batch import Batch, BatchResult
 from raybt.checkpoint import CheckpointStore, MemoryStore

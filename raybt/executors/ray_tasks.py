@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import sysconfig
@@ -167,7 +168,8 @@ def connect(address: str | None, data_bytes: int) -> bool:
     global _WORKER_IMPORT_PATH, _STARTED_RAY
     import_path = tuple(dict.fromkeys(os.path.realpath(p or os.getcwd()) for p in sys.path))
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-             object_store_memory=object_store_bytes(data_bytes), log_to_driver=True,
+             object_store_memory=object_store_bytes(data_bytes), log_to_driver=True,  # strategies' print()s shown
+             logging_level=logging.WARNING,  # no Ray start-up chatter in a notebook cell
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(import_path)}})
     _WORKER_IMPORT_PATH, _STARTED_RAY = import_path, ray.get_runtime_context().gcs_address
     return True
