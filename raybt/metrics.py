@@ -725,15 +725,19 @@ def _collect_below(returns, limit, out):
     return np.int64(_append_below(returns, np.uint64(returns.size), limit, out, np.uint64(0)))
 
 
-@_jit_vector
+@_jit
 def _sum_at_most(values, limit):
-    """``(sum, count)`` of the values <= ``limit``: a vectorised pass."""
+    """``(sum, count)`` of the values <= ``limit``, added one after another in their order (no reassociation).
+
+    The values come in time order whatever else was collected with them, so the sum of the same returns is the same
+    bit for bit whichever limit collected them — a sweep's limit depends on the backtests before it; a lane-wise
+    (vectorised) sum would group them by position and round differently, and a row would not replay exactly."""
     total = 0.0
     count = 0
     for i in range(values.size):
         value = values[i]
         at_most = value <= limit
-        total += value if at_most else 0.0
+        total += value if at_most else 0.0  # adding 0.0 leaves the sum unchanged (and avoids a branch)
         count += np.int64(at_most)
     return total, count
 

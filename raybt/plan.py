@@ -24,8 +24,9 @@ from raybt.data import DateRange, DateRangeWarning, MarketData
 from raybt.engine import CostModel
 from raybt.strategy import Strategy
 
-RESULTS_VERSION = 2
-"""Bumped whenever the engine or metrics change what a job produces; makes every stored result stale."""
+RESULTS_VERSION = 3
+"""Bumped whenever the engine or metrics change what a job produces; makes every stored result stale. (3: cvar_95
+summed in a fixed order.)"""
 
 
 @dataclass(frozen=True)

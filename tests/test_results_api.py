@@ -324,3 +324,15 @@ def test_random_grid_is_deterministic_by_seed():
         raybt.random_grid(SmaCross, n=3, seed=1, fastt=range(3))
     with pytest.raises(ValueError, match="only 2 distinct"):
         raybt.random_grid(SmaCross, n=5, seed=1, fast=[2, 3])
+
+
+def test_every_row_of_a_sweep_replays_whatever_ran_before_it_in_its_batch():
+    """cvar_95 once depended on the backtests run before a row in the same batch (a lane-wise sum over a tail whose
+    collection limit they set): 8 of these 57 rows replayed with a cvar_95 one or two ulps off."""
+    strategies = raybt.grid(SmaCross, fast=[3, 5, 8, 13, 21], slow=[20, 30, 50, 80], where=lambda fast, slow: fast < slow)
+    results = run(strategies, date_ranges=[*RANGES, None], batch_size=60)
+    for _, row in results.df.iterrows():
+        bt = raybt.run_backtest(SmaCross(fast=int(row["fast"]), slow=int(row["slow"])), DATA, raybt.results.row_inputs(
+            row).date_range, fees=0.001)
+        assert bt.metrics["cvar_95"] == row["cvar_95"], row["key"]
+        results.backtest(row, DATA)  # every metric checked bit for bit
