@@ -106,7 +106,9 @@ def _executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: 
     from raybt.executors.ray_env import prepare_local_ray
 
     prepare_local_ray(address)
-    from raybt.executors.ray_tasks import RayExecutor, check_picklable, ship_user_modules
+    with warnings.catch_warnings():  # `import ray` imports tqdm.auto, which warns in a kernel without ipywidgets
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from raybt.executors.ray_tasks import RayExecutor, check_picklable, ship_user_modules
 
     check_picklable(plan.strategies)
     executor = RayExecutor(market, settings, n_workers=n_workers or -1, address=address, profile=profile)

@@ -14,6 +14,7 @@ follow that cluster's settings), and an explicit value in the environment always
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -26,3 +27,6 @@ def prepare_local_ray(address: str | None) -> None:
     if address is None and not os.environ.get("RAY_ADDRESS") and "ray" not in sys.modules:
         os.environ.setdefault(LOOPBACK_ONLY, "0")
         os.environ.setdefault(AUTH_MODE, "token")
+        # `import ray` logs at INFO that notebook widgets are missing; raybt's local Ray is quiet (connect() sets
+        # Ray's logging to WARNING for the rest)
+        logging.getLogger("ray.widgets").setLevel(logging.WARNING)
