@@ -146,7 +146,7 @@ def test_ray_job_submit_runs_raybt_run_from_a_working_dir(tmp_path):
             time.sleep(3)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "8 backtests: 4 strategies × 2 range(s), 0 failed" in done.stdout
-        stored = raybt.load_results(str(ck))
+        stored = raybt.load_results(str(ck)).df
         assert len(stored) == 8 and stored["error"].isna().all()
         assert set(stored["window"]) == {12, 24, 48, 96}
     finally:

@@ -192,7 +192,7 @@ def test_rows_replay_from_the_checkpoint_directory_bit_for_bit(market, tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DateRangeWarning)
         raybt.run_backtests(GRID, market, RANGES, show_progress=False, checkpoint_dir=tmp_path, **COSTS)
-    stored = raybt.load_results(str(tmp_path))
+    stored = raybt.load_results(str(tmp_path)).df
     assert len(stored) == len(GRID) * len(RANGES) * 4
     assert set(stored["symbol"].dropna()) == {"A", "B", "C"} and stored["symbol"].isna().sum() == len(GRID) * 2
     for _, row in stored.iterrows():

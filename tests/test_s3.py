@@ -134,7 +134,7 @@ def test_sweep_to_s3_reads_back_identical(s3, reference):
     again = run(checkpoint_dir=uri)
     assert again.n_computed == 0 and again.n_skipped == len(reference)
     same_rows(again.df, reference)
-    same_rows(raybt.load_results(uri), reference)
+    same_rows(raybt.load_results(uri).df, reference)
 
     # the parts are plain objects under run/parts/, readable without raybt
     parts = s3.parts("run")
@@ -257,4 +257,4 @@ def test_driver_killed_then_resumed_from_s3(s3):
     assert resumed.n_skipped == stored_before and resumed.n_computed == 200 - stored_before
     assert resumed.df["key"].is_unique and len(resumed.df) == 200
     same_rows(resumed.df, uninterrupted)
-    assert raybt.load_results(uri)["key"].is_unique and len(raybt.load_results(uri)) == 200
+    assert raybt.load_results(uri).df["key"].is_unique and len(raybt.load_results(uri)) == 200

@@ -210,7 +210,7 @@ def test_stop_on_first_error_keeps_finished_rows(tmp_path):
     with pytest.raises(raybt.BacktestError, match=r"FailsOn\(n=3, bad=3\) \(id [0-9a-f]{16}\) on range 'first' "
                                                    r"failed: ValueError: cannot handle n=3"):
         run(grid, checkpoint_dir=tmp_path / "ck", batch_size=4)
-    stored = raybt.load_results(str(tmp_path / "ck"))
+    stored = raybt.load_results(str(tmp_path / "ck")).df
     assert len(stored) == 6 and stored["error"].isna().all()  # jobs 0..5 ran; the failed one is not stored
     with pytest.warns(FailedBacktestsWarning, match="2 of 6 backtests failed"):
         fixed = run(grid, checkpoint_dir=tmp_path / "ck", continue_on_error=True)
