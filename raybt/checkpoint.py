@@ -96,7 +96,11 @@ RESULT_COLUMNS: dict[str, tuple[str, Callable[[pa.DataType], bool]]] = {
     KEY_COLUMN: ("string", _is_string),
     "strategy_id": ("string", _is_string),
     "strategy": ("string", _is_string),
+    "parameters": ("string", _is_string),
+    "symbol": ("string", _is_string),
     "range": ("string", _is_string),
+    "range_start": ("timestamp[ns, tz=UTC]", _is_utc_ns),
+    "range_end": ("timestamp[ns, tz=UTC]", _is_utc_ns),
     "start": ("timestamp[ns, tz=UTC]", _is_utc_ns),
     "end": ("timestamp[ns, tz=UTC]", _is_utc_ns),
     **{name: ("float64", _is_float64) for name in METRIC_NAMES},
@@ -161,7 +165,7 @@ class MemoryStore:
         self._tables.append(table)
 
     def read(self, keys: np.ndarray | None = None) -> pd.DataFrame:
-        return _combine(self._tables, keys)
+        return _combine([(t, _exact_parameters(t)) for t in self._tables], keys)
 
     def record_run(self, info: dict[str, Any]) -> None:
         """Nothing to record in memory."""
@@ -200,7 +204,7 @@ class CheckpointStore:
         """Keys of stored jobs. Every part is read whole (its page checksums verified), so a part that cannot be
         read back completely does not count: its jobs are not done. With ``rerun_errors`` rows that failed don't
         count as done either."""
-        tables = [t.select([KEY_COLUMN, ERROR_COLUMN]) for t in self._usable_parts(quarantine=self.writer)]
+        tables = [t.select([KEY_COLUMN, ERROR_COLUMN]) for t, _ in self._usable_parts(quarantine=self.writer)]
         return _keys_of(tables, rerun_errors)
 
     def read(self, keys: np.ndarray | None = None) -> pd.DataFrame:
@@ -217,8 +221,8 @@ class CheckpointStore:
                               f"({why}); run the sweep again to compute them", CheckpointWarning, stacklevel=3)
         return frame
 
-    def _usable_parts(self, quarantine: bool) -> Iterable[pa.Table]:
-        """Each usable part as a table; unusable ones are quarantined or skipped, with a warning."""
+    def _usable_parts(self, quarantine: bool) -> Iterable[tuple[pa.Table, dict[str, list]]]:
+        """Each usable part (see :meth:`_read_part`); unusable ones are quarantined or skipped, with a warning."""
         self._skipped = {}
         for path in self.part_paths():
             try:
@@ -230,9 +234,10 @@ class CheckpointStore:
             except _UnusablePart as problem:
                 self._set_aside(path, str(problem), quarantine)
 
-    def _read_part(self, path: str) -> pa.Table:
+    def _read_part(self, path: str) -> tuple[pa.Table, dict[str, list]]:
         """The part at ``path``, checked against the schema raybt writes *before* any column is decoded (so a
-        foreign column type is never deserialised), its page checksums verified and its keys checked."""
+        foreign column type is never deserialised), its page checksums verified and its keys checked; with the
+        exact values of its parameter columns stored as text (:func:`_exact_parameters`)."""
         try:
             with self._fs.open_input_file(path) as handle:
                 parquet = pq.ParquetFile(handle, page_checksum_verification=True)
@@ -248,7 +253,10 @@ class CheckpointStore:
         if keys.null_count or (len(keys) and not pc.all(pc.equal(pc.utf8_length(keys), KEY_LENGTH)).as_py()):
             raise _UnusablePart(f"foreign: its {KEY_COLUMN!r} column holds values that are not {KEY_LENGTH}-character "
                                 f"job keys")
-        return table
+        try:
+            return table, _exact_parameters(table)
+        except ValueError as exc:
+            raise _UnusablePart(f"foreign: its 'parameters' column does not hold JSON objects ({exc})") from None
 
     def _set_aside(self, path: str, reason: str, quarantine: bool) -> None:
         """Move an unusable part to ``quarantine/``, or leave it where it is (a reader)."""
@@ -443,21 +451,47 @@ def _keys_of(tables: list[pa.Table], rerun_errors: bool) -> np.ndarray:
     return np.unique(keys)
 
 
-def _combine(tables: Iterable[pa.Table], keys: np.ndarray | None) -> pd.DataFrame:
-    """Rows of several parts as one frame: the newest row per key, optionally only keys in ``keys``.
+def _exact_parameters(table: pa.Table) -> dict[str, list]:
+    """Exact values of the text columns beyond :data:`RESULT_COLUMNS` that hold parameters of other types.
+
+    A parameter whose values in one part have several types (``int | str``, or a name shared by strategy classes)
+    is stored as text in its own column; the ``parameters`` column holds every row's parameters exactly, as a JSON
+    object. Returns column name → the exact value of every row, for text columns where some value is not a str;
+    raises ValueError if ``parameters`` is not JSON objects."""
+    text = [f.name for f in table.schema if f.name not in RESULT_COLUMNS and _is_string(f.type)]
+    if not text or not len(table):
+        return {}
+    encoded = table.column("parameters").combine_chunks().dictionary_encode()
+    parsed = [json.loads(v) if v is not None else {} for v in encoded.dictionary.to_pylist()]
+    if not all(isinstance(p, dict) for p in parsed):
+        raise ValueError("a value is not a JSON object")
+    rows = encoded.indices.to_numpy(zero_copy_only=False)
+    exact = {}
+    for name in text:
+        values = np.empty(len(parsed), dtype=object)
+        values[:] = [p.get(name) for p in parsed]
+        if not all(v is None or isinstance(v, str) for v in values):
+            exact[name] = list(values[rows])
+    return exact
+
+
+def _combine(parts: Iterable[tuple[pa.Table, dict[str, list]]], keys: np.ndarray | None) -> pd.DataFrame:
+    """Rows of several parts (each a table and its exact parameter values, see :func:`_exact_parameters`) as one
+    frame: the newest row per key, optionally only keys in ``keys``.
 
     Columns are unified by name (first-seen order). :data:`RESULT_COLUMNS` keep their dtypes; any other column keeps
     its native dtype only if it has one type and a value in every row, else it becomes ``object`` holding the exact
     Python values (None where missing)."""
-    tables = list(tables)
-    if not tables:
+    parts = list(parts)
+    if not parts:
         return pd.DataFrame()
     if keys is not None:
-        tables = [t.filter(pa.array(np.isin(t.column(KEY_COLUMN).to_numpy(zero_copy_only=False).astype("S24"),
-                                            keys))) for t in tables]
+        parts = [_filter(table, exact, np.isin(table.column(KEY_COLUMN).to_numpy(zero_copy_only=False)
+                                                .astype("S24"), keys)) for table, exact in parts]
+    tables = [table for table, _ in parts]
     names = list(dict.fromkeys(name for t in tables for name in t.column_names))
     native: dict[str, pa.ChunkedArray] = {}
-    exact: dict[str, np.ndarray] = {}
+    exact_columns: dict[str, np.ndarray] = {}
     for name in names:
         chunks = [t.column(name) if name in t.column_names else None for t in tables]
         types = {c.type for c in chunks if c is not None and not pa.types.is_null(c.type)}
@@ -465,6 +499,8 @@ def _combine(tables: Iterable[pa.Table], keys: np.ndarray | None) -> pd.DataFram
             target = pa.large_string() if any(pa.types.is_large_string(t) for t in types) else None
             native[name] = pa.chunked_array([piece for c in chunks for piece in _cast(c, target).chunks],
                                             type=_cast(chunks[0], target).type)
+        elif any(name in exact for _, exact in parts):
+            exact_columns[name] = _object_column(parts, name)
         elif len(types) == 1 and all(c is not None and c.null_count == 0 for c in chunks):
             native[name] = pa.chunked_array([piece for c in chunks for piece in c.chunks], type=types.pop())
         elif len(types) == 1 and pa.types.is_timestamp(next(iter(types))):
@@ -473,19 +509,31 @@ def _combine(tables: Iterable[pa.Table], keys: np.ndarray | None) -> pd.DataFram
                                              for piece in (c if c is not None else pa.nulls(len(t), kind)).chunks],
                                             type=kind)
         else:
-            values = np.empty(sum(len(t) for t in tables), dtype=object)
-            position = 0
-            for table, chunk in zip(tables, chunks):
-                if chunk is not None:
-                    values[position:position + len(table)] = _python_values(chunk)
-                position += len(table)
-            exact[name] = values
+            exact_columns[name] = _object_column(parts, name)
     frame = pa.table(native).to_pandas()
-    for name, values in exact.items():
+    for name, values in exact_columns.items():
         frame[name] = values
     frame = frame[names]
     frame = frame.drop_duplicates(subset=KEY_COLUMN, keep="last")
     return frame.reset_index(drop=True)
+
+
+def _filter(table: pa.Table, exact: dict[str, list], mask: np.ndarray) -> tuple[pa.Table, dict[str, list]]:
+    return table.filter(pa.array(mask)), {name: list(np.asarray(values, dtype=object)[mask])
+                                          for name, values in exact.items()}
+
+
+def _object_column(parts: list[tuple[pa.Table, dict[str, list]]], name: str) -> np.ndarray:
+    """Column ``name`` of every part as exact Python values (None where a part lacks it)."""
+    values = np.empty(sum(len(t) for t, _ in parts), dtype=object)
+    position = 0
+    for table, exact in parts:
+        if name in exact:
+            values[position:position + len(table)] = exact[name]
+        elif name in table.column_names:
+            values[position:position + len(table)] = _python_values(table.column(name))
+        position += len(table)
+    return values
 
 
 def _cast(column: pa.ChunkedArray, target: pa.DataType | None) -> pa.ChunkedArray:

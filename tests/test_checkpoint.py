@@ -5,6 +5,7 @@ import builtins
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -199,8 +200,13 @@ def test_part_damaged_after_its_keys_were_read_is_rerun_in_the_same_call(tmp_pat
         return keys
 
     monkeypatch.setattr(CheckpointStore, "done_keys", done_keys_then_damage)
-    with pytest.warns(CheckpointWarning, match=rf"{victim.name} is unreadable.*moved to"):
+    with pytest.warns(CheckpointWarning) as caught:
         results = run(checkpoint_dir=ck)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert re.search(rf"{victim.name} is unreadable.*moved to", messages[0])
+    assert re.search(rf"{n_lost} jobs of this sweep lost their stored rows while it ran .*running them again",
+                     messages[1])
     assert calls[0] == 12
     assert len(results.df) == len(reference)
     assert results.n_computed == 12 + n_lost and results.n_skipped == 12 - n_lost
@@ -217,8 +223,11 @@ def test_rows_lost_after_a_sweep_with_nothing_to_run_are_named(tmp_path, referen
     assert results.n_skipped == len(reference)
     victim = parts_of(ck)[0]
     flip_byte_mid_file(victim)
-    with pytest.warns(CheckpointWarning, match=rf"10 of 24 jobs have no row in .*{victim.name}: unreadable"):
+    with pytest.warns(CheckpointWarning) as caught:
         assert len(results.df) == 14
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and re.search(rf"{victim.name} is unreadable.*skipped", messages[0])
+    assert re.search(rf"10 of 24 jobs have no row in .*{victim.name}: unreadable", messages[1])
     assert victim.exists()  # reading results never moves a part
 
 
@@ -371,12 +380,15 @@ EXPECTED_P = [7, "x", True, 2, "y", 3]
 EXPECTED_Q = [None, None, None, None, 0.5, None]
 
 
+@pytest.mark.parametrize("one_part", [False, True], ids=["part per strategy", "one part"])
 @pytest.mark.parametrize("where", ["memory", "checkpoint", "load_results"])
-def test_mixed_parameter_types_read_back_exactly(tmp_path, where):
-    """One strategy per part (batch and part of one strategy's two ranges), so the parts' ``p`` columns are int64,
-    string and bool: before the fix ``df`` raised ArrowTypeError (and an in-memory sweep lost every row)."""
+def test_mixed_parameter_types_read_back_exactly(tmp_path, where, one_part):
+    """With one strategy per part (batch and part of one strategy's two ranges) the parts' ``p`` columns are int64,
+    string and bool: before the fix ``df`` raised ArrowTypeError (and an in-memory sweep lost every row). In one
+    part, ``p`` is stored as text and its exact values come from the ``parameters`` JSON."""
     ck = None if where == "memory" else tmp_path / "ck"
-    results = run(MIXED, checkpoint_dir=ck, batch_size=2, checkpoint_batch_size=2)
+    sizes = dict(batch_size=100, checkpoint_batch_size=100) if one_part else dict(batch_size=2, checkpoint_batch_size=2)
+    results = run(MIXED, checkpoint_dir=ck, **sizes)
     df = raybt.load_results(str(ck)) if where == "load_results" else results.df
     assert len(df) == 2 * len(MIXED)
     by_strategy = {sid: group for sid, group in df.groupby("strategy_id")}
