@@ -59,10 +59,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from filelock import FileLock
 
 from raybt.metrics import METRIC_NAMES
 
@@ -300,8 +302,6 @@ class CheckpointStore:
         concurrent writers do not lose each other's entries)."""
         self._check_writer()
         if self._local:
-            from filelock import FileLock
-
             with FileLock(f"{self._root}/{_MANIFEST}.lock"):
                 self._append_run(info)
         else:
@@ -348,8 +348,6 @@ class CheckpointStore:
 def _writer_tag() -> str:
     """``<host digest>-<pid>-<process start, ms>``: who writes a temporary, enough to tell later whether that
     process still runs (the start time tells a reused process id apart)."""
-    import psutil
-
     host = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
     return f"{host}-{os.getpid()}-{round(psutil.Process().create_time() * 1000)}"
 
@@ -375,8 +373,6 @@ def _write_locally(folder: str, name: str, write: Callable[[Any], Any]) -> None:
 def _remove_dead_writers_temporaries(folders: Iterable[str]) -> None:
     """Delete temporaries whose writer ran on this host and is dead (no process with its id and start time).
     Temporaries of live writers, of other hosts (a shared mount) and of unknown form are left alone."""
-    import psutil
-
     host = _writer_tag().split("-")[0]
     for folder in folders:
         for entry in os.scandir(folder):
