@@ -214,6 +214,37 @@ def test_part_damaged_after_its_keys_were_read_is_rerun_in_the_same_call(tmp_pat
     same_rows(results.df, reference)
 
 
+def test_rows_that_keep_getting_lost_fail_the_sweep_clearly(tmp_path, monkeypatch):
+    """If a job's row disappears again after every rerun, the sweep stops after a bounded number of rounds with an
+    error naming a job, instead of looping or returning fewer rows."""
+    ck = tmp_path / "ck"
+    original = CheckpointStore.done_keys
+    lost_for_ever = []
+
+    def never_keeps_the_first_job(self, *args, **kwargs):
+        keys = original(self, *args, **kwargs)
+        if not lost_for_ever and len(keys):
+            lost_for_ever.append(keys[0])
+        return keys[keys != lost_for_ever[0]] if lost_for_ever else keys
+
+    monkeypatch.setattr(CheckpointStore, "done_keys", never_keeps_the_first_job)
+    with pytest.warns(CheckpointWarning, match="1 jobs of this sweep lost their stored rows"):
+        with pytest.raises(raybt.checkpoint.CheckpointError, match=r"1 jobs of this sweep, e.g. SmaCross\(.*\) on "
+                                                                   r"range '.*', still have no usable row in .* after "
+                                                                   r"running them 3 more times"):
+            run(GRID[:2], checkpoint_dir=ck)
+
+
+def test_a_store_opened_for_reading_cannot_write(tmp_path):
+    ck = tmp_path / "ck"
+    run(GRID[:1], checkpoint_dir=ck)
+    table = pq.read_table(parts_of(ck)[0])
+    with pytest.raises(PermissionError, match="opened for reading; open it with writer=True"):
+        CheckpointStore(ck).write(table)
+    with pytest.raises(ValueError, match=r"not a result table: missing columns \['sharpe'\]"):
+        CheckpointStore(ck, writer=True).write(table.drop_columns(["sharpe"]))
+
+
 def test_rows_lost_after_a_sweep_with_nothing_to_run_are_named(tmp_path, reference):
     """Nothing to compute, then a part is damaged before ``df`` is read: ``df`` says how many rows are missing and
     which part and why, instead of returning fewer rows with only a generic warning."""
