@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from raybt.backtest import Backtest, run_backtest
 from raybt.batch import BatchResult
-from raybt.checkpoint import CheckpointStore, MemoryStore
+from raybt.checkpoint import CheckpointStore, MemoryStore, scan_frame
 from raybt.data import DataError, DataLike, DateRange, DateRangeWarning, MarketData, load_ohlcv
 from raybt.engine import CostModel
 from raybt.metrics import METRIC_NAMES
@@ -187,8 +187,7 @@ class Results:
             if self._columns is None and self._filter is None:
                 self._df = self._store.read(self._keys)
             else:
-                table = self._store.scan(self._columns, self._filter, self._keys)
-                self._df = table.to_pandas().reset_index(drop=True) if table.num_columns else pd.DataFrame()
+                self._df = scan_frame(self._store.scan(self._columns, self._filter, self._keys))
         return self._df
 
     @property
@@ -366,8 +365,9 @@ class Results:
         df = self._df
         if df is not None and self._columns is None and set(keys) <= set(df["key"]):
             return df.set_index("key", drop=False).loc[list(keys)].reset_index(drop=True)
-        table = self._store.scan(None, None, np.array(keys, dtype="S24"))
-        found = table.to_pandas() if table.num_columns else pd.DataFrame({"key": []})
+        found = scan_frame(self._store.scan(None, None, np.array(keys, dtype="S24")))
+        if found.empty:
+            found = pd.DataFrame({"key": []})
         missing = [k for k in keys if k not in set(found["key"])]
         if missing:
             raise KeyError(f"no stored row has key(s) {missing[:5]}{' …' if len(missing) > 5 else ''}")
