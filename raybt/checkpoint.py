@@ -629,7 +629,8 @@ def _scan(sources: list[tuple[pa.ChunkedArray, pa.Schema, Any]], columns: list[s
 
     Rules: a key's row is the one in the newest part holding the key, decided from the key columns alone *before*
     ``filter`` is applied, so an older version of a row that matches the filter never stands in for a newer one that
-    does not. ``filter`` sees every column of the unified schema (a column missing from a part is null there, so a
+    does not (a key twice within its newest part keeps both rows here; :func:`scan_frame` keeps the last). ``filter``
+    sees every column of the unified schema (a column missing from a part is null there, so a
     comparison with it is false); ``columns`` may name any of them and the ``key`` column is always returned
     (first, if not named). Unknown names in ``columns`` raise ``KeyError``."""
     if not sources:
@@ -639,7 +640,7 @@ def _scan(sources: list[tuple[pa.ChunkedArray, pa.Schema, Any]], columns: list[s
     unknown = [c for c in names if c not in unified.names]
     if unknown:
         raise KeyError(f"unknown column(s) {unknown}; stored columns are {unified.names}")
-    all_keys = np.concatenate([k.to_numpy(zero_copy_only=False).astype("S24") for k, _, _ in sources])
+    all_keys = np.concatenate([_key_bytes(k) for k, _, _ in sources])
     part_of = np.repeat(np.arange(len(sources)), [len(k) for k, _, _ in sources])
     newest_first = all_keys[::-1]
     unique_keys, first = np.unique(newest_first, return_index=True)
@@ -651,18 +652,27 @@ def _scan(sources: list[tuple[pa.ChunkedArray, pa.Schema, Any]], columns: list[s
     tables = []
     for position, (_, _, dataset) in enumerate(sources):
         table = dataset(unified).to_table(columns=names, filter=condition)
-        part_keys = table.column(KEY_COLUMN).to_numpy(zero_copy_only=False).astype("S24")
+        part_keys = _key_bytes(table.column(KEY_COLUMN))
         newest_here = newest_part[np.searchsorted(unique_keys, part_keys)] == position
         tables.append(table.filter(pa.array(newest_here)))
-    table = pa.concat_tables(tables)
-    last = len(table) - 1 - np.unique(table.column(KEY_COLUMN).to_numpy(zero_copy_only=False)[::-1],
-                                      return_index=True)[1]
-    return table.take(pa.array(np.sort(last)))  # a key twice within one part: its last row
+    return pa.concat_tables(tables)
+
+
+def _key_bytes(keys: pa.ChunkedArray) -> np.ndarray:
+    """Job keys as a fixed-width bytes array, straight from the Arrow buffer when every key has the usual 24
+    characters (the checked parts), else through Python strings."""
+    array = keys.combine_chunks()
+    if array.null_count == 0 and len(array) and pc.all(pc.equal(pc.utf8_length(array), KEY_LENGTH)).as_py():
+        offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if pa.types.is_large_string(array.type) else np.int32)
+        start = int(offsets[array.offset])
+        return np.frombuffer(array.buffers()[2], dtype=f"S{KEY_LENGTH}", count=len(array), offset=start)
+    return array.to_numpy(zero_copy_only=False).astype(f"S{KEY_LENGTH}")
 
 
 def scan_frame(table: pa.Table) -> pd.DataFrame:
     """A scanned table as a DataFrame with the dtypes and exact parameter values of :meth:`CheckpointStore.read`
-    (exact values of text parameter columns need the ``parameters`` column among those read)."""
+    (exact values of text parameter columns need the ``parameters`` column among those read), one row per key (the
+    last)."""
     if not table.num_columns:
         return pd.DataFrame()
     exact = _exact_parameters(table) if "parameters" in table.column_names else {}
