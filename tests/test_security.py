@@ -74,12 +74,14 @@ class Driver:
         self.env["HOME"] = str(home)
         script = home / "driver.py"
         script.write_text(DRIVER)
-        self.process = subprocess.Popen([sys.executable, str(script), order], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env=self.env, cwd=home)
+        errors = home / "driver.err"  # a file, not a pipe nobody reads while the driver runs
+        with errors.open("w") as stderr:
+            self.process = subprocess.Popen([sys.executable, str(script), order], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=stderr, text=True, env=self.env,
+                                            cwd=home)
         line = self.process.stdout.readline()
         if not line:
-            raise AssertionError(f"driver ({order}) failed:\n{self.process.stderr.read()[-4000:]}")
+            raise AssertionError(f"driver ({order}) failed:\n{errors.read_text()[-4000:]}")
         self.gcs = json.loads(line)["gcs"]
 
     @property
