@@ -7,7 +7,7 @@ A local Ray started by raybt (no ``address``, no ``RAY_ADDRESS``, no Ray initial
   the token only from Ray 2.54 on, so older versions are refused (:func:`check_ray_version`);
 * use token authentication (``RAY_AUTH_MODE=token``): an environment that asks for another mode is refused
   (:func:`require_token_auth`); start Ray yourself (``ray.init()``) before ``run_backtests`` to use other settings;
-* keep the token readable by its owner only (:func:`secure_token_file`; Ray itself writes it 0644);
+* keep the token readable by its owner only (:func:`secure_token_file`; Ray writes it with the umask, usually 0644);
 * listen on 127.0.0.1 only, unless the user opted in to other machines with
   ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` (:func:`loopback_only`); the Ray executor checks the node address after
   the start and shuts the Ray down if it is not the loopback address;
