@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 
@@ -73,8 +74,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
         if len(todo):
             executor = _executor(plan, market, settings, n_workers, address, profile)
             store.record_run({"raybt_results_version": RESULTS_VERSION, "data_fingerprint": market.fingerprint,
-                              "settings": repr(settings),
-                              "run_settings": settings_record(settings), "jobs": len(plan), "to_run": int(len(todo)),
+                              "settings": repr(settings), "run_settings": settings_record(settings),
+                              "jobs": len(plan), "to_run": int(len(todo)),
                               "executor": type(executor).__name__, "n_workers": executor.n_workers})
             try:
                 n_failed = _collect(executor.run(_batches(plan, todo, batch_size)), plan, market, store,
@@ -108,10 +109,10 @@ def _executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: 
               profile: bool):
     if n_workers in (None, 1) and address is None:
         return LocalExecutor(market, settings, profile)
-    from raybt.executors.ray_env import prepare_local_ray
-
-    prepare_local_ray(address)
-    with warnings.catch_warnings():  # `import ray` imports tqdm.auto, which warns in a kernel without ipywidgets
+    # `import ray` imports tqdm.auto, which warns "IProgress not found" in a kernel without ipywidgets, and logs at
+    # INFO that those widgets are missing: neither is news to someone running a sweep
+    logging.getLogger("ray.widgets").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="IProgress not found")
         from raybt.executors.ray_tasks import RayExecutor, check_picklable, ship_user_modules
 
