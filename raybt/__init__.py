@@ -12,9 +12,11 @@ The public API::
     raybt.recommended_workers n_workers / batch sizes for this machine and data
     raybt.indicators          fast, cached indicators (sma, ema, rsi, ...)
     raybt.metrics             performance metrics on any equity curve
+    raybt.windows             walk-forward train/test windows (windows.rolling)
+    raybt.stats               is it real? PSR, DSR, PBO, Reality Check, SPA, the true number of trials
 """
 
-from raybt import indicators, metrics
+from raybt import indicators, metrics, stats, windows
 from raybt.backtest import Backtest, run_backtest
 from raybt.data import DataError, DateRange, MarketData, load_ohlcv, synthetic_ohlcv
 from raybt.resources import Recommendation, recommended_workers
@@ -28,4 +30,5 @@ __all__ = [
     "Backtest", "BacktestError", "DataError", "DateRange", "FailedBacktestsWarning", "MarketData", "Recommendation",
     "Results", "SignalError", "Strategy", "indicators", "load_ohlcv", "load_results", "metrics", "recommended_workers",
     "run_backtest", "run_backtests", "synthetic_ohlcv",
+    "stats", "windows",
 ]
