@@ -289,8 +289,9 @@ def test_count_trials_reads_every_stored_job_failed_ones_included(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", raybt.FailedBacktestsWarning)
         run(grid, checkpoint_dir=folder, continue_on_error=True)
+        # a later run: 1 new strategy on the first range, and the failed job there retried (stored twice, one trial)
         run(grid[:4] + [SmaCross(fast=3, slow=20)], date_ranges=RANGES[:1], checkpoint_dir=folder,
-            continue_on_error=True)                                # a later run: 1 new strategy on the first range
+            continue_on_error=True, rerun_errors=True)
     before = snapshot(folder)
     count = stats.count_trials(folder)
     assert snapshot(folder) == before                              # read-only
