@@ -14,6 +14,7 @@ The public API::
     raybt.metrics             performance metrics on any equity curve
     raybt.windows             walk-forward train/test windows (windows.rolling)
     raybt.stats               is it real? PSR, DSR, PBO, Reality Check, SPA, the true number of trials
+    raybt.walk_forward        walk-forward optimisation over windows.rolling folds → WalkForward
 """
 
 from raybt import indicators, metrics, stats, windows
@@ -23,6 +24,7 @@ from raybt.resources import Recommendation, recommended_workers
 from raybt.results import Results, load_results
 from raybt.strategy import SignalError, Strategy
 from raybt.sweep import BacktestError, FailedBacktestsWarning, run_backtests
+from raybt.walk_forward import WalkForward, walk_forward
 
 __version__ = "0.1.0"
 
@@ -30,5 +32,5 @@ __all__ = [
     "Backtest", "BacktestError", "DataError", "DateRange", "FailedBacktestsWarning", "MarketData", "Recommendation",
     "Results", "SignalError", "Strategy", "indicators", "load_ohlcv", "load_results", "metrics", "recommended_workers",
     "run_backtest", "run_backtests", "synthetic_ohlcv",
-    "stats", "windows",
+    "stats", "windows", "WalkForward", "walk_forward",
 ]
