@@ -1,7 +1,7 @@
 """Probability of backtest overfitting by combinatorially symmetric cross-validation (CSCV).
 
-Bailey, D. H., Borwein, J. M., López de Prado, M. and Zhu, Q. J. (2015), "The Probability of Backtest
-Overfitting", Journal of Computational Finance 20(4), 39–69.
+Bailey, D. H., Borwein, J. M., López de Prado, M. and Zhu, Q. J., "The Probability of Backtest Overfitting"
+(working paper 2013–2015; Journal of Computational Finance 20(4), 39–69, 2017).
 """
 
 from __future__ import annotations
