@@ -336,3 +336,9 @@ def test_count_trials_needs_a_manifest_and_names_unreadable_parts(tmp_path):
     with pytest.raises(ValueError, match="not a raybt manifest"):
         stats.count_trials(str(folder))
     assert manifest["runs"][0]["data_fingerprint"] == DATA.fingerprint
+
+
+def test_without_arch_the_bootstrap_tests_say_what_to_install(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "arch.bootstrap", None)   # import arch.bootstrap now fails
+    with pytest.raises(ImportError, match=r"uses the 'arch' package: pip install 'raybt\[stats\]'"):
+        stats.spa_test(candidates(edge=0.0))

@@ -46,8 +46,8 @@ def reality_check(returns: pd.DataFrame | np.ndarray, benchmark: pd.Series | np.
     each recentred at its sample mean (arch's "upper" p-value, White's original, which treats every candidate as
     relevant). Deterministic for a given ``seed``. ``block_size`` defaults to arch's sqrt(T).
     """
-    return _run("Reality Check", returns, benchmark, reps, block_size, bootstrap, seed, studentize=False,
-                headline="upper")
+    return _run("Reality Check", "RealityCheck", returns, benchmark, reps, block_size, bootstrap, seed,
+                studentize=False, headline="upper")
 
 
 def spa_test(returns: pd.DataFrame | np.ndarray, benchmark: pd.Series | np.ndarray | float = 0.0, *,
@@ -57,13 +57,15 @@ def spa_test(returns: pd.DataFrame | np.ndarray, benchmark: pd.Series | np.ndarr
     excess return is studentized and candidates far below the benchmark are not recentred (arch's "consistent"
     p-value), so many poor candidates do not dilute the test. Deterministic for a given ``seed``.
     """
-    return _run("SPA", returns, benchmark, reps, block_size, bootstrap, seed, studentize=True, headline="consistent")
+    return _run("SPA", "SPA", returns, benchmark, reps, block_size, bootstrap, seed, studentize=True,
+                headline="consistent")
 
 
-def _run(name: str, returns: pd.DataFrame | np.ndarray, benchmark: pd.Series | np.ndarray | float, reps: int,
-         block_size: int | None, bootstrap: str, seed: int | None, studentize: bool, headline: str) -> BootstrapTest:
+def _run(name: str, arch_class: str, returns: pd.DataFrame | np.ndarray,
+         benchmark: pd.Series | np.ndarray | float, reps: int, block_size: int | None, bootstrap: str,
+         seed: int | None, studentize: bool, headline: str) -> BootstrapTest:
     try:
-        from arch.bootstrap import SPA, RealityCheck
+        import arch.bootstrap
     except ImportError as exc:
         raise ImportError(f"raybt.stats: the {name} test uses the 'arch' package: pip install 'raybt[stats]'") from exc
     frame = returns if isinstance(returns, pd.DataFrame) else pd.DataFrame(np.asarray(returns, dtype=float))
@@ -74,7 +76,7 @@ def _run(name: str, returns: pd.DataFrame | np.ndarray, benchmark: pd.Series | n
         column = frame.columns[int(np.flatnonzero(np.isnan(values).any(axis=0))[0])]
         raise ValueError(f"{name}: returns column {column!r} contains NaN; fill or drop those periods first")
     bench = _benchmark(benchmark, frame, name)
-    test_class = RealityCheck if name == "Reality Check" else SPA
+    test_class = getattr(arch.bootstrap, arch_class)
     size = block_size if block_size is not None else max(1, int(np.sqrt(len(values))))
     test = test_class(-bench, -values, block_size=size, reps=reps, bootstrap=bootstrap, studentize=studentize,
                       seed=seed)
