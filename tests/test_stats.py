@@ -267,6 +267,23 @@ def test_spa_is_less_diluted_by_poor_candidates_than_the_reality_check():
     assert stats.spa_test(diluted, reps=500, seed=0).pvalue <= stats.reality_check(diluted, reps=500, seed=0).pvalue
 
 
+def test_arch_does_not_studentize_so_spa_differs_from_the_reality_check_only_in_recentring():
+    """The documented reading of arch (raybt/stats/bootstrap.py): if a new arch studentizes, this fails and the
+    docs must change. Candidates with very different volatilities: a studentized statistic would rank them
+    differently from their means."""
+    from arch.bootstrap import SPA
+    rng = np.random.default_rng(12)
+    losses = -(rng.standard_normal((800, 6)) * np.array([0.001, 0.002, 0.01, 0.02, 0.05, 0.1]) + 0.0003)
+    plain = SPA(np.zeros(800), losses, reps=300, seed=3, studentize=False)
+    student = SPA(np.zeros(800), losses, reps=300, seed=3, studentize=True)
+    plain.compute()
+    student.compute()
+    assert dict(plain.pvalues) == dict(student.pvalues)
+    frame = pd.DataFrame(-losses)
+    rc, spa = stats.reality_check(frame, reps=300, seed=3), stats.spa_test(frame, reps=300, seed=3)
+    assert rc.pvalues == spa.pvalues and (rc.pvalue, spa.pvalue) == (rc.pvalues["upper"], rc.pvalues["consistent"])
+
+
 def test_bootstrap_bad_inputs_are_named():
     frame = candidates(edge=0.0)
     frame.iloc[5, 2] = np.nan

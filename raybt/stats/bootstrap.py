@@ -6,6 +6,15 @@ Both ask whether the best of many candidates beats a benchmark once the search o
 ``−r``; the bootstrap (stationary by default, Politis & Romano 1994), the statistics and the p-values are arch's.
 Install with ``pip install raybt[stats]``.
 
+What arch computes (arch 8.0, read from its source and pinned by ``tests/test_stats.py``): the statistic is the
+largest mean excess return, ``max_k mean(r_k − b)``, *not studentized* — arch's ``studentize`` flag does not change
+its p-values; the candidates' long-run variances only set the threshold of the "consistent" p-value. The three
+p-values differ in which candidates are recentred in the bootstrap: "upper" recentres all (White's Reality Check),
+"consistent" leaves out candidates whose mean is below ``−sqrt(ω²/T · 2 log log T)`` (Hansen's SPA_c recentring),
+"lower" leaves out every candidate below the benchmark. So :func:`spa_test` is Hansen's consistent test without
+Hansen's studentization: still robust to many poor candidates, but a candidate with volatile returns weighs as
+much as its mean says.
+
 White, H. (2000), "A Reality Check for Data Snooping", Econometrica 68(5), 1097–1126.
 Hansen, P. R. (2005), "A Test for Superior Predictive Ability", Journal of Business & Economic Statistics 23(4),
 365–380.
@@ -22,9 +31,9 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class BootstrapTest:
-    """A data-snooping test's outcome. ``pvalue`` is the test's headline p-value (White: the upper p-value of a
-    non-studentized statistic; Hansen: the consistent p-value of the studentized one); ``pvalues`` has arch's
-    lower / consistent / upper p-values; ``best`` names the candidate with the highest mean excess return."""
+    """A data-snooping test's outcome. ``pvalue`` is the test's headline p-value (Reality Check: arch's "upper";
+    SPA: arch's "consistent"); ``pvalues`` has arch's lower / consistent / upper p-values; ``best`` names the
+    candidate with the highest mean excess return."""
 
     name: str
     pvalue: float
@@ -42,28 +51,27 @@ def reality_check(returns: pd.DataFrame | np.ndarray, benchmark: pd.Series | np.
     """White's (2000) Reality Check: p-value of "no candidate beats the benchmark" for the candidates' per-period
     returns (periods × candidates) against ``benchmark`` (0 = cash; or per-period returns, e.g. buy and hold).
 
-    Statistic ``max_k sqrt(T)·mean(r_k − b)``; p-value from ``reps`` bootstrap resamples of the excess returns,
+    Statistic ``max_k mean(r_k − b)``; p-value from ``reps`` bootstrap resamples of the excess returns,
     each recentred at its sample mean (arch's "upper" p-value, White's original, which treats every candidate as
     relevant). Deterministic for a given ``seed``. ``block_size`` defaults to arch's sqrt(T).
     """
     return _run("Reality Check", "RealityCheck", returns, benchmark, reps, block_size, bootstrap, seed,
-                studentize=False, headline="upper")
+                headline="upper")
 
 
 def spa_test(returns: pd.DataFrame | np.ndarray, benchmark: pd.Series | np.ndarray | float = 0.0, *,
              reps: int = 1000, block_size: int | None = None, bootstrap: str = "stationary",
              seed: int | None = 0) -> BootstrapTest:
-    """Hansen's (2005) test of Superior Predictive Ability: as :func:`reality_check`, but each candidate's mean
-    excess return is studentized and candidates far below the benchmark are not recentred (arch's "consistent"
-    p-value), so many poor candidates do not dilute the test. Deterministic for a given ``seed``.
+    """Hansen's (2005) test of Superior Predictive Ability as arch computes it: as :func:`reality_check`, but
+    candidates far below the benchmark are not recentred (arch's "consistent" p-value), so many poor candidates do
+    not dilute the test; the statistic is not studentized (module docstring). Deterministic for a given ``seed``.
     """
-    return _run("SPA", "SPA", returns, benchmark, reps, block_size, bootstrap, seed, studentize=True,
-                headline="consistent")
+    return _run("SPA", "SPA", returns, benchmark, reps, block_size, bootstrap, seed, headline="consistent")
 
 
 def _run(name: str, arch_class: str, returns: pd.DataFrame | np.ndarray,
          benchmark: pd.Series | np.ndarray | float, reps: int, block_size: int | None, bootstrap: str,
-         seed: int | None, studentize: bool, headline: str) -> BootstrapTest:
+         seed: int | None, headline: str) -> BootstrapTest:
     try:
         import arch.bootstrap
     except ImportError as exc:
@@ -78,8 +86,7 @@ def _run(name: str, arch_class: str, returns: pd.DataFrame | np.ndarray,
     bench = _benchmark(benchmark, frame, name)
     test_class = getattr(arch.bootstrap, arch_class)
     size = block_size if block_size is not None else max(1, int(np.sqrt(len(values))))
-    test = test_class(-bench, -values, block_size=size, reps=reps, bootstrap=bootstrap, studentize=studentize,
-                      seed=seed)
+    test = test_class(-bench, -values, block_size=size, reps=reps, bootstrap=bootstrap, seed=seed)
     test.compute()
     pvalues = {str(k): float(v) for k, v in test.pvalues.items()}
     best = frame.columns[int(np.argmax(values.mean(axis=0) - bench.mean()))]
