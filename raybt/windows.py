@@ -11,9 +11,10 @@ Conventions:
 * **Durations** are fixed lengths — anything :class:`pandas.Timedelta` reads (``"365D"``, ``"90D"``, ``"12h"``) —
   or calendar lengths: ``"<n> months"`` / ``"<n> years"`` (also ``"1 month"``, ``"1 year"``) or a plain
   :class:`pandas.DateOffset` (``pd.DateOffset(months=3)``), which move by calendar months and keep the day of the
-  month (Jan 31 + 1 month = Feb 28/29). Fold ``i`` is computed from ``start`` in one addition (``start + i·step + train``
-  adds ``i + 1`` months at once for monthly lengths, never month after month), so calendar folds do not drift. Anchored offsets such as ``MonthBegin`` (pandas' ``"MS"``)
-  roll a date to the next boundary instead of adding a length and are refused.
+  month (Jan 31 + 1 month = Feb 28/29). Every boundary is computed from ``start`` in one addition
+  (``start + i·step + train`` adds ``i + 1`` months at once for monthly lengths, never month after month), so
+  calendar folds do not drift. Anchored offsets such as ``MonthBegin`` (pandas' ``"MS"``) roll a date to the next
+  boundary instead of adding a length and are refused.
 * ``step`` defaults to ``test``: consecutive test windows then tile the period without overlap. ``gap`` (default 0)
   leaves time between a fold's train end and its test start (an embargo: a train window's last trades cannot
   leak into the test window's first bars).

@@ -122,7 +122,8 @@ def test_ties_go_to_the_first_strategy_given():
 
 
 def test_errors_name_the_problem():
-    with pytest.raises(ValueError, match=r"no strategy has a sharpe value in fold-0 \(fold-0/train\) \(2 rows, 1 failed"):
+    message = r"no strategy has a sharpe value in fold-0 \(fold-0/train\) \(2 rows, 1 failed"
+    with pytest.raises(ValueError, match=message):
         walk(grid=[FailsOn(n=3), NeverTrades()])
     train, test = FOLDS[0]
     overlapping = [(train, test), (FOLDS[1][0], raybt.DateRange(test.start, test.end, name="again"))]

@@ -104,7 +104,8 @@ def test_windows_outside_the_data_are_errors_naming_the_window(daily):
 
 
 def test_warmup_needs_bars_before_the_first_window(daily):
-    with pytest.raises(raybt.DataError, match=r"fold-0/train starts at .* only 5 bar\(s\) before it for a warmup of 10"):
+    message = r"fold-0/train starts at .* only 5 bar\(s\) before it for a warmup of 10"
+    with pytest.raises(raybt.DataError, match=message):
         rolling("2024-01-06", "2024-03-01", train="20D", test="10D", data=daily, warmup=10)
     folds = rolling("2024-01-11", "2024-03-01", train="20D", test="10D", data=daily, warmup=10)
     assert len(folds) == 3  # the last tests [Feb 20, Mar 1): the data's last bar is Feb 29

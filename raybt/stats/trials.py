@@ -80,7 +80,8 @@ def count_trials(checkpoint_dir: str | os.PathLike[str], data_fingerprint: str |
     configurations["range"] = newest["range"].astype("string").fillna("")
     by_range = configurations.drop_duplicates().groupby("range").size()
     our_runs = [run for run in runs if run.get("data_fingerprint") == data_fingerprint]
-    return TrialCount(data_fingerprint=data_fingerprint, n_jobs=len(newest), n_failed=int(newest["error"].notna().sum()),
+    return TrialCount(data_fingerprint=data_fingerprint, n_jobs=len(newest),
+                      n_failed=int(newest["error"].notna().sum()),
                       n_configurations=len(configurations[["strategy_id", "symbol"]].drop_duplicates()),
                       by_range={str(k): int(v) for k, v in by_range.items()},
                       planned_jobs=sum(int(run.get("jobs", 0)) for run in our_runs), n_runs=len(our_runs))
