@@ -73,7 +73,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     try:
         if len(todo):
             executor = _executor(plan, market, settings, n_workers, address, profile)
-            store.record_run({"raybt_version": raybt.__version__, "raybt_results_version": RESULTS_VERSION, "data_fingerprint": market.fingerprint,
+            store.record_run({"raybt_version": raybt.__version__,
+                              "raybt_results_version": RESULTS_VERSION, "data_fingerprint": market.fingerprint,
                               "settings": repr(settings), "jobs": len(plan), "to_run": int(len(todo)),
                               "executor": type(executor).__name__, "n_workers": executor.n_workers})
             try:
