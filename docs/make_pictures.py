@@ -9,6 +9,7 @@ photographs both in headless Chromium (Debian's ``chromium`` and ``chromium-driv
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -20,12 +21,12 @@ from raybt.demo import SmaCross
 DOCS = Path(__file__).resolve().parent
 
 
-def sweep(folder: Path) -> raybt.Results:
+def sweep() -> tuple[raybt.Results, raybt.data.DataLike]:
     data = raybt.synthetic_ohlcv(symbols=["BTC/EUR"], start="2022-01-01", end="2024-01-01", freq="1h", seed=0)
     ranges = [raybt.DateRange("2022-01-01", "2023-01-01", name="2022"),
               raybt.DateRange("2023-01-01", "2024-01-01", name="2023")]
     strategies = [SmaCross(fast=f, slow=s) for f in range(5, 55, 5) for s in range(20, 210, 10) if f < s]
-    return raybt.run_backtests(strategies, data, ranges, fees=0.001, checkpoint_dir=str(folder / "run"),
+    return raybt.run_backtests(strategies, data, ranges, fees=0.001, checkpoint_dir="runs/sma",
                                show_progress=False), data
 
 
@@ -48,7 +49,8 @@ def main() -> int:
         return 1
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        results, data = sweep(folder)
+        os.chdir(folder)  # the report names its directory as given: runs/sma, as in the README
+        results, data = sweep()
         heatmap = results.plot_heatmap("fast", "slow", "sharpe")
         heatmap.update_layout(width=900, height=560, margin={"t": 60, "l": 60, "r": 20, "b": 50})
         heatmap.write_html(folder / "heatmap.html", include_plotlyjs=True, full_html=True)

@@ -233,7 +233,7 @@ def _key_values(pairs: Sequence[tuple[str, str]]) -> str:
 def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _cell(value: Any, text: bool = False) -> str:
@@ -278,6 +278,7 @@ table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; }
 table.sortable td[data-value] { font-variant-numeric: tabular-nums; }
 #leaderboard { max-height: 36rem; overflow: auto; }
 .figure { margin: .5rem 0 1.5rem; }
+.wide { overflow-x: auto; max-width: 100%; }
 """
 
 _SORT_JS = """

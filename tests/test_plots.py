@@ -32,7 +32,8 @@ class Cross(raybt.Strategy):
         return indicators.crossed_above(fast, slow * (1 + (self.band or 0.0))), indicators.crossed_below(fast, slow)
 
 
-GRID = [Cross(fast=f, slow=s, band=b) for f in (2, 5, 10, 40) for s in (20, 30, 150) for b in (None, 0.01)]
+GRID = [Cross(fast=f, slow=s, band=b) for f in (2, 5, 10, 40) for s in (20, 30, 150, 400) for b in (None, 0.01)]
+"""slow=400 is longer than a range: no trade, NaN Sharpe for every fast value (a whole heatmap row blank)."""
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +49,14 @@ def cell_median(rows: pd.DataFrame, metric: str) -> float:
 def test_heatmap_cells_equal_a_pivot_built_here_blank_cells_included(df):
     fig = plots.plot_heatmap(df, "fast", "slow", "sharpe")
     heatmap = fig.data[0]
-    xs, ys = [2, 5, 10, 40], [20, 30, 150]
+    xs, ys = [2, 5, 10, 40], [20, 30, 150, 400]
     expected = np.array([[cell_median(df[(df["fast"] == x) & (df["slow"] == y)], "sharpe") for x in xs] for y in ys])
     rows = np.array([[len(df[(df["fast"] == x) & (df["slow"] == y)]) for x in xs] for y in ys])
     with_value = np.array([[df[(df["fast"] == x) & (df["slow"] == y)]["sharpe"].notna().sum() for x in xs]
                            for y in ys])
     assert list(heatmap.x) == xs and list(heatmap.y) == ys
     np.testing.assert_array_equal(np.asarray(heatmap.z, dtype=float), expected)  # NaN where expected is NaN
-    assert np.isnan(expected).any() and np.isfinite(expected).any()  # the sweep has blank cells and values
+    assert np.isnan(expected[-1]).all() and np.isfinite(expected).any()  # a blank row (slow=400), and values
     np.testing.assert_array_equal(np.asarray(heatmap.customdata)[:, :, 0], rows)
     np.testing.assert_array_equal(np.asarray(heatmap.customdata)[:, :, 1], with_value)
     assert ((with_value > 0) & (with_value < rows)).any()  # a cell that aggregates values and NaNs
