@@ -243,22 +243,28 @@ def plot_ranges(df: pd.DataFrame, metric: str = "sharpe", top: int = 20, ascendi
     return fig
 
 
-def plot_parallel(df: pd.DataFrame, metric: str = "sharpe") -> go.Figure:
+def plot_parallel(df: pd.DataFrame, metric: str = "sharpe", max_rows: int | None = None) -> go.Figure:
     """Parallel coordinates: one line per row over every swept parameter and ``metric`` (the last axis and the
     line colour). Text, boolean or partly null parameters are categorical axes. Rows without a finite value cannot
-    be drawn: the title counts them."""
+    be drawn: the title counts them. With ``max_rows``, only the best ``max_rows`` rows by ``metric`` are drawn
+    (the title says so): a browser draws 100,000 lines slowly, and they hide each other anyway."""
     go, _ = plotly_modules()
     _check_metric(df, metric)
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
     values = df[metric].to_numpy(dtype=float)
-    shown = df[np.isfinite(values)]
+    finite = df[np.isfinite(values)]
+    shown = finite if max_rows is None or len(finite) <= max_rows else finite.nlargest(max_rows, metric)
     dimensions = [_dimension(shown[name], name) for name in swept_parameters(df)]
     dimensions.append({"label": metric, "values": shown[metric].to_numpy(dtype=float)})
     fig = go.Figure(go.Parcoords(line={"color": shown[metric].to_numpy(dtype=float), "colorscale": "RdYlGn",
                                        "showscale": True, "colorbar": {"title": {"text": metric}}},
                                  dimensions=dimensions))
-    left_out = len(df) - len(shown)
-    note = f" ({left_out} rows without a finite {metric} not shown)" if left_out else ""
-    fig.update_layout(title={"text": f"{metric} over the swept parameters: {len(shown)} rows{note}"})
+    notes = [f"{len(df) - len(finite)} rows without a finite {metric} not shown"] if len(finite) < len(df) else []
+    if len(shown) < len(finite):
+        notes.append(f"only the best {len(shown):,} of {len(finite):,} by {metric}")
+    note = f" ({'; '.join(notes)})" if notes else ""
+    fig.update_layout(title={"text": f"{metric} over the swept parameters: {len(shown):,} rows{note}"})
     return fig
 
 

@@ -12,7 +12,7 @@ to it; the leaderboard sorts with a few lines of plain JavaScript (no CDN, no ne
    (at most :data:`MAX_HEATMAPS`, in column order).
 4. **Distributions** — of ``metric``, ``total_return`` and ``max_drawdown``, per range.
 5. **Consistency across ranges** — the top 20 strategies by their mean ``metric`` across ranges (with 2+ ranges).
-6. **Parallel coordinates** — every row over the swept parameters and ``metric``.
+6. **Parallel coordinates** — rows over the swept parameters and ``metric`` (the best :data:`PARALLEL_ROWS`).
 7. **Top N replayed** — equity and drawdown of the best ``top`` rows, recomputed with ``replay`` (a function row →
    :class:`~raybt.backtest.Backtest`, e.g. ``results.backtest``), and the best row in detail (prices, trades).
    Without ``replay`` (no data given) the section says so.
@@ -47,6 +47,8 @@ MAX_HEATMAPS = 6
 LEADERBOARD_METRICS = ("total_return", "cagr", "sharpe", "sortino", "calmar", "max_drawdown", "win_rate",
                        "profit_factor", "n_trades", "exposure")
 """Metric columns of the leaderboard (after the ranking metric)."""
+PARALLEL_ROWS = 10_000
+"""The parallel-coordinates plot draws at most this many rows (the best by the metric; the title says so)."""
 _DISTRIBUTIONS = ("total_return", "max_drawdown")
 _SHOWN_FAILURES = 10
 
@@ -198,7 +200,7 @@ def _ranges(df: pd.DataFrame, metric: str) -> str:
 def _parallel(df: pd.DataFrame, metric: str) -> str:
     if not plots.swept_parameters(df):
         return "<p>No swept parameter.</p>"
-    return _figures([plots.plot_parallel(df, metric)])
+    return _figures([plots.plot_parallel(df, metric, max_rows=PARALLEL_ROWS)])
 
 
 def _replayed(best: pd.DataFrame, replay: Replay | None, metric: str) -> str:

@@ -132,6 +132,9 @@ def test_parallel_coordinates_have_every_swept_parameter_and_the_metric(df):
     assert list(dimensions[2].ticktext) == ["0.01", "None"]
     np.testing.assert_array_equal(dimensions[2].values, np.where(shown["band"].isna(), 1, 0))
     assert f"({len(df) - len(shown)} rows without a finite sharpe not shown)" in fig.layout.title.text
+    best = plots.plot_parallel(df, "sharpe", max_rows=5)
+    np.testing.assert_array_equal(best.data[0].dimensions[3].values, np.sort(shown["sharpe"])[::-1][:5])
+    assert f"only the best 5 of {len(shown)} by sharpe" in best.layout.title.text
 
 
 def test_backtest_plot_shows_each_symbols_price_trades_equity_drawdown_and_a_trade_table():
