@@ -15,7 +15,8 @@ Measured, each printed on its own line:
   replay the best 5 rows, write the file), wall time in this process, and the file's size.
 * **open** — headless Chromium (Debian's ``chromium``/``chromium-driver``, network off) opening the file: the page's
   ``loadEventEnd`` (plotly.js parsed, every figure's script run) and the wall time until every plotly figure has
-  drawn its SVG, from just before ``driver.get``. Chromium starts before the clock does.
+  drawn its SVG, from just before ``driver.get``. Chromium starts before the clock does. For scale, the same for a
+  page holding only the inlined plotly.js (what any self-contained plotly page costs).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def build(directory: Path, rows: int) -> tuple[raybt.MarketData, float]:
 
 
 def open_in_chromium(path: Path) -> tuple[float, float, int]:
-    """(loadEventEnd seconds, seconds until every figure has drawn, figures drawn)."""
+    """(loadEventEnd seconds, seconds until every figure has drawn, figures drawn); 0 figures is fine."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -96,6 +97,11 @@ def main() -> int:
             return 0
         load_s, drawn_s, figures = open_in_chromium(output)
         print(f"open: loadEventEnd {load_s:.2f} s; every figure drawn after {drawn_s:.2f} s ({figures} figures)")
+        from plotly.offline import get_plotlyjs
+
+        bare = Path(scratch, "plotly-only.html")
+        bare.write_text(f"<!DOCTYPE html><html><head><script>{get_plotlyjs()}</script></head><body></body></html>")
+        print(f"for scale, a page with only plotly.js: loadEventEnd {open_in_chromium(bare)[0]:.2f} s")
         return 0
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
