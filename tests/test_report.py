@@ -82,7 +82,7 @@ def test_report_page_has_the_run_the_leaderboard_and_one_inlined_plotly(sweep, t
 
     assert page.count(get_plotlyjs()[:200]) == 1  # plotly.js once, inline
     assert "<script src" not in page and "<link" not in page  # nothing fetched
-    assert page.count("Plotly.newPlot(") == PLOTS
+    assert page.count('class="plotly-graph-div"') == PLOTS
     assert f"<th>failed jobs</th><td>{df['error'].notna().sum()}</td>" in page
     assert "ValueError: a strategy bug" in page
     assert manifest["runs"][-1]["settings"].replace("'", "&#x27;") in page
@@ -155,7 +155,7 @@ def test_raybt_report_command_replays_the_best_rows_with_the_spec(sweep, tmp_pat
     assert cli.main(["report", str(directory), "--spec", str(spec_path), "-o", str(out), "--top", "3"]) == 0
     assert f"wrote {out}: {len(df)} rows, best 3 rows replayed" in capsys.readouterr().out
     page = out.read_text()
-    assert page.count("Plotly.newPlot(") == PLOTS and "Top 3 rows replayed" in page
+    assert page.count('class="plotly-graph-div"') == PLOTS and "Top 3 rows replayed" in page
     assert cli.main(["report", str(directory), "-o", str(tmp_path / "plain.html")]) == 0
     assert "Not recomputed" in (tmp_path / "plain.html").read_text()
     assert cli.main(["report", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.html")]) == cli.EXIT_FAILED
