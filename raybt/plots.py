@@ -191,8 +191,9 @@ def plot_distribution(df: pd.DataFrame, metric: str = "sharpe") -> go.Figure:
     go, _ = plotly_modules()
     _check_metric(df, metric)
     fig = go.Figure()
+    by_range = dict(list(df[metric].groupby(df["range"], sort=False, dropna=False)))
     for name in _ordered_ranges(df):
-        values = df.loc[df["range"] == name, metric].to_numpy(dtype=float)
+        values = by_range[name].to_numpy(dtype=float)
         fig.add_trace(go.Histogram(x=values[np.isfinite(values)], name=str(name), opacity=0.6))
     values = df[metric].to_numpy(dtype=float)
     n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())

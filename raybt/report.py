@@ -146,12 +146,12 @@ def _run_section(df: pd.DataFrame, manifest: Mapping[str, Any] | None, source: s
 
 
 def _ranges_table(df: pd.DataFrame, metric: str) -> str:
-    rows = []
-    for name in plots._ordered_ranges(df):
-        of_range = df[df["range"] == name]
-        rows.append([name, _text(of_range["range_start"].iloc[0]), _text(of_range["range_end"].iloc[0]),
-                     f"{len(of_range):,}", f"{int(of_range['error'].notna().sum()):,}",
-                     _number(of_range[metric].median())])
+    groups = df.assign(failed=df["error"].notna()).groupby("range", sort=False, dropna=False)
+    table = groups.agg(start=("range_start", "first"), end=("range_end", "first"), rows=("key", "size"),
+                       failed=("failed", "sum"), median=(metric, "median"))
+    rows = [[name, _text(table.at[name, "start"]), _text(table.at[name, "end"]), f"{table.at[name, 'rows']:,}",
+             f"{int(table.at[name, 'failed']):,}", _number(table.at[name, "median"])]
+            for name in plots._ordered_ranges(df)]
     return _table(["range", "start", "end (exclusive)", "rows", "failed", f"median {metric}"], rows)
 
 
