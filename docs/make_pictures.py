@@ -37,7 +37,7 @@ def browser(width: int, height: int):
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}",
-                     "--hide-scrollbars", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"):
+                     "--hide-scrollbars"):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 

@@ -12,10 +12,12 @@ to it; the leaderboard sorts with a few lines of plain JavaScript (no CDN, no ne
    (at most :data:`MAX_HEATMAPS`, in column order).
 4. **Distributions** — of ``metric``, ``total_return`` and ``max_drawdown``, per range.
 5. **Consistency across ranges** — the top 20 strategies by their mean ``metric`` across ranges (with 2+ ranges).
-6. **Parallel coordinates** — rows over the swept parameters and ``metric`` (the best :data:`PARALLEL_ROWS`).
-7. **Top N replayed** — equity and drawdown of the best ``top`` rows, recomputed with ``replay`` (a function row →
+6. **Top N replayed** — equity and drawdown of the best ``top`` rows, recomputed with ``replay`` (a function row →
    :class:`~raybt.backtest.Backtest`, e.g. ``results.backtest``), and the best row in detail (prices, trades).
    Without ``replay`` (no data given) the section says so.
+
+Parallel coordinates (:func:`raybt.plots.plot_parallel`) are left out: drawn with WebGL, they took 20 s of the
+40 s a 100,000-row report needed to open in Chromium without a GPU (``benchmarks/bench_report.py``).
 
 Every value that comes from the rows or the manifest is HTML-escaped (parameter values are user text).
 """
@@ -47,8 +49,6 @@ MAX_HEATMAPS = 6
 LEADERBOARD_METRICS = ("total_return", "cagr", "sharpe", "sortino", "calmar", "max_drawdown", "win_rate",
                        "profit_factor", "n_trades", "exposure")
 """Metric columns of the leaderboard (after the ranking metric)."""
-PARALLEL_ROWS = 10_000
-"""The parallel-coordinates plot draws at most this many rows (the best by the metric; the title says so)."""
 _DISTRIBUTIONS = ("total_return", "max_drawdown")
 _SHOWN_FAILURES = 10
 
@@ -99,7 +99,6 @@ def render_report(df: pd.DataFrame, *, manifest: Mapping[str, Any] | None = None
         ("distributions", "Distributions",
          _figures([plots.plot_distribution(df, m) for m in dict.fromkeys([metric, *_DISTRIBUTIONS])])),
         ("ranges", "Consistency across ranges", _ranges(df, metric)),
-        ("parallel", "Parallel coordinates", _parallel(df, metric)),
         ("replayed", f"Top {top} rows replayed", _replayed(best.head(top), replay, metric)),
     ]
     title = f"raybt report: {source}" if source else "raybt report"
@@ -195,12 +194,6 @@ def _ranges(df: pd.DataFrame, metric: str) -> str:
     if df["range"].nunique(dropna=False) < 2:
         return "<p>One date range only: nothing to compare across ranges.</p>"
     return _figures([plots.plot_ranges(df, metric, top=20)])
-
-
-def _parallel(df: pd.DataFrame, metric: str) -> str:
-    if not plots.swept_parameters(df):
-        return "<p>No swept parameter.</p>"
-    return _figures([plots.plot_parallel(df, metric, max_rows=PARALLEL_ROWS)])
 
 
 def _replayed(best: pd.DataFrame, replay: Replay | None, metric: str) -> str:

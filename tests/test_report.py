@@ -41,9 +41,9 @@ SPEC = textwrap.dedent("""
     fees = 0.001
     continue_on_error = True
 """)
-PLOTS = len(list(combinations(["fast", "slow", "band"], 2))) + 3 + 1 + 1 + 2
-"""Heatmaps of the 3 parameter pairs, distributions of sharpe, total_return and max_drawdown, ranges, parallel
-coordinates, equity of the top rows and the best row in detail."""
+PLOTS = len(list(combinations(["fast", "slow", "band"], 2))) + 3 + 1 + 2
+"""Heatmaps of the 3 parameter pairs, distributions of sharpe, total_return and max_drawdown, ranges, equity of the
+top rows and the best row in detail."""
 
 
 @pytest.fixture(scope="module")
