@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
+import raybt
 from raybt._progress import tqdm
 from raybt.batch import Batch, BatchResult
 from raybt.checkpoint import CheckpointError, CheckpointStore, CheckpointWarning, MemoryStore
@@ -73,7 +74,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     try:
         if len(todo):
             executor = _executor(plan, market, settings, n_workers, address, profile)
-            store.record_run({"raybt_results_version": RESULTS_VERSION, "data_fingerprint": market.fingerprint,
+            store.record_run({"raybt_version": raybt.__version__,
+                              "raybt_results_version": RESULTS_VERSION, "data_fingerprint": market.fingerprint,
                               "settings": repr(settings), "run_settings": settings_record(settings),
                               "jobs": len(plan), "to_run": int(len(todo)),
                               "executor": type(executor).__name__, "n_workers": executor.n_workers})
