@@ -44,6 +44,9 @@ def test_explore_notebook_runs_on_a_small_sweep(tmp_path):
     assert any(WIDGET in o.get("data", {}) for o in sweep_cell.outputs)  # the progress bar is a widget
     assert "Backtest(SmaCross(" in outputs["best = results.backtest(results.best(\"sharpe\", 1).iloc[0], data)"]
     assert "compounded_return" in outputs["results.summary().head(10)"]
+    heatmap = next(c for c in notebook.cells if c.source.startswith("results.plot_heatmap"))
+    assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in heatmap.outputs)
+    assert (tmp_path / "explore_report.html").stat().st_size > 100_000  # plotly.js inside: opens offline
     assert (tmp_path / "ck" / "parts").is_dir()
 
 
