@@ -320,7 +320,7 @@ def test_count_trials_reads_every_stored_job_failed_ones_included(tmp_path):
     assert count.n_runs == 2 and count.planned_jobs == 12 + 5
     assert stats.count_trials(folder, data_fingerprint=DATA.fingerprint) == count
     # the count agrees with the stored rows themselves
-    rows = raybt.load_results(folder)
+    rows = raybt.load_results(folder).df
     assert len(rows) == count.n_jobs and rows["error"].notna().sum() == count.n_failed
 
 
