@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -64,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-dir", help="checkpoint directory or URI (s3://bucket/run)")
     run.add_argument("--checkpoint-batch-size", type=_positive_int, help="rows per Parquet part")
     run.add_argument("--continue-on-error", action="store_true", default=None, help="record failures and go on")
+    run.add_argument("--force", action="store_true", default=None,
+                     help="recompute every job, replacing the rows stored in the checkpoint directory")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--top", type=_positive_int, default=10, help="rows to show (default 10)")
     run.set_defaults(handler=_run)
@@ -119,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     options = _spec_options(spec)
     overrides = {"address": args.address, "n_workers": args.n_workers, "batch_size": args.batch_size,
                  "checkpoint_dir": args.checkpoint_dir, "checkpoint_batch_size": args.checkpoint_batch_size,
-                 "continue_on_error": args.continue_on_error}
+                 "continue_on_error": args.continue_on_error, "force": args.force}
     options.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_progress:
         options["show_progress"] = False
@@ -134,7 +137,11 @@ def _results(args: argparse.Namespace) -> int:
 
     if "://" not in args.directory and not Path(args.directory, "parts").is_dir():
         raise FileNotFoundError(f"{args.directory} is not a raybt checkpoint directory (no parts/ folder)")
-    df = load_results(args.directory)
+    with warnings.catch_warnings(record=True) as caught:  # one plain line each (another results version, ...)
+        warnings.simplefilter("always")
+        df = load_results(args.directory)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
     if args.sort not in df.columns:
         raise UsageError(f"unknown column --sort {args.sort!r}; choose one of {list(df.columns)}")
     _print_summary(df, args.sort, args.top, ascending=args.ascending)

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from raybt.batch import Batch, BatchResult
 from raybt.checkpoint import CheckpointStore, MemoryStore
+from raybt.code_digest import refresh as refresh_code_digests
 from raybt.data import DataLike, DateRange, MarketData, load_ohlcv
 from raybt.engine import CostModel
 from raybt.executors import LocalExecutor
@@ -31,7 +32,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                   initial_amount: float = 10_000, fees: float = 0.0, fixed_fee: float = 0.0, slippage: float = 0.0,
                   fill: str = "close", n_workers: int | None = None, batch_size: int = 100,
                   checkpoint_dir: str | None = None, checkpoint_batch_size: int = 1000, show_progress: bool = True,
-                  continue_on_error: bool = False, rerun_errors: bool = False, address: str | None = None,
+                  continue_on_error: bool = False, rerun_errors: bool = False, force: bool = False,
+                  address: str | None = None,
                   profile: bool = False, periods_per_year: float | None = None,
                   risk_free_rate: float = 0.0) -> Results:
     """Run every strategy on every date range and return :class:`~raybt.results.Results`.
@@ -42,7 +44,12 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
 
     Checkpoints: with ``checkpoint_dir`` (a path or a pyarrow filesystem URI) every ``checkpoint_batch_size`` rows
     are written as one atomic Parquet part, and jobs already stored there (same strategy, range, data and settings)
-    are skipped — rerun with ``rerun_errors=True`` to retry failed ones. Without it, results stay in memory.
+    are skipped — rerun with ``rerun_errors=True`` to retry failed ones, or ``force=True`` to recompute every job
+    (the new rows replace the stored ones: the newest row of a key wins). Without it, results stay in memory.
+
+    Keys follow the code (see :mod:`raybt.plan`): editing the strategy, a helper or constant of your modules, or
+    upgrading raybt to code that computes differently makes stored rows stale; bump a strategy's ``version`` class
+    attribute for changes raybt cannot see (a data file it reads, an installed package).
 
     Errors: with ``continue_on_error=True`` a failing job yields a row with ``error`` set; with ``False`` the sweep
     stops at the first failure, keeps every finished row checkpointed and raises :class:`BacktestError`.
@@ -54,9 +61,11 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     market = load_ohlcv(data)
     settings = RunSettings(CostModel(initial_amount, fees, fixed_fee, slippage, fill), periods_per_year,
                            risk_free_rate)
+    strategies = list(strategies)
+    refresh_code_digests(type(s) for s in strategies)  # user code may have been edited and reloaded since
     plan = plan_jobs(strategies, date_ranges, market, settings)
     store = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else MemoryStore()
-    todo = np.flatnonzero(~np.isin(plan.keys, store.done_keys(rerun_errors)))
+    todo = np.arange(len(plan)) if force else np.flatnonzero(~np.isin(plan.keys, store.done_keys(rerun_errors)))
     n_skipped = len(plan) - len(todo)
     progress = tqdm(total=len(plan), initial=n_skipped, disable=not show_progress, unit="backtest",
                     desc="raybt", dynamic_ncols=True, smoothing=0.1)
@@ -99,10 +108,9 @@ def _executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: 
     prepare_local_ray(address)
     from raybt.executors.ray_tasks import RayExecutor, check_picklable, ship_user_modules
 
-    check_picklable(plan.strategies)
-    executor = RayExecutor(market, settings, n_workers=n_workers or -1, address=address, profile=profile)
     ship_user_modules(plan.strategies)
-    return executor
+    check_picklable(plan.strategies)
+    return RayExecutor(market, settings, n_workers=n_workers or -1, address=address, profile=profile)
 
 
 def _batches(plan: Plan, todo: np.ndarray, batch_size: int) -> Iterator[Batch]:
