@@ -14,7 +14,7 @@ from raybt.code_digest import refresh as refresh_code_digests
 from raybt.data import DataLike, DateRange, MarketData, load_ohlcv
 from raybt.engine import CostModel
 from raybt.executors import LocalExecutor
-from raybt.plan import RESULTS_VERSION, Plan, RunSettings, plan_jobs
+from raybt.plan import Plan, RunSettings, plan_jobs
 from raybt.results import Results, merge_profiles, rows_table
 from raybt.strategy import Strategy
 
@@ -35,7 +35,7 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                   continue_on_error: bool = False, rerun_errors: bool = False, force: bool = False,
                   address: str | None = None,
                   profile: bool = False, periods_per_year: float | None = None,
-                  risk_free_rate: float = 0.0) -> Results:
+                  risk_free_rate: float = 0.0, per_symbol: bool = False) -> Results:
     """Run every strategy on every date range and return :class:`~raybt.results.Results`.
 
     Execution: ``n_workers=None`` or ``1`` runs in this process without Ray; ``-1`` runs Ray tasks on every CPU of
@@ -54,6 +54,11 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     Errors: with ``continue_on_error=True`` a failing job yields a row with ``error`` set; with ``False`` the sweep
     stops at the first failure, keeps every finished row checkpointed and raises :class:`BacktestError`.
 
+    Symbols: by default every strategy runs once per range on all the data's symbols together (one portfolio, one
+    shared cash account). ``per_symbol=True`` runs it on each symbol's data alone instead (jobs = strategies ×
+    symbols × ranges, a ``symbol`` column in the rows; the data is still validated and shipped once): "this rule on
+    each of these 500 stocks".
+
     Costs and settings are those of :func:`raybt.run_backtest`; ``profile=True`` runs each batch under cProfile and
     puts the merged statistics in ``results.profile``.
     """
@@ -61,9 +66,11 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     market = load_ohlcv(data)
     settings = RunSettings(CostModel(initial_amount, fees, fixed_fee, slippage, fill), periods_per_year,
                            risk_free_rate)
+    if not isinstance(per_symbol, bool):
+        raise TypeError(f"per_symbol must be True or False, got {per_symbol!r}")
     strategies = list(strategies)
     refresh_code_digests(type(s) for s in strategies)  # user code may have been edited and reloaded since
-    plan = plan_jobs(strategies, date_ranges, market, settings)
+    plan = plan_jobs(strategies, date_ranges, market, settings, per_symbol)
     store = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else MemoryStore()
     todo = np.arange(len(plan)) if force else np.flatnonzero(~np.isin(plan.keys, store.done_keys(rerun_errors)))
     n_skipped = len(plan) - len(todo)
@@ -74,7 +81,7 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     try:
         if len(todo):
             executor = _executor(plan, market, settings, n_workers, address, profile)
-            store.record_run({"raybt_results_version": RESULTS_VERSION, "data_fingerprint": market.fingerprint,
+            store.record_run({"raybt_results_version": settings.results_version, "data_fingerprint": market.fingerprint,
                               "settings": repr(settings), "jobs": len(plan), "to_run": int(len(todo)),
                               "executor": type(executor).__name__, "n_workers": executor.n_workers})
             try:
@@ -117,7 +124,8 @@ def _batches(plan: Plan, todo: np.ndarray, batch_size: int) -> Iterator[Batch]:
     for start in range(0, len(todo), batch_size):
         jobs = todo[start:start + batch_size]
         yield Batch(jobs, [plan.strategies[i] for i in plan.strategy_index[jobs]],
-                    [plan.date_ranges[i] for i in plan.range_index[jobs]])
+                    [plan.date_ranges[i] for i in plan.range_index[jobs]],
+                    [plan.symbols[i] for i in plan.symbol_index[jobs]])
 
 
 def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, store: CheckpointStore | MemoryStore,
