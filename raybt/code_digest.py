@@ -49,6 +49,7 @@ import sys
 import sysconfig
 import types
 import weakref
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,18 +123,29 @@ def _walk_class(cls: type) -> _ClassCode:
 
 
 class _Walk:
-    """Collects tokens for everything a class can run, and the user modules it touches."""
+    """Collects tokens for everything a class can run, and the user modules it touches. Breadth first, with a queue
+    rather than recursion, so long chains of helpers cannot exhaust the stack."""
 
     def __init__(self) -> None:
         self.tokens: list[str] = []
         self.modules: dict[str, types.ModuleType] = {}
         self._seen: dict[int, object] = {}  # id -> object (kept alive so ids stay unique during the walk)
+        self._queue: deque[object] = deque()
+        self._open: set[int] = set()  # ids of the containers being tokenised (a container holding itself)
 
     def visit(self, value: object) -> None:
-        """Record a function, class or module of user code (and what it reaches); other values are tokens only."""
-        if id(value) in self._seen:
-            return
-        self._seen[id(value)] = value
+        """Walk ``value`` and everything it reaches."""
+        self._enqueue(value)
+        while self._queue:
+            self._visit_one(self._queue.popleft())
+
+    def _enqueue(self, value: object) -> None:
+        if id(value) not in self._seen:
+            self._seen[id(value)] = value
+            self._queue.append(value)
+
+    def _visit_one(self, value: object) -> None:
+        """Record a function, class or module of user code; other values are tokens only."""
         if isinstance(value, types.ModuleType):
             if is_user_module(value) and value.__name__ != "__main__":  # not a notebook's every variable
                 self.modules[value.__name__] = value
@@ -153,7 +165,7 @@ class _Walk:
     def _visit_class(self, cls: type) -> None:
         self.tokens.append(f"class {_name(cls)}({', '.join(map(_name, cls.__bases__))})")
         for base in cls.__bases__:
-            self.visit(base)
+            self._enqueue(base)
         for name, item in cls.__dict__.items():
             if name in ("__dict__", "__weakref__", "__module__", "__doc__", "_param_types", "_param_defaults"):
                 continue
@@ -173,7 +185,7 @@ class _Walk:
 
     def token(self, value: object) -> str:
         """A deterministic text for ``value`` (the same in every process for the same content); functions, classes
-        and modules are named here and walked."""
+        and modules are named here and walked later."""
         if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
             return repr(value)
         if isinstance(value, (staticmethod, classmethod)):
@@ -183,15 +195,16 @@ class _Walk:
         if isinstance(value, functools.partial):
             return f"partial({self.token(value.func)}, {self.token(value.args)}, {self.token(value.keywords)})"
         if isinstance(value, (types.FunctionType, type, types.ModuleType)):
-            self.visit(value)
+            self._enqueue(value)
             return f"<{_name(value)}>"
-        if isinstance(value, (tuple, list)):
-            return f"{type(value).__name__}({', '.join(self.token(v) for v in value)})"
-        if isinstance(value, (set, frozenset)):
-            return f"{type(value).__name__}({', '.join(sorted(self.token(v) for v in value))})"
-        if isinstance(value, dict):
-            items = sorted(f"{self.token(k)}: {self.token(v)}" for k, v in value.items())
-            return f"dict({', '.join(items)})"
+        if isinstance(value, (tuple, list, set, frozenset, dict)):
+            if id(value) in self._open:
+                return "<cycle>"
+            self._open.add(id(value))
+            try:
+                return self._container_token(value)
+            finally:
+                self._open.discard(id(value))
         if isinstance(value, np.ndarray) and value.dtype != object:
             content = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
             return f"ndarray({value.dtype.str}, {value.shape}, {content})"
@@ -200,8 +213,17 @@ class _Walk:
         wrapped = getattr(value, "__wrapped__", None)  # functools.lru_cache, functools.wraps decorators
         if isinstance(wrapped, types.FunctionType):
             return f"{type(value).__name__}({self.token(wrapped)})"
-        self.visit(type(value))  # an instance of a user class: its class's code counts
+        self._enqueue(type(value))  # an instance of a user class: its class's code counts
         return f"<{_name(type(value))} instance>"
+
+    def _container_token(self, value: tuple | list | set | frozenset | dict) -> str:
+        if isinstance(value, dict):
+            items = sorted(f"{self.token(k)}: {self.token(v)}" for k, v in value.items())
+            return f"dict({', '.join(items)})"
+        tokens = [self.token(v) for v in value]
+        if isinstance(value, (set, frozenset)):
+            tokens.sort()  # iteration order depends on the hash seed
+        return f"{type(value).__name__}({', '.join(tokens)})"
 
 
 def _code_token(code: types.CodeType) -> str:

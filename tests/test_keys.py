@@ -299,3 +299,22 @@ def test_cli_force(code, tmp_path, capsys):
     assert f"0 computed, {N_JOBS} from checkpoints" in capsys.readouterr().out
     assert cli_main([*args, "--force"]) == 0
     assert f"{N_JOBS} computed, 0 from checkpoints" in capsys.readouterr().out
+
+
+def test_long_helper_chains_and_self_containing_constants(tmp_path, monkeypatch):
+    """The walk is iterative (a chain of 3,000 helpers) and stops at a container holding itself; the last helper of
+    the chain still counts."""
+    chain = "".join(f"def f{i}(x):\n    return f{i + 1}(x)\n" for i in range(3000))
+    source = ("import raybt\nLOOP = [1]\nLOOP.append(LOOP)\n" + chain + "def f3000(x):\n    return x\n"
+              "class Deep(raybt.Strategy):\n    def signals(self, data):\n        f0(LOOP)\n"
+              "        return data.close > 0, data.close < 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ids = []
+    for last in ("return x", "return x + 1"):
+        (tmp_path / "deep_chain.py").write_text(source.replace("return x\n", f"{last}\n"))
+        sys.modules.pop("deep_chain", None)
+        import deep_chain
+
+        ids.append(deep_chain.Deep().id)
+    sys.modules.pop("deep_chain", None)
+    assert ids[0] != ids[1]
