@@ -107,9 +107,11 @@ def user_modules(cls: type) -> tuple[types.ModuleType, ...]:
 
 
 def refresh(classes: Iterable[type]) -> None:
-    """Recompute the digests of ``classes``: user code they call may have been edited or reloaded since."""
+    """Recompute the digests of ``classes``: user code they call may have been edited or reloaded since. An unchanged
+    digest keeps its string object, so the ids cached by instances (checked by identity) stay valid."""
     for cls in set(classes):
-        _DIGESTS[cls] = _walk_class(cls)
+        old, new = _DIGESTS.get(cls), _walk_class(cls)
+        _DIGESTS[cls] = new if old is None or old.digest != new.digest else _ClassCode(old.digest, new.modules)
 
 
 def _walk_class(cls: type) -> _ClassCode:
@@ -153,10 +155,16 @@ class _Walk:
                     if _defined_in(item, value.__name__) or _is_plain_value(item):
                         self.tokens.append(f"{_label(value)}.{name} = {self.token(item)}")
             return
-        module = sys.modules.get(getattr(value, "__module__", None) or "")
-        if module is None or not is_user_module(module):
+        if not isinstance(value, (type, types.FunctionType)):
             return
-        self.modules[module.__name__] = module
+        module = sys.modules.get(getattr(value, "__module__", None) or "")
+        if module is None:  # not (or no longer) imported, e.g. executed from a file by hand: judged by its code's file
+            if not _is_user_code(value):
+                return
+        elif is_user_module(module):
+            self.modules[module.__name__] = module
+        else:
+            return
         if isinstance(value, type):
             self._visit_class(value)
         elif isinstance(value, types.FunctionType):
@@ -245,6 +253,13 @@ def _global_names(code: types.CodeType) -> list[str]:
         if isinstance(const, types.CodeType):
             names.update(dict.fromkeys(_global_names(const)))
     return list(names)
+
+
+def _is_user_code(value: type | types.FunctionType) -> bool:
+    """Whether the code of a function, or of a class's first method, comes from a file outside installed packages."""
+    functions = [value] if isinstance(value, types.FunctionType) else [
+        v for v in vars(value).values() if isinstance(v, types.FunctionType)]
+    return bool(functions) and _is_user_file(functions[0].__code__.co_filename)
 
 
 def _defined_in(value: object, module_name: str) -> bool:

@@ -252,6 +252,30 @@ def test_the_code_digest_is_computed_once_per_class_and_reload_gives_a_fresh_one
     assert new is not old
     assert new(n=3).id == old(n=3).id  # same code, same id ...
     assert walks == [old, new]  # ... computed afresh for the new class object
+    strategy = new(n=4)
+    assert strategy.id
+    cached = strategy._id
+    code_digest.refresh([new])  # what every sweep does: the code is unchanged ...
+    assert strategy.id and strategy._id is cached  # ... so the ids cached by instances stay valid
+
+
+def test_code_of_a_module_executed_by_hand_counts(tmp_path):
+    """A module run from a file without being registered in sys.modules (importlib.util by hand): its helpers are
+    still followed."""
+    import importlib.util
+
+    def load(helper_body):
+        path = tmp_path / "by_hand.py"
+        path.write_text("import raybt\n\ndef helper(x):\n    " + helper_body + "\n\n"
+                        "class ByHand(raybt.Strategy):\n    def signals(self, data):\n"
+                        "        return helper(data.close) > 0, data.close < 0\n")
+        spec = importlib.util.spec_from_file_location("by_hand_unregistered", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.ByHand()
+
+    assert "by_hand_unregistered" not in sys.modules
+    assert load("return x").id == load("return x").id != load("return x - 1").id
 
 
 def test_ids_are_the_same_in_every_process_whatever_the_hash_seed(tmp_path):

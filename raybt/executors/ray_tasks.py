@@ -67,7 +67,8 @@ def ship_user_modules(strategies: Sequence[Strategy]) -> None:
     reference (raybt's own version is checked by each task, see :func:`_run_remote`)."""
     for cls in {type(s) for s in strategies}:
         for module in user_modules(cls):
-            if module.__name__ != "__main__":  # __main__ is pickled by value anyway
+            # __main__, and modules no longer (or never) in sys.modules, are pickled by value anyway
+            if module.__name__ != "__main__" and sys.modules.get(module.__name__) is module:
                 cloudpickle.register_pickle_by_value(module)
 
 
