@@ -604,20 +604,20 @@ def _next_stop_watch(entries, exits, open_, high, low, state, bar0, sig0, r, n_b
 def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction, fees,
               fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, curve, trades, state, pending,
               values, slots, scan):
-    """The bar loop (compiled by :func:`_compile`, with the helpers above). Simulated bar ``r`` reads prices at
-    ``p = bar0 + r`` and signals at ``q = sig0 + r``. On bar ``r``: (1) the exits queued by the previous bar's
-    signals fill at the open, (2) stops are checked intrabar, (3) the entries queued by the previous bar's signals
-    fill at the open (their stops checked on this bar too), (4) this bar's signal exits fill at the close, then its
-    entries, or they are queued; then (5) equity is valued at the close of ``r`` and of every following bar on which nothing can happen (no signal,
-    no queued order, no stop triggering), and the loop jumps to the next bar that needs attention (found by the
-    signal scan or the stop watch, the stretch valued in one vectorised pass). With a metrics scan (``scan``: a
-    :class:`~raybt.metrics.CurveScan`'s kernel arrays; ones with empty stats for none) the equity goes to a buffer
-    of runs (``values``: equity, ``slots``: first bar of each run; a stretch with nothing open is one run, its
-    equity being the cash), handed to the scan block by block, and to ``curve`` unless it is empty; without, the
-    equity is stored to ``curve`` directly. ``trades`` must have room for every trade: a position opens at most
-    once per symbol and bar. ``state`` (float64 ``(_N_STATE, n_symbols)``) and ``pending`` (bool ``(2,
-    n_symbols)``: entry, exit queued for the next open) come in zeroed, so that nothing is allocated here. Returns
-    ``(n_trades, bars_in_market, n_unfunded)``, the last the entries skipped for want of cash."""
+    """The bar loop (compiled by :func:`_compile`, with the helpers above). Simulated bar ``r`` reads prices at ``p =
+    bar0 + r`` and signals at ``q = sig0 + r``. On bar ``r``: (1) the exits queued by the previous bar's signals
+    fill at the open, (2) stops are checked intrabar, (3) the entries queued by the previous bar's signals fill at
+    the open (their stops checked on this bar too), (4) this bar's signal exits fill at the close, then its entries,
+    or they are queued; then (5) equity is valued at the close of ``r`` and of every following bar on which nothing
+    can happen (no signal, no queued order, no stop triggering), and the loop jumps to the next bar that needs
+    attention (found by the signal scan or the stop watch, the stretch valued in one vectorised pass). With a
+    metrics scan (``scan``: a :class:`~raybt.metrics.CurveScan`'s kernel arrays; ones with empty stats for none) the
+    equity goes to a buffer of runs (``values``: equity, ``slots``: first bar of each run; a stretch with nothing
+    open is one run, its equity being the cash), handed to the scan block by block, and to ``curve`` unless it is
+    empty; without, the equity is stored to ``curve`` directly. ``trades`` must have room for every trade: a
+    position opens at most once per symbol and bar. ``state`` (float64 ``(_N_STATE, n_symbols)``) and ``pending``
+    (bool ``(2, n_symbols)``: entry, exit queued for the next open) come in zeroed, so that nothing is allocated
+    here. Returns ``(n_trades, bars_in_market, n_unfunded)``, the last the entries skipped for want of cash."""
     n_symbols = close.shape[0] if _N_SYMBOLS == 0 else _N_SYMBOLS
     has_stops = not (np.isnan(stop_loss) and np.isnan(take_profit) and np.isnan(trailing_stop))
     cash = initial_cash
