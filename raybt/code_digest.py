@@ -5,8 +5,9 @@ A job's key (see :mod:`raybt.plan`) must change whenever its result can. Two dig
 * :func:`class_digest` — a strategy class and the user code it can run. Rules:
 
   - *User code* is any module that is neither raybt, nor the standard library, nor an installed package (a file
-    under the interpreter's ``stdlib``/``site-packages`` folders). Installed packages are covered by their version
-    only as far as the user bumps ``Strategy.version``.
+    under the interpreter's ``stdlib``/``site-packages`` folders). Installed packages are not followed: bump
+    ``Strategy.version`` when an upgrade of one changes results. Code whose module is not in ``sys.modules`` (a file
+    executed by hand) counts as the user's when its file lies outside those folders.
   - Starting from the class (its user base classes too), the walk follows every function and class attribute, each
     function's code, default values and closure cells, and every global name its code mentions (``co_names``, which
     also lists attribute names, so it over-reaches, never under-reaches). A user function or class it reaches is
