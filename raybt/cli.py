@@ -11,7 +11,6 @@ import importlib.util
 import inspect
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -137,11 +136,7 @@ def _results(args: argparse.Namespace) -> int:
 
     if "://" not in args.directory and not Path(args.directory, "parts").is_dir():
         raise FileNotFoundError(f"{args.directory} is not a raybt checkpoint directory (no parts/ folder)")
-    with warnings.catch_warnings(record=True) as caught:  # one plain line each (another results version, ...)
-        warnings.simplefilter("always")
-        df = load_results(args.directory)
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
+    df = load_results(args.directory)  # warns about damaged or foreign parts and rows of another results version
     if args.sort not in df.columns:
         raise UsageError(f"unknown column --sort {args.sort!r}; choose one of {list(df.columns)}")
     _print_summary(df, args.sort, args.top, ascending=args.ascending)
