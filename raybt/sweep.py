@@ -115,9 +115,6 @@ def _executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: 
               profile: bool):
     if n_workers in (None, 1) and address is None:
         return LocalExecutor(market, settings, profile)
-    from raybt.executors.ray_env import prepare_local_ray
-
-    prepare_local_ray(address)
     from raybt.executors.ray_tasks import RayExecutor, check_picklable, ship_user_modules
 
     ship_user_modules(plan.strategies)
