@@ -17,6 +17,7 @@ import json
 import os
 import pstats
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,15 @@ import pandas as pd
 import pyarrow as pa
 
 from raybt.batch import BatchResult
-from raybt.checkpoint import CheckpointStore, MemoryStore
+from raybt.checkpoint import CheckpointStore, MemoryStore, recorded_runs
 from raybt.data import DataError, DataLike, DateRange, MarketData, load_ohlcv
 from raybt.metrics import METRIC_NAMES
-from raybt.plan import Plan
+from raybt.plan import RESULTS_VERSION, Plan
 from raybt.strategy import Strategy
+
+
+class ResultsVersionWarning(UserWarning):
+    """A checkpoint directory holds rows written by other raybt code (another results version)."""
 
 
 def rows_table(plan: Plan, market: MarketData, results: Sequence[BatchResult]) -> pa.Table:
@@ -244,5 +249,14 @@ def _redacted(location: str) -> str:
 
 
 def load_results(checkpoint_dir: str) -> pd.DataFrame:
-    """Every row stored in a checkpoint directory (all runs, newest row per key), without running anything."""
+    """Every row stored in a checkpoint directory (all runs, newest row per key), without running anything. Warns
+    (:class:`ResultsVersionWarning`) when some runs were made by raybt code that computes differently: their rows are
+    returned as stored, but :func:`raybt.run_backtests` does not reuse them (their keys differ) and recomputes."""
+    other = sorted({str(run.get("raybt_results_version")) for run in recorded_runs(checkpoint_dir)}
+                   - {RESULTS_VERSION})
+    if other:
+        warnings.warn(f"{_redacted(str(checkpoint_dir))} holds rows written by another raybt results version "
+                      f"({', '.join(other)}; this raybt is {RESULTS_VERSION}): they were computed by other raybt "
+                      f"code and may differ from what it computes now; run the sweep again to recompute them",
+                      ResultsVersionWarning, stacklevel=2)
     return CheckpointStore(checkpoint_dir).read()

@@ -204,7 +204,7 @@ def test_part_damaged_after_its_keys_were_read_is_rerun_in_the_same_call(tmp_pat
         results = run(checkpoint_dir=ck)
     messages = [str(w.message) for w in caught]
     assert len(messages) == 2
-    assert re.search(rf"{victim.name} is unreadable.*moved to", messages[0])
+    assert re.search(rf"{victim.name} is unreadable.*moved to", messages[0], re.S)
     assert re.search(rf"{n_lost} jobs of this sweep lost their stored rows while it ran .*running them again",
                      messages[1])
     assert calls[0] == 12
@@ -257,7 +257,7 @@ def test_rows_lost_after_a_sweep_with_nothing_to_run_are_named(tmp_path, referen
     with pytest.warns(CheckpointWarning) as caught:
         assert len(results.df) == 14
     messages = [str(w.message) for w in caught]
-    assert len(messages) == 2 and re.search(rf"{victim.name} is unreadable.*skipped", messages[0])
+    assert len(messages) == 2 and re.search(rf"{victim.name} is unreadable.*skipped", messages[0], re.S)
     assert re.search(rf"10 of 24 jobs have no row in .*{victim.name}: unreadable", messages[1])
     assert victim.exists()  # reading results never moves a part
 
