@@ -444,6 +444,19 @@ def _remove_dead_writers_temporaries(folders: Iterable[str]) -> None:
                     pass  # another writer removed it first
 
 
+def recorded_runs(location: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The runs ``manifest.json`` records (oldest first), read without opening or changing the store; ``[]`` when
+    there is no readable manifest of the expected shape."""
+    fs, root = _filesystem(str(location))
+    try:
+        with fs.open_input_stream(f"{root.rstrip('/')}/{_MANIFEST}") as handle:
+            manifest = json.loads(handle.read().decode())
+    except (OSError, ValueError):
+        return []
+    runs = manifest.get("runs") if isinstance(manifest, dict) else None
+    return [run for run in runs if isinstance(run, dict)] if isinstance(runs, list) else []
+
+
 # ---------------------------------------------------------------------------------------------------- helpers
 
 def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:

@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-dir", help="checkpoint directory or URI (s3://bucket/run)")
     run.add_argument("--checkpoint-batch-size", type=_positive_int, help="rows per Parquet part")
     run.add_argument("--continue-on-error", action="store_true", default=None, help="record failures and go on")
+    run.add_argument("--force", action="store_true", default=None,
+                     help="recompute every job, replacing the rows stored in the checkpoint directory")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--top", type=_positive_int, default=10, help="rows to show (default 10)")
     run.set_defaults(handler=_run)
@@ -143,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     options = _spec_options(spec)
     overrides = {"address": args.address, "n_workers": args.n_workers, "batch_size": args.batch_size,
                  "checkpoint_dir": args.checkpoint_dir, "checkpoint_batch_size": args.checkpoint_batch_size,
-                 "continue_on_error": args.continue_on_error}
+                 "continue_on_error": args.continue_on_error, "force": args.force}
     options.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_progress:
         options["show_progress"] = False
@@ -158,7 +160,7 @@ def _results(args: argparse.Namespace) -> int:
 
     if "://" not in args.directory and not Path(args.directory, "parts").is_dir():
         raise FileNotFoundError(f"{args.directory} is not a raybt checkpoint directory (no parts/ folder)")
-    df = load_results(args.directory).df
+    df = load_results(args.directory).df  # warns about damaged or foreign parts and rows of another results version
     if args.sort not in df.columns:
         raise UsageError(f"unknown column --sort {args.sort!r}; choose one of {list(df.columns)}")
     _print_summary(df, args.sort, args.top, ascending=args.ascending)

@@ -1,10 +1,11 @@
 """Plan a sweep: jobs = strategies × (symbols, when swept one by one) × date ranges, each with a content key.
 
-A job's key hashes everything its result depends on: the strategy id (class, source, parameters), the symbol of a
-per-symbol job, the date range (its instants and its name, so that a renamed range comes back under its new name),
-the data fingerprint, the run's settings (cost model, fill, initial amount, periods per year, risk-free rate) and
-:data:`RESULTS_VERSION`. An unchanged job has the same key in every process and on every machine, so it is skipped
-on resume; any change makes the old result *stale* and the job reruns.
+A job's key hashes everything its result depends on: the strategy id (parameters, and the code: the class, the user
+code it reaches and its ``version``, see :mod:`raybt.code_digest`), the symbol of a per-symbol job, the date range
+(its instants and its name, so that a renamed range comes back under its new name), the data fingerprint, the run's
+settings (cost model, fill, initial amount, periods per year, risk-free rate) and :data:`RESULTS_VERSION`. An
+unchanged job has the same key in every process and on every machine, so it is skipped on resume; any change makes
+the old result *stale* and the job reruns.
 
 Jobs are kept as parallel arrays (strategy, symbol and range positions, key) rather than objects, so planning a
 million jobs stays cheap in time and memory. Their order is symbol by symbol, then strategy by strategy, then range
@@ -16,17 +17,19 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from raybt.code_digest import raybt_digest
 from raybt.data import DateRange, DateRangeWarning, MarketData
 from raybt.engine import CostModel
 from raybt.strategy import Strategy
 
-RESULTS_VERSION = 3
-"""Bumped whenever the engine or metrics change what a job produces; makes every stored result stale. (3: cvar_95
-summed in a fixed order.)"""
+RESULTS_VERSION: str = raybt_digest()
+"""Derived from raybt's result-affecting source (:func:`raybt.code_digest.raybt_digest`), so it moves with any change
+of the engine, metrics, indicators, signal conversion or data alignment, without anyone remembering to bump it; a
+new value makes every stored result stale."""
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,12 @@ class RunSettings:
     costs: CostModel
     periods_per_year: float | None = None
     risk_free_rate: float = 0.0
+    results_version: str = field(default_factory=lambda: RESULTS_VERSION)
+    """The driver's raybt code; a Ray worker whose raybt differs refuses to run (its rows would be stored under keys
+    of other code)."""
 
     def fingerprint(self) -> str:
-        text = repr((RESULTS_VERSION, sorted(asdict(self.costs).items()), self.periods_per_year,
+        text = repr((self.results_version, sorted(asdict(self.costs).items()), self.periods_per_year,
                      float(self.risk_free_rate)))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -31,12 +31,16 @@ import pyarrow.parquet as pq
 
 from raybt.backtest import Backtest, run_backtest
 from raybt.batch import BatchResult
-from raybt.checkpoint import CheckpointStore, MemoryStore, scan_frame
+from raybt.checkpoint import CheckpointStore, MemoryStore, recorded_runs, scan_frame
 from raybt.data import DataError, DataLike, DateRange, DateRangeWarning, MarketData, load_ohlcv
 from raybt.engine import CostModel
 from raybt.metrics import METRIC_NAMES
-from raybt.plan import Plan, RunSettings, plan_jobs
+from raybt.plan import RESULTS_VERSION, Plan, RunSettings, plan_jobs
 from raybt.strategy import RESULT_COLUMNS, Strategy
+
+
+class ResultsVersionWarning(UserWarning):
+    """A checkpoint directory holds rows written by other raybt code (another results version)."""
 
 
 def rows_table(plan: Plan, market: MarketData, results: Sequence[BatchResult]) -> pa.Table:
@@ -389,8 +393,8 @@ class Results:
                 return _Job(row["key"], strategy, inputs.date_range, inputs.symbol, settings)
         raise ValueError(f"row {row['key']} ({strategy!r}, range {row['range']!r}) does not come from this code: "
                          f"its key is not reproduced by {cls.__qualname__} as defined now with the data and the "
-                         f"settings of the run(s) that wrote here — the class's code (or what it calls) changed "
-                         f"since the sweep; rerun the sweep to get rows of this code")
+                         f"settings of the run(s) that wrote here — the class's code (or what it calls) or raybt's "
+                         f"results version changed since the sweep; rerun the sweep to get rows of this code")
 
     def _strategy_class(self, name: str, classes: StrategyClasses) -> type[Strategy]:
         if isinstance(classes, type):
@@ -666,5 +670,14 @@ def load_results(checkpoint_dir: str, columns: Sequence[str] | None = None, filt
     because it matches. A column a part lacks (a parameter of another strategy class) is null in its rows.
 
     Safe while a sweep writes the directory: parts appear atomically, and what is read is the parts present when
-    ``df`` is first read."""
+    ``df`` is first read. Warns (:class:`ResultsVersionWarning`) when some runs were made by raybt code that
+    computes differently: their rows are returned as stored, but :func:`raybt.run_backtests` does not reuse them
+    (their keys differ) and recomputes, and :meth:`Results.backtest` refuses to replay them."""
+    other = sorted({str(run.get("raybt_results_version")) for run in recorded_runs(checkpoint_dir)}
+                   - {RESULTS_VERSION})
+    if other:
+        warnings.warn(f"{_redacted(str(checkpoint_dir))} holds rows written by another raybt results version "
+                      f"({', '.join(other)}; this raybt is {RESULTS_VERSION}): they were computed by other raybt "
+                      f"code and may differ from what it computes now; run the sweep again to recompute them",
+                      ResultsVersionWarning, stacklevel=2)
     return Results(CheckpointStore(checkpoint_dir), columns=columns, filter=filter)

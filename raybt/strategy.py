@@ -19,12 +19,14 @@ sweep them, or set as plain class attributes to fix them: ``size`` (fraction of 
 ``direction`` ("long", "short" or "both", default "long"), ``stop_loss``, ``take_profit``, ``trailing_stop``
 (fractions of the entry price / running extreme, default None = off) and ``warmup`` (bars before a range start used
 only to compute signals, default 0).
+
+``strategy.id`` hashes the parameters and the code: the class, the user code it reaches (helpers, other modules of
+yours, module-level constants) and the class attribute ``version`` (see :mod:`raybt.code_digest`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import numbers
 import types
@@ -36,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from raybt import _frames
+from raybt.code_digest import class_digest
 from raybt.data import MarketView
 from raybt.metrics import METRIC_NAMES
 
@@ -61,11 +64,17 @@ class Strategy:
     trailing_stop: ClassVar[float | None] = None
     warmup = 0
 
+    version: ClassVar[int | str] = 0
+    """Bump it (``version = 2``, not annotated) when results change for a reason raybt cannot see in the code: a data
+    file the strategy reads, an installed package's upgrade. Part of the id, never a parameter."""
+
     _param_types: ClassVar[dict[str, Any]] = {}
     _param_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if isinstance(cls.version, bool) or not isinstance(cls.version, (int, str)):
+            raise TypeError(f"{cls.__qualname__}: version must be an int or a str, got {cls.version!r}")
         hints = typing.get_type_hints(cls)
         names = [n for klass in reversed(cls.__mro__) if klass not in (Strategy, object)
                  for n in klass.__dict__.get("__annotations__", {}) if not n.startswith("_")]
@@ -74,6 +83,9 @@ class Strategy:
             annotation = hints.get(name)
             if typing.get_origin(annotation) is ClassVar:
                 continue
+            if name == "version":
+                raise TypeError(f"{cls.__qualname__}: 'version' is the strategy's code version, not a parameter; "
+                                f"set it without an annotation (version = 2)")
             if name in RESULT_COLUMNS or name in METRIC_NAMES or name in ("params", "id", "signals"):
                 raise TypeError(f"{cls.__qualname__}: parameter {name!r} collides with a result column or a "
                                 f"Strategy attribute; rename it")
@@ -111,13 +123,17 @@ class Strategy:
 
     @property
     def id(self) -> str:
-        """Stable content hash of the class (qualified name and source) and the parameters: identical in every
-        process and on every machine for the same code and values."""
-        if self._id is None:
+        """Stable content hash of the code and the parameters: identical in every process and on every machine for
+        the same code and values. The code is the class, the user code it reaches and its ``version``
+        (:func:`raybt.code_digest.class_digest`); the id follows that digest when a sweep refreshes it after a
+        helper module was edited and reloaded."""
+        code = class_digest(type(self))
+        cached = self._id
+        if cached is None or cached[0] is not code:
             payload = json.dumps(self._params, sort_keys=True, separators=(",", ":"))
-            digest = hashlib.sha256(f"{_class_fingerprint(type(self))}\n{payload}".encode()).hexdigest()[:16]
-            object.__setattr__(self, "_id", digest)
-        return self._id
+            cached = (code, hashlib.sha256(f"{code}\n{payload}".encode()).hexdigest()[:16])
+            object.__setattr__(self, "_id", cached)
+        return cached[1]
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__qualname__} is immutable; make a new instance with other parameters")
@@ -203,44 +219,6 @@ def _check_rules(strategy: Strategy) -> None:
     warmup = strategy.warmup
     if not isinstance(warmup, numbers.Integral) or isinstance(warmup, bool) or warmup < 0:
         raise ValueError(f"{name}: warmup must be a non-negative number of bars, got {warmup!r}")
-
-
-_CLASS_FINGERPRINTS: dict[type, str] = {}
-
-
-def _class_fingerprint(cls: type) -> str:
-    """Qualified name plus the source of every user class in the MRO (bytecode when no source is available)."""
-    cached = _CLASS_FINGERPRINTS.get(cls)
-    if cached is None:
-        parts = [cls.__qualname__]
-        for klass in cls.__mro__:
-            if klass in (Strategy, object) or not issubclass(klass, Strategy):
-                continue
-            try:
-                parts.append(inspect.getsource(klass))
-            except (OSError, TypeError):
-                parts.append(_bytecode_fingerprint(klass))
-        cached = hashlib.sha256("\n".join(parts).encode()).hexdigest()
-        _CLASS_FINGERPRINTS[cls] = cached
-    return cached
-
-
-def _bytecode_fingerprint(klass: type) -> str:
-    """Fallback for classes without retrievable source (e.g. defined in a REPL): functions' bytecode, constants and
-    names plus the plain class attributes. Stable for the same Python version."""
-    items = []
-    for attr, value in sorted(klass.__dict__.items()):
-        func = getattr(value, "__func__", value)
-        code = getattr(func, "__code__", None)
-        if code is not None:
-            items.append(f"{attr}:{code.co_code.hex()}:{_consts(code)}:{code.co_names}")
-        elif isinstance(value, _SCALARS):
-            items.append(f"{attr}={value!r}")
-    return "\n".join(items)
-
-
-def _consts(code: types.CodeType) -> str:
-    return repr(tuple(_consts(c) if isinstance(c, types.CodeType) else c for c in code.co_consts))
 
 
 # ------------------------------------------------------------------------------------------------ signals

@@ -12,10 +12,11 @@ import raybt
 from raybt._progress import tqdm
 from raybt.batch import Batch, BatchResult
 from raybt.checkpoint import CheckpointError, CheckpointStore, CheckpointWarning, MemoryStore
+from raybt.code_digest import refresh as refresh_code_digests
 from raybt.data import DataLike, DateRange, MarketData, load_ohlcv
 from raybt.engine import CostModel
 from raybt.executors import LocalExecutor
-from raybt.plan import RESULTS_VERSION, Plan, RunSettings, plan_jobs
+from raybt.plan import Plan, RunSettings, plan_jobs
 from raybt.results import Results, merge_profiles, rows_table, settings_record
 from raybt.strategy import Strategy
 
@@ -33,7 +34,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                   initial_amount: float = 10_000, fees: float = 0.0, fixed_fee: float = 0.0, slippage: float = 0.0,
                   fill: str = "close", n_workers: int | None = None, batch_size: int = 100,
                   checkpoint_dir: str | None = None, checkpoint_batch_size: int = 1000, show_progress: bool = True,
-                  continue_on_error: bool = False, rerun_errors: bool = False, address: str | None = None,
+                  continue_on_error: bool = False, rerun_errors: bool = False, force: bool = False,
+                  address: str | None = None,
                   profile: bool = False, periods_per_year: float | None = None,
                   risk_free_rate: float = 0.0, per_symbol: bool = False) -> Results:
     """Run every strategy on every date range and return :class:`~raybt.results.Results`.
@@ -44,7 +46,12 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
 
     Checkpoints: with ``checkpoint_dir`` (a path or a pyarrow filesystem URI) every ``checkpoint_batch_size`` rows
     are written as one atomic Parquet part, and jobs already stored there (same strategy, range, data and settings)
-    are skipped — rerun with ``rerun_errors=True`` to retry failed ones. Without it, results stay in memory.
+    are skipped — rerun with ``rerun_errors=True`` to retry failed ones, or ``force=True`` to recompute every job
+    (the new rows replace the stored ones: the newest row of a key wins). Without it, results stay in memory.
+
+    Keys follow the code (see :mod:`raybt.plan`): editing the strategy, a helper or constant of your modules, or
+    upgrading raybt to code that computes differently makes stored rows stale; bump a strategy's ``version`` class
+    attribute for changes raybt cannot see (a data file it reads, an installed package).
 
     Errors: with ``continue_on_error=True`` a failing job yields a row with ``error`` set; with ``False`` the sweep
     stops at the first failure, keeps every finished row checkpointed and raises :class:`BacktestError`.
@@ -63,9 +70,11 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                            risk_free_rate)
     if not isinstance(per_symbol, bool):
         raise TypeError(f"per_symbol must be True or False, got {per_symbol!r}")
+    strategies = list(strategies)
+    refresh_code_digests(type(s) for s in strategies)  # user code may have been edited and reloaded since
     plan = plan_jobs(strategies, date_ranges, market, settings, per_symbol)
     store = CheckpointStore(checkpoint_dir, writer=True) if checkpoint_dir is not None else MemoryStore()
-    todo = np.flatnonzero(~np.isin(plan.keys, store.done_keys(rerun_errors)))
+    todo = np.arange(len(plan)) if force else np.flatnonzero(~np.isin(plan.keys, store.done_keys(rerun_errors)))
     n_skipped = len(plan) - len(todo)
     progress = tqdm(total=len(plan), initial=n_skipped, disable=not show_progress, unit="backtest",
                     desc="raybt", dynamic_ncols=True, smoothing=0.1)
@@ -74,8 +83,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     try:
         if len(todo):
             executor = _executor(plan, market, settings, n_workers, address, profile)
-            store.record_run({"raybt_version": raybt.__version__,
-                              "raybt_results_version": RESULTS_VERSION, "data_fingerprint": market.fingerprint,
+            store.record_run({"raybt_version": raybt.__version__, "raybt_results_version": settings.results_version,
+                              "data_fingerprint": market.fingerprint,
                               "settings": repr(settings), "run_settings": settings_record(settings),
                               "jobs": len(plan), "to_run": int(len(todo)),
                               "executor": type(executor).__name__, "n_workers": executor.n_workers})
@@ -118,10 +127,9 @@ def _executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: 
         warnings.filterwarnings("ignore", message="IProgress not found")
         from raybt.executors.ray_tasks import RayExecutor, check_picklable, ship_user_modules
 
-    check_picklable(plan.strategies)
-    executor = RayExecutor(market, settings, n_workers=n_workers or -1, address=address, profile=profile)
     ship_user_modules(plan.strategies)
-    return executor
+    check_picklable(plan.strategies)
+    return RayExecutor(market, settings, n_workers=n_workers or -1, address=address, profile=profile)
 
 
 def _batches(plan: Plan, todo: np.ndarray, batch_size: int) -> Iterator[Batch]:

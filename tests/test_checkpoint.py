@@ -204,7 +204,7 @@ def test_part_damaged_after_its_keys_were_read_is_rerun_in_the_same_call(tmp_pat
         results = run(checkpoint_dir=ck)
     messages = [str(w.message) for w in caught]
     assert len(messages) == 2
-    assert re.search(rf"{victim.name} is unreadable.*moved to", messages[0])
+    assert re.search(rf"{victim.name} is unreadable.*moved to", messages[0], re.S)
     assert re.search(rf"{n_lost} jobs of this sweep lost their stored rows while it ran .*running them again",
                      messages[1])
     assert calls[0] == 12

@@ -203,20 +203,3 @@ def test_driver_killed_at_random_moments_then_resumed(tmp_path):
         assert resumed.df["key"].is_unique and len(resumed.df) == 300
         same_rows(resumed.df, uninterrupted)
 
-
-def test_user_modules_by_reference_only_when_workers_can_import_them(ray_cluster, tmp_path, monkeypatch):
-    from raybt.executors import ray_tasks
-
-    package = tmp_path / "pkg"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "mod.py").write_text("")
-    monkeypatch.setattr(ray_tasks, "_WORKER_IMPORT_PATH", (str(tmp_path),))
-    monkeypatch.setattr(ray_tasks, "_STARTED_RAY", "some other Ray")
-    assert not ray_tasks._importable_by_workers("pkg.mod", str(package / "mod.py"))  # not the Ray raybt started
-    monkeypatch.setattr(ray_tasks, "_STARTED_RAY", ray_cluster.get_runtime_context().gcs_address)
-    assert ray_tasks._importable_by_workers("pkg.mod", str(package / "mod.py"))
-    assert ray_tasks._importable_by_workers("pkg", str(package / "__init__.py"))
-    assert not ray_tasks._importable_by_workers("raybt_spec_mod", str(package / "mod.py"))  # loaded under another name
-    monkeypatch.setattr(ray_tasks, "_WORKER_IMPORT_PATH", (str(package),))
-    assert not ray_tasks._importable_by_workers("pkg.mod", str(package / "mod.py"))  # its root is not on the path

@@ -9,11 +9,11 @@
   a zero-copy, read-only view of the arrays.
 * **Flow control.** At most ``window`` tasks are in flight (``ray.wait``), so driver memory stays flat however many
   jobs there are; results are yielded in completion order.
-* **Strategy code.** A local Ray started here gives its workers this process's import path, so strategy modules
-  found on it are pickled by reference (small, cheap batches). Other user modules (not installed packages) are
-  pickled by value, so workers need not be able to import them (a cluster, a notebook, later ``sys.path``
-  tweaks). What those classes import must exist on the workers: on a cluster ship it with ``runtime_env``
-  (``working_dir`` / ``py_modules``).
+* **Strategy code.** User modules the strategy classes reach (not installed packages, not raybt) are pickled by value
+  (:func:`ship_user_modules`): a long-lived worker never runs a version of them it imported earlier, and workers
+  need not be able to import them (a cluster, a notebook, later ``sys.path`` tweaks). What they import from
+  installed packages must exist on the workers: on a cluster ship it with ``runtime_env`` (``working_dir`` /
+  ``py_modules``). Each task carries the driver's results version; a worker with other raybt code refuses to run.
 * **Failures.** A worker process that dies is retried by Ray (``max_retries``); the driver receives each task's result
   once, and the checkpoint store de-duplicates by key in any case.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import sysconfig
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -32,9 +31,10 @@ import ray
 from ray import cloudpickle
 
 from raybt.batch import Batch, BatchResult, run_batch
+from raybt.code_digest import user_modules
 from raybt.data import MarketData
 from raybt.executors import ray_env
-from raybt.plan import RunSettings
+from raybt.plan import RESULTS_VERSION, RunSettings
 from raybt.strategy import Strategy
 
 TASK_RETRIES = 3
@@ -62,41 +62,16 @@ def check_picklable(strategies: Sequence[Strategy]) -> None:
 
 
 def ship_user_modules(strategies: Sequence[Strategy]) -> None:
-    """Register the modules defining user strategy classes (and their user base classes) for pickling by value,
-    unless the workers can import them: a local Ray started by raybt gives its workers this process's import path,
-    and by-reference pickling then keeps batches small and cheap to (un)pickle."""
-    installed = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("purelib", "platlib", "stdlib")}
+    """Register every user module the strategy classes reach (:func:`raybt.code_digest.user_modules`: their own, their
+    user base classes', the helpers and constants they use) for pickling by value. Workers then run exactly the code
+    the driver's keys were computed from, even after the user edited and reloaded a module that a long-lived worker
+    imported earlier, and need not be able to import it at all. Installed packages and raybt are pickled by
+    reference (raybt's own version is checked by each task, see :func:`_run_remote`)."""
     for cls in {type(s) for s in strategies}:
-        for klass in cls.__mro__:
-            module = sys.modules.get(klass.__module__)
-            if module is None or klass is Strategy or not issubclass(klass, Strategy):
-                continue
-            if module.__name__ == "__main__" or module.__name__.split(".")[0] == "raybt":
-                continue  # __main__ is pickled by value anyway; raybt is installed on every worker
-            path = os.path.realpath(getattr(module, "__file__", None) or "")
-            if not path or any(path.startswith(root + os.sep) for root in installed):
-                continue
-            if not _importable_by_workers(module.__name__, path):
+        for module in user_modules(cls):
+            # __main__, and modules no longer (or never) in sys.modules, are pickled by value anyway
+            if module.__name__ != "__main__" and sys.modules.get(module.__name__) is module:
                 cloudpickle.register_pickle_by_value(module)
-
-
-_WORKER_IMPORT_PATH: tuple[str, ...] = ()  # the workers' sys.path of the local Ray raybt started ...
-_STARTED_RAY = ""  # ... identified by its GCS address (a Ray the user restarted since is not ours)
-
-
-def _importable_by_workers(name: str, path: str) -> bool:
-    """Whether ``import name`` finds ``path`` on the import path raybt gave the workers of a Ray it started."""
-    file = Path(path)
-    parts = name.split(".")
-    if file.name == "__init__.py":
-        file = file.parent
-    if file.stem != parts[-1]:
-        return False  # loaded under another name (e.g. a spec file): not importable by that name
-    root = file.parent
-    for _ in parts[:-1]:
-        root = root.parent
-    ours = _STARTED_RAY and ray.is_initialized() and ray.get_runtime_context().gcs_address == _STARTED_RAY
-    return bool(ours) and str(root) in _WORKER_IMPORT_PATH
 
 
 def _culprit(cls: type) -> str:
@@ -115,7 +90,12 @@ def _culprit(cls: type) -> str:
 
 def _run_remote(market: MarketData, batch: Batch, settings: RunSettings, profile: bool) -> BatchResult:
     context = ray.get_runtime_context()
-    return run_batch(market, batch, settings, profile, worker=f"{context.get_node_id()}:{os.getpid()}")
+    worker = f"{context.get_node_id()}:{os.getpid()}"
+    if settings.results_version != RESULTS_VERSION:
+        raise RuntimeError(f"worker {worker} runs raybt code of results version {RESULTS_VERSION} "
+                           f"({Path(__file__).parents[1]}) but the driver's is {settings.results_version}: install "
+                           f"the same raybt on every node (its rows would be stored under keys of other code)")
+    return run_batch(market, batch, settings, profile, worker=worker)
 
 
 class RayExecutor:
@@ -166,13 +146,11 @@ def connect(address: str | None, data_bytes: int) -> bool:
     if address is not None or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=True)
         return False
-    global _WORKER_IMPORT_PATH, _STARTED_RAY
     import_path = tuple(dict.fromkeys(os.path.realpath(p or os.getcwd()) for p in sys.path))
     start_local_ray(num_cpus=os.cpu_count(), include_dashboard=False,
                     object_store_memory=object_store_bytes(data_bytes), log_to_driver=True,  # strategies' print()s
                     logging_level=logging.WARNING,  # no Ray start-up chatter in a notebook cell
                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(import_path)}})
-    _WORKER_IMPORT_PATH, _STARTED_RAY = import_path, ray.get_runtime_context().gcs_address
     return True
 
 
