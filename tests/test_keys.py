@@ -75,7 +75,7 @@ def test_force_recomputes_and_replaces_in_a_fresh_process(code):
     forced = fresh_process(code, "forced", force=True)
     assert (forced["computed"], forced["skipped"]) == (N_JOBS, 0)
     same_rows(forced["stored"], forced["fresh"])
-    stored = raybt.load_results(str(code / "checkpoints"))
+    stored = raybt.load_results(str(code / "checkpoints")).df
     assert len(stored) == N_JOBS  # replaced: one row per key, the newest
     assert set(stored["worker"]) == set(forced["stored"]["worker"])
 
@@ -153,7 +153,7 @@ def test_force_recomputes_and_replaces_in_one_process(code, tmp_path):
     forced = code_edits.sweep(module, checkpoint_dir=checkpoints, force=True)
     assert (forced.n_computed, forced.n_skipped) == (N_JOBS, 0)
     same_rows(forced.df, code_edits.sweep(module).df)
-    stored = raybt.load_results(checkpoints)
+    stored = raybt.load_results(checkpoints).df
     assert len(stored) == N_JOBS
     assert (stored.sort_values("key")["duration_s"].to_numpy()
             == forced.df.sort_values("key")["duration_s"].to_numpy()).all()  # the new rows, not the first run's
