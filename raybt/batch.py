@@ -34,6 +34,13 @@ class Batch:
     strategies: list[Strategy]
     date_ranges: list[DateRange | None]
 
+    def halves(self) -> tuple[Batch, Batch]:
+        """The first and second half of the jobs (a batch of at least two), to find a job that crashes its
+        worker by bisection."""
+        middle = len(self.jobs) // 2
+        return (Batch(self.jobs[:middle], self.strategies[:middle], self.date_ranges[:middle]),
+                Batch(self.jobs[middle:], self.strategies[middle:], self.date_ranges[middle:]))
+
 
 @dataclass
 class BatchResult:
@@ -46,6 +53,12 @@ class BatchResult:
     durations: np.ndarray
     worker: str = ""
     profile: dict | None = field(default=None, repr=False)
+
+    @classmethod
+    def failed(cls, batch: Batch, error: str, worker: str = "") -> BatchResult:
+        """Every job of ``batch`` failed with ``error`` (e.g. its worker process died): NaN metrics."""
+        n = len(batch.jobs)
+        return cls(batch.jobs, np.full((n, len(METRIC_NAMES)), np.nan), [error] * n, np.zeros(n), worker)
 
     def without(self, positions: list[int]) -> BatchResult:
         """The same result minus the jobs at ``positions`` (e.g. the failed ones)."""

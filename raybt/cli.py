@@ -1,7 +1,7 @@
 """The ``raybt`` command: ``demo``, ``run SPEC.py``, ``results DIR``, ``info``.
 
 Exit codes: 0 success; 1 the work failed (bad data, a failing backtest, a missing checkpoint directory); 2 bad
-command-line arguments or spec file.
+command-line arguments or spec file; 130 interrupted (Ctrl-C: one line says what was saved, no traceback).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _SUMMARY_COLUMNS = ["strategy", "range", "total_return", "sharpe", "max_drawdown", "n_trades"]
 
 
@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"raybt {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt as exc:  # run_backtests says what it saved; elsewhere there is nothing to say
+        print(f"raybt {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         print(f"raybt {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED

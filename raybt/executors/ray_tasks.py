@@ -15,7 +15,10 @@
   tweaks). What those classes import must exist on the workers: on a cluster ship it with ``runtime_env``
   (``working_dir`` / ``py_modules``).
 * **Failures.** A worker process that dies is retried by Ray (``max_retries``); the driver receives each task's result
-  once, and the checkpoint store de-duplicates by key in any case.
+  once, and the checkpoint store de-duplicates by key in any case. A batch that kills its worker every time is
+  bisected until the guilty job is alone; that job becomes an error row (see :meth:`RayExecutor.run`). Tasks killed
+  by Ray's memory monitor are retried at most ``TASK_RETRIES`` times (``RAY_task_oom_retries``, unless set, and only
+  when Ray is initialised by this process) and then bisected the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -36,6 +40,11 @@ from raybt.plan import RunSettings
 from raybt.strategy import Strategy
 
 TASK_RETRIES = 3
+"""Ray's retries of a batch whose worker process died (a lost node, a crash); ``RAY_task_oom_retries`` gets the
+same bound for tasks killed by Ray's memory monitor (Ray's default retries those without limit)."""
+SPLIT_RETRIES = 1
+"""Retries of each half of a batch that crashed its worker: a deterministic crash costs two worker processes per
+bisection step, a transient one (a node lost meanwhile) still gets a second chance."""
 
 
 class PicklingError(TypeError):
@@ -122,39 +131,69 @@ class RayExecutor:
 
     def __init__(self, market: MarketData, settings: RunSettings, *, n_workers: int = -1, address: str | None = None,
                  profile: bool = False):
+        # Read by the driver's core worker (the owner of the tasks) when Ray is initialised in this process.
+        os.environ.setdefault("RAY_task_oom_retries", str(TASK_RETRIES))
         self.started_ray = connect(address, market.nbytes)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.n_workers = cpus if n_workers == -1 else n_workers
         self.window = 2 * cpus if n_workers == -1 else n_workers
         self._market_ref = ray.put(market)
         self._settings, self._profile = settings, profile
-        self._task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_run_remote)
+        self._task = ray.remote(num_cpus=1)(_run_remote)
 
     def run(self, batches: Iterable[Batch]) -> Iterator[BatchResult]:
+        """Yield each batch's result in completion order, with at most ``window`` tasks in flight.
+
+        A batch whose worker process died after Ray's retries (a segfault, ``os._exit``, the OOM killer) is split in
+        halves that run again, each with :data:`SPLIT_RETRIES`, until the job that kills its worker is alone; that
+        job's result is an error (``"worker process died: ..."``), every other job of the batch gets its row."""
         pending = iter(batches)
-        in_flight: list[ray.ObjectRef] = []
+        split: deque[Batch] = deque()  # halves of crashed batches, run before new batches
+        in_flight: dict[ray.ObjectRef, Batch] = {}
+
+        def top_up() -> None:
+            while len(in_flight) < self.window:
+                if split:
+                    batch, retries = split.popleft(), SPLIT_RETRIES
+                else:
+                    batch, retries = next(pending, None), TASK_RETRIES
+                    if batch is None:
+                        return
+                in_flight[self._submit(batch, retries)] = batch
+
         try:
-            for batch in pending:
-                in_flight.append(self._submit(batch))
-                if len(in_flight) >= self.window:
-                    break
+            top_up()
             while in_flight:
-                done, in_flight = ray.wait(in_flight, num_returns=1)
-                result = ray.get(done[0])
-                next_batch = next(pending, None)
-                if next_batch is not None:
-                    in_flight.append(self._submit(next_batch))
-                yield result
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                batch = in_flight.pop(done[0])
+                try:
+                    result = ray.get(done[0])
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError) as exc:
+                    result = _crashed(batch, exc) if len(batch.jobs) == 1 else None
+                    if result is None:
+                        split.extend(batch.halves())
+                top_up()
+                if result is not None:
+                    yield result
         finally:
             for ref in in_flight:
                 ray.cancel(ref)
 
-    def _submit(self, batch: Batch) -> ray.ObjectRef:
-        return self._task.remote(self._market_ref, batch, self._settings, self._profile)
+    def _submit(self, batch: Batch, retries: int) -> ray.ObjectRef:
+        return self._task.options(max_retries=retries).remote(self._market_ref, batch, self._settings, self._profile)
 
     def close(self) -> None:
         """Release the data in the object store (Ray itself keeps running)."""
         del self._market_ref
+
+
+def _crashed(batch: Batch, exc: Exception) -> BatchResult:
+    """The error result of a one-job batch whose worker process died every time it ran."""
+    strategy, date_range = batch.strategies[0], batch.date_ranges[0]
+    name = date_range.name if date_range is not None else "all data"
+    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return BatchResult.failed(batch, f"worker process died: {type(exc).__name__} while running {strategy!r} "
+                                     f"(id {strategy.id}) on range {name!r}, {1 + SPLIT_RETRIES} attempts: {cause}")
 
 
 def connect(address: str | None, data_bytes: int) -> bool:
