@@ -84,7 +84,8 @@ def _check_saved(done: subprocess.CompletedProcess, ck: Path, marker: Path, in_f
     assert set(stored["n"]) <= set(marked)  # only jobs that ran
     # Every job whose row reached the driver is stored: all marked jobs but those the interrupt caught in flight.
     assert len(stored) >= len(marked) - in_flight, (len(stored), len(marked))
-    assert "site-packages/ray" not in done.stderr and "signals" not in done.stderr, done.stderr
+    # no frame of Ray's or of the interrupted strategy in what is printed (Ray may print warnings of its own)
+    assert not re.search(r'File "[^"]*[/\\]ray[/\\]', done.stderr) and "in signals" not in done.stderr, done.stderr
 
 
 def test_ctrl_c_on_the_command_line_in_process(tmp_path):

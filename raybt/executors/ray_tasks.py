@@ -18,7 +18,8 @@
   once, and the checkpoint store de-duplicates by key in any case. A batch that kills its worker every time is
   bisected until the guilty job is alone; that job becomes an error row (see :meth:`RayExecutor.run`). Tasks killed
   by Ray's memory monitor are retried at most ``TASK_RETRIES`` times (``RAY_task_oom_retries``, unless set, and only
-  when Ray is initialised by this process) and then bisected the same way.
+  when Ray is initialised by this process) and then bisected the same way. In-process (``n_workers=None``/``1``)
+  nothing is isolated: a job that kills its process kills the driver.
 """
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ from raybt.data import MarketData
 from raybt.plan import RunSettings
 from raybt.strategy import Strategy
 
-TASK_RETRIES = 3
-"""Ray's retries of a batch whose worker process died (a lost node, a crash); ``RAY_task_oom_retries`` gets the
-same bound for tasks killed by Ray's memory monitor (Ray's default retries those without limit)."""
-SPLIT_RETRIES = 1
-"""Retries of each half of a batch that crashed its worker: a deterministic crash costs two worker processes per
-bisection step, a transient one (a node lost meanwhile) still gets a second chance."""
+TASK_RETRIES = 1
+"""Ray's retries of a batch whose worker process or node died; also the bound on retries of a task killed by Ray's
+memory monitor (``RAY_task_oom_retries``; Ray's default retries those without limit). After them the batch is
+split in halves, and those again, so a lost node costs a few more tasks and a job that kills every worker it runs
+on is found (:meth:`RayExecutor.run`)."""
+
+_WORKER_DIED = (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError, ray.exceptions.NodeDiedError,
+                ray.exceptions.ObjectLostError)
+"""What ``ray.get`` raises when a task's process or node died (or the result was lost with its node)."""
 
 
 class PicklingError(TypeError):
@@ -144,34 +148,39 @@ class RayExecutor:
     def run(self, batches: Iterable[Batch]) -> Iterator[BatchResult]:
         """Yield each batch's result in completion order, with at most ``window`` tasks in flight.
 
-        A batch whose worker process died after Ray's retries (a segfault, ``os._exit``, the OOM killer) is split in
-        halves that run again, each with :data:`SPLIT_RETRIES`, until the job that kills its worker is alone; that
-        job's result is an error (``"worker process died: ..."``), every other job of the batch gets its row."""
+        A batch whose worker process died after Ray's retries (a segfault, ``os._exit``, the OOM killer, a lost
+        node) is split in halves that run again without Ray's retries, and so on, until one job runs alone; a job
+        whose worker dies when it runs alone, twice, is the culprit: its result is the error ``"worker process
+        died: ..."``, and every other job of the batch gets its row. A job that always crashes costs
+        ``TASK_RETRIES + 1`` worker processes, one per halving (log2 of ``batch_size``) and two alone."""
         pending = iter(batches)
-        split: deque[Batch] = deque()  # halves of crashed batches, run before new batches
-        in_flight: dict[ray.ObjectRef, Batch] = {}
+        reruns: deque[tuple[Batch, bool]] = deque()  # (part of a crashed batch, already run alone once)
+        in_flight: dict[ray.ObjectRef, tuple[Batch, bool]] = {}
 
         def top_up() -> None:
             while len(in_flight) < self.window:
-                if split:
-                    batch, retries = split.popleft(), SPLIT_RETRIES
-                else:
-                    batch, retries = next(pending, None), TASK_RETRIES
-                    if batch is None:
-                        return
-                in_flight[self._submit(batch, retries)] = batch
+                if reruns:
+                    batch, ran_alone = reruns.popleft()
+                    in_flight[self._submit(batch, retries=0)] = batch, ran_alone
+                    continue
+                batch = next(pending, None)
+                if batch is None:
+                    return
+                in_flight[self._submit(batch, retries=TASK_RETRIES)] = batch, False
 
         try:
             top_up()
             while in_flight:
                 done, _ = ray.wait(list(in_flight), num_returns=1)
-                batch = in_flight.pop(done[0])
+                batch, ran_alone = in_flight.pop(done[0])
                 try:
                     result = ray.get(done[0])
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError) as exc:
-                    result = _crashed(batch, exc) if len(batch.jobs) == 1 else None
-                    if result is None:
-                        split.extend(batch.halves())
+                except _WORKER_DIED as exc:
+                    result = _crashed(batch, exc) if ran_alone else None
+                    if len(batch.jobs) > 1:
+                        reruns.extend((half, False) for half in batch.halves())
+                    elif not ran_alone:
+                        reruns.append((batch, True))
                 top_up()
                 if result is not None:
                     yield result
@@ -188,12 +197,12 @@ class RayExecutor:
 
 
 def _crashed(batch: Batch, exc: Exception) -> BatchResult:
-    """The error result of a one-job batch whose worker process died every time it ran."""
+    """The error result of a one-job batch whose worker process died each time it ran."""
     strategy, date_range = batch.strategies[0], batch.date_ranges[0]
     name = date_range.name if date_range is not None else "all data"
     cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return BatchResult.failed(batch, f"worker process died: {type(exc).__name__} while running {strategy!r} "
-                                     f"(id {strategy.id}) on range {name!r}, {1 + SPLIT_RETRIES} attempts: {cause}")
+                                     f"(id {strategy.id}) on range {name!r}, twice when run alone: {cause}")
 
 
 def connect(address: str | None, data_bytes: int) -> bool:
