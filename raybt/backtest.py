@@ -6,6 +6,7 @@ values and the kernel's plain arrays. :func:`run_backtest` wraps it with pandas 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from raybt import _records as rec
-from raybt.data import DataLike, DateRange, MarketData, MarketView, load_ohlcv
+from raybt.data import DataLike, DateRange, DateRangeWarning, MarketData, MarketView, load_ohlcv
 from raybt.engine import CostModel, Simulation, Workspace, simulate
 from raybt.metrics import METRIC_NAMES, CurveScan, RangeCalendar
 from raybt.strategy import Strategy, signal_arrays
@@ -62,10 +63,10 @@ def evaluate(strategy: Strategy, market: MarketData, date_range: DateRange | Non
                         scan=scan, keep_curve=keep_curve)
 
     sim = run(exact=False)
-    values = scan.row(sim.trades, sim.bars_in_market)
+    values = scan.row(sim.trades, sim.bars_in_market, sim.unfunded_entries)
     if values is None:  # this backtest's var_95 lies above the limit the previous ones suggested: keep all returns
         sim = run(exact=True)
-        values = scan.row(sim.trades, sim.bars_in_market)
+        values = scan.row(sim.trades, sim.bars_in_market, sim.unfunded_entries)
     return values, sim, ctx
 
 
@@ -93,14 +94,27 @@ class Backtest:
 def run_backtest(strategy: Strategy, data: DataLike, date_range: DateRange | None = None, *,
                  initial_amount: float = 10_000, fees: float = 0.0, fixed_fee: float = 0.0, slippage: float = 0.0,
                  fill: str = "close", periods_per_year: float | None = None,
-                 risk_free_rate: float = 0.0) -> Backtest:
+                 risk_free_rate: float = 0.0, symbol: str | None = None) -> Backtest:
     """Backtest one strategy on one date range (``None`` = all data) and return a :class:`Backtest`.
 
-    ``data`` is anything :func:`raybt.load_ohlcv` accepts. Costs: ``fees`` (fraction of traded value, each side),
-    ``fixed_fee`` (quote currency per order), ``slippage`` (fraction, against the trader); ``fill`` is "close" or
-    "next_open". ``periods_per_year`` is inferred from the bar spacing when None; ``risk_free_rate`` is annual.
+    ``data`` is anything :func:`raybt.load_ohlcv` accepts; all its symbols form one portfolio with shared cash,
+    unless ``symbol`` names one of them: then the strategy runs on that symbol's data alone (what a per-symbol
+    sweep runs). Costs: ``fees`` (fraction of traded value, each side), ``fixed_fee`` (quote currency per order),
+    ``slippage`` (fraction, against the trader); ``fill`` is "close" or "next_open". ``periods_per_year`` is
+    inferred from the bar spacing when None; ``risk_free_rate`` is annual. A range that reaches past the data is
+    shortened to the data with a :class:`~raybt.data.DateRangeWarning`.
+
+    >>> data = raybt.synthetic_ohlcv(symbols=["A", "B"], start="2023-01-01", end="2023-03-01", freq="1D")
+    >>> bt = raybt.run_backtest(raybt.demo.SmaCross(fast=5, slow=20), data, symbol="B")
+    >>> sorted(set(bt.trades["symbol"])) in ([], ["B"])
+    True
     """
     market = load_ohlcv(data)
+    if symbol is not None:
+        market = market.symbol_data(symbol)
+    problem = market.coverage_warning(date_range)
+    if problem is not None:
+        warnings.warn(problem, DateRangeWarning, stacklevel=2)
     costs = CostModel(initial_amount, fees, fixed_fee, slippage, fill)
     values, sim, ctx = evaluate(strategy, market, date_range, costs, periods_per_year, risk_free_rate)
     index = market.index[ctx.start:ctx.end]

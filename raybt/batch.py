@@ -27,12 +27,14 @@ _TRACEBACK_CHARS = 2_000
 
 @dataclass(frozen=True)
 class Batch:
-    """Jobs ``jobs`` (positions in the plan) with their strategies and date ranges. The strategy list is pickled
-    once per batch (a strategy shared by several jobs of the batch is pickled once)."""
+    """Jobs ``jobs`` (positions in the plan) with their strategies, date ranges and symbols (None: every symbol of
+    the data as one portfolio; a name: that symbol's data alone). The strategy list is pickled once per batch (a
+    strategy shared by several jobs of the batch is pickled once)."""
 
     jobs: np.ndarray
     strategies: list[Strategy]
     date_ranges: list[DateRange | None]
+    symbols: list[str | None]
 
     def halves(self) -> tuple[Batch, Batch]:
         """The first and second half of the jobs (a batch of at least two), to find a job that crashes its
@@ -94,10 +96,11 @@ def run_batch(market: MarketData, batch: Batch, settings: RunSettings, profile: 
     workspace = Workspace()
     if profiler is not None:
         profiler.enable()
-    for i, (strategy, date_range) in enumerate(zip(batch.strategies, batch.date_ranges)):
+    for i, (strategy, date_range, symbol) in enumerate(zip(batch.strategies, batch.date_ranges, batch.symbols)):
         started = time.perf_counter()
         try:
-            metrics[i], _, _ = evaluate(strategy, market, date_range, settings.costs, settings.periods_per_year,
+            data = market if symbol is None else market.symbol_data(symbol)
+            metrics[i], _, _ = evaluate(strategy, data, date_range, settings.costs, settings.periods_per_year,
                                         settings.risk_free_rate, workspace)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error row
             errors[i] = _describe(exc)

@@ -38,6 +38,10 @@ class DataError(ValueError):
     """Invalid market data; the message names the symbol, the column and the first offending timestamp."""
 
 
+class DateRangeWarning(UserWarning):
+    """A date range reaches past the data: it is shortened to the bars the data has (the message names them)."""
+
+
 def _to_utc_timestamp(value: object, what: str) -> pd.Timestamp:
     try:
         ts = pd.Timestamp(value)
@@ -182,6 +186,56 @@ class MarketData:
     def view(self, start: int, end: int) -> MarketView:
         """A :class:`MarketView` of bars ``start:end`` (zero-copy)."""
         return MarketView(self, start, end)
+
+    def symbol_data(self, symbol: str) -> MarketData:
+        """One symbol's own data as a single-symbol :class:`MarketData`: the bars it has (a NaN open marks a bar
+        it lacks in the aligned data, see the module docstring), equal to loading that symbol's data alone. The
+        unit of a per-symbol sweep. Kept per process for the last few symbols asked for.
+
+        >>> data = synthetic_ohlcv(symbols=["A", "B"], start="2024-01-01", end="2024-01-03", freq="1D")
+        >>> data.symbol_data("B").symbols
+        ('B',)
+        """
+        key = (self.fingerprint, symbol)
+        known = _SYMBOL_DATA.pop(key, None)
+        if known is None:
+            col = self._column(symbol)
+            has_bar = ~np.isnan(self.open[col])
+            known = MarketData(self.index[has_bar], (symbol,),
+                               *(getattr(self, f)[col:col + 1, has_bar] for f in FIELDS))
+            if len(_SYMBOL_DATA) >= _SYMBOL_DATA_KEPT:
+                _SYMBOL_DATA.pop(next(iter(_SYMBOL_DATA)))
+        _SYMBOL_DATA[key] = known  # most recently used last
+        return known
+
+    @cached_property
+    def longest_gap_ns(self) -> int:
+        """The longest time between two consecutive bars (0 with fewer than two bars), in nanoseconds."""
+        return int(np.diff(self.times_ns).max()) if self.n_bars > 1 else 0
+
+    def coverage_warning(self, date_range: DateRange | None) -> str | None:
+        """Why ``date_range`` reaches past the data, naming the bars it covers; None if it does not.
+
+        A range reaches past the data when the part of it before the first bar, or from the last bar to its
+        (exclusive) end, is longer than the longest gap between two consecutive bars of the data: a range starting on
+        a holiday before the first trading day does not, one asking for a year the data lacks does.
+        """
+        if date_range is None or not self.n_bars:
+            return None
+        first, last = self.index[0], self.index[-1]
+        slack = pd.Timedelta(self.longest_gap_ns, unit="ns")
+        before = date_range.start is not None and first - date_range.start > slack
+        after = date_range.end is not None and date_range.end - last > slack
+        if not (before or after):
+            return None
+        _, start, end = self.bounds(date_range)
+        asked = f"{_label(date_range.start) or 'the first bar'} .. {_label(date_range.end) or 'the last bar'}"
+        return (f"date range {date_range.name!r} ({asked}) reaches past the data ({first} .. {last}): it covers "
+                f"the {end - start} bar(s) {self.index[start]} .. {self.index[end - 1]}")
+
+
+_SYMBOL_DATA: dict[tuple[str, str], MarketData] = {}
+_SYMBOL_DATA_KEPT = 4  # a per-symbol sweep runs its jobs symbol by symbol, so a few are enough
 
 
 class OHLCVArrays(NamedTuple):

@@ -8,7 +8,14 @@ Accounting (see DESIGN.md; every rule has a hand-worked test in ``tests/test_eng
   or if ``invest`` is below ``1e-9 × equity`` (dust: the rounding residue an order leaves when ``s × equity`` falls
   a hair below the cash must not fund a position of its own).
   Cash pays ``units × price × (1 + fees) + fixed_fee``. With one symbol and size 1 this is all-in:
-  ``cash / (price × (1 + fees))`` units when there is no fixed fee.
+  ``cash / (price × (1 + fees))`` units when there is no fixed fee. An entry skipped by that rule (no cash left,
+  or not enough to pay the fixed fee) is an *unfunded entry*: counted (``Simulation.unfunded_entries``, the metric
+  ``n_unfunded_entries``), never silently dropped.
+* **Exits before entries** (several symbols share one cash account): within a bar, every exit of every symbol —
+  signal exits, stops, the closing half of a reversal — fills before any entry, so entries can spend the cash those
+  exits free (sells before buys, as established engines with shared cash do). Entries are then funded in symbol
+  order (the column order of the data), each sized on the equity at that moment. With ``fill="next_open"`` the
+  entries queued for a bar's open fill after that bar's queued exits and its stops of positions held before it.
 * **Long exit**: cash receives ``units × price × (1 − fees) − fixed_fee``.
 * **Short** positions lock their entry value as collateral: opening pays ``units × price × (1 + fees) + fixed_fee``
   from cash, the position is worth ``units × (2 × entry − price)``, and closing returns that less
@@ -90,12 +97,14 @@ class CostModel:
 @dataclass(frozen=True)
 class Simulation:
     """Kernel output: ``equity`` (float64 per bar of the range, valued at the close; empty if not kept), ``trades``
-    (float64 ``(n_trades, N_TRADE_FIELDS)``, layout in :mod:`raybt._records`) and ``bars_in_market`` (bars with any
-    position open at the close)."""
+    (float64 ``(n_trades, N_TRADE_FIELDS)``, layout in :mod:`raybt._records`), ``bars_in_market`` (bars with any
+    position open at the close) and ``unfunded_entries`` (entries skipped because the cash left could not fund
+    them: see the module docstring)."""
 
     equity: np.ndarray
     trades: np.ndarray
     bars_in_market: int
+    unfunded_entries: int
 
 
 class Workspace:
@@ -177,13 +186,13 @@ def simulate(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
         equity = np.empty(n_bars if keep_curve else 0)
         trades = np.empty((max_trades, rec.N_TRADE_FIELDS))
     kernel = _simulate_one_symbol if close.shape[0] == 1 else _simulate_any
-    n_trades, bars_in_market = kernel(
+    n_trades, bars_in_market, n_unfunded = kernel(
         open_, high, low, close, entries, exits, first_bar, n_bars, signal_offset, costs.initial_amount, size, code,
         costs.fees, costs.fixed_fee, costs.slippage, costs.fill == "next_open", _off(stop_loss), _off(take_profit),
         _off(trailing_stop), equity, trades, np.zeros((_N_STATE, close.shape[0])),
         np.zeros((2, close.shape[0]), dtype=np.bool_), scan.values if scan is not None else _NO_VALUES,
         scan.slots if scan is not None else _NO_SLOTS, scan_arrays)
-    return Simulation(equity, trades[:n_trades], int(bars_in_market))
+    return Simulation(equity, trades[:n_trades], int(bars_in_market), int(n_unfunded))
 
 
 def _off(value: float | None) -> float:
@@ -200,8 +209,9 @@ _helper = njit(cache=True, _nrt=False, inline="always")
 _DUST = 1e-9  # orders investing less than this fraction of equity are skipped (rounding residue)
 
 # Per-symbol position state: rows of one float64 array (one array argument per helper call keeps calls cheap).
-_UNITS, _SIDE, _ENTRY, _ENTRY_BAR, _COMMITTED, _ENTRY_FEES, _EXTREME, _STOPS_FROM = range(8)
-_N_STATE = 8
+# _ORDER holds the side (+1 / -1) of an entry decided in a bar's exit pass and filled in its entry pass (0 = none).
+_UNITS, _SIDE, _ENTRY, _ENTRY_BAR, _COMMITTED, _ENTRY_FEES, _EXTREME, _STOPS_FROM, _ORDER = range(9)
+_N_STATE = 9
 
 
 @_helper
@@ -298,6 +308,43 @@ def _signal_order(is_entry: bool, is_exit: bool, side: float, direction: int) ->
     if is_entry:
         return side < 0, 0.0 if side > 0 else 1.0
     return side > 0, 0.0 if side < 0 else -1.0
+
+
+@_helper
+def _check_stop(s, p, r, cash, state, open_, high, low, stop_loss, take_profit, trailing_stop, fees, fixed_fee,
+                slippage, trades, n_trades):
+    """Check symbol ``s``'s open position against its stops on price bar ``p`` (simulated bar ``r``): close it
+    at the stop's fill if one triggers, else move its extreme (for the trailing stop). Returns ``(cash, closed)``."""
+    side = state[_SIDE, s]
+    level, reason, target = _stop_levels(side, state[_ENTRY, s], state[_EXTREME, s], stop_loss, take_profit,
+                                         trailing_stop)
+    fill, why = _stop_fill(side, open_[s, p], high[s, p], low[s, p], level, reason, target)
+    if not np.isnan(fill):
+        return _close(s, fill, r, why, cash, state, fees, fixed_fee, slippage, trades, n_trades), True
+    if side > 0:
+        state[_EXTREME, s] = max(state[_EXTREME, s], high[s, p])
+    else:
+        state[_EXTREME, s] = min(state[_EXTREME, s], low[s, p])
+    return cash, False
+
+
+@_helper
+def _fill_entries(n_symbols, p, r, at_open, open_, close, cash, state, size, fees, fixed_fee, slippage):
+    """The entry pass of a bar: open every entry the exit pass decided (``state[_ORDER]``), in symbol order (the
+    column order of the data), each sized on the equity at that moment. Returns ``(cash, opened, unfunded)``:
+    positions opened, and entries skipped because the cash left could not fund them."""
+    opened = 0
+    unfunded = 0
+    for s in range(n_symbols):
+        side = state[_ORDER, s]
+        if side != 0.0:
+            state[_ORDER, s] = 0.0
+            cash = _open(s, side, p, r, at_open, open_, close, cash, state, size, fees, fixed_fee, slippage)
+            if state[_UNITS, s] > 0.0:
+                opened += 1
+            else:
+                unfunded += 1
+    return cash, opened, unfunded
 
 
 @_helper
@@ -557,25 +604,27 @@ def _next_stop_watch(entries, exits, open_, high, low, state, bar0, sig0, r, n_b
 def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction, fees,
               fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, curve, trades, state, pending,
               values, slots, scan):
-    """The bar loop (compiled by :func:`_compile`, with the helpers above). Simulated bar ``r`` reads prices at
-    ``p = bar0 + r`` and signals at ``q = sig0 + r``. On bar ``r``: (1) orders queued by the previous bar's signals
-    fill at the open, (2) stops are checked intrabar, (3) this bar's signals fill at the close or are queued; then
-    (4) equity is valued at the close of ``r`` and of every following bar on which nothing can happen (no signal,
-    no queued order, no stop triggering), and the loop jumps to the next bar that needs attention (found by the
-    signal scan or the stop watch, the stretch valued in one vectorised pass). With a metrics scan (``scan``: a
-    :class:`~raybt.metrics.CurveScan`'s kernel arrays; ones with empty stats for none) the equity goes to a buffer
-    of runs (``values``: equity, ``slots``: first bar of each run; a stretch with nothing open is one run, its
-    equity being the cash), handed to the scan block by block, and to ``curve`` unless it is empty; without, the
-    equity is stored to ``curve`` directly. ``trades`` must have room for every trade: a position opens at most
-    once per symbol and bar. ``state`` (float64 ``(_N_STATE, n_symbols)``) and ``pending`` (bool ``(2,
-    n_symbols)``: entry, exit queued for the next open) come in zeroed, so that nothing is allocated here. Returns
-    ``(n_trades, bars_in_market)``."""
+    """The bar loop (compiled by :func:`_compile`, with the helpers above). Simulated bar ``r`` reads prices at ``p =
+    bar0 + r`` and signals at ``q = sig0 + r``. On bar ``r``: (1) the exits queued by the previous bar's signals
+    fill at the open, (2) stops are checked intrabar, (3) the entries queued by the previous bar's signals fill at
+    the open (their stops checked on this bar too), (4) this bar's signal exits fill at the close, then its entries,
+    or they are queued; then (5) equity is valued at the close of ``r`` and of every following bar on which nothing
+    can happen (no signal, no queued order, no stop triggering), and the loop jumps to the next bar that needs
+    attention (found by the signal scan or the stop watch, the stretch valued in one vectorised pass). With a
+    metrics scan (``scan``: a :class:`~raybt.metrics.CurveScan`'s kernel arrays; ones with empty stats for none) the
+    equity goes to a buffer of runs (``values``: equity, ``slots``: first bar of each run; a stretch with nothing
+    open is one run, its equity being the cash), handed to the scan block by block, and to ``curve`` unless it is
+    empty; without, the equity is stored to ``curve`` directly. ``trades`` must have room for every trade: a
+    position opens at most once per symbol and bar. ``state`` (float64 ``(_N_STATE, n_symbols)``) and ``pending``
+    (bool ``(2, n_symbols)``: entry, exit queued for the next open) come in zeroed, so that nothing is allocated
+    here. Returns ``(n_trades, bars_in_market, n_unfunded)``, the last the entries skipped for want of cash."""
     n_symbols = close.shape[0] if _N_SYMBOLS == 0 else _N_SYMBOLS
     has_stops = not (np.isnan(stop_loss) and np.isnan(take_profit) and np.isnan(trailing_stop))
     cash = initial_cash
     n_pending = 0
     n_open = 0
     n_trades = 0
+    n_unfunded = 0
     bars_in_market = 0
     scanning = scan[5].size > 0  # else the curve is stored directly
     n_buffered = 0  # runs of bars at one equity each in values[1:] / slots, not yet handed to the scan
@@ -583,6 +632,10 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
     while r < n_bars:
         p = bar0 + r
         q = sig0 + r
+        # Exits before entries (sells before buys): every exit of every symbol on this bar (queued signal exits and
+        # reversals at the open, stops, signal exits at the close) fills before any entry, so the entries can spend
+        # the cash those exits free; the exit pass records the entries it decides in state[_ORDER].
+        n_orders = 0
         if n_pending > 0:
             for s in range(n_symbols):
                 if (pending[0, s] or pending[1, s]) and not np.isnan(open_[s, p]):
@@ -594,27 +647,33 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
                         n_trades += 1
                         n_open -= 1
                     if open_side != 0.0:
-                        cash = _open(s, open_side, p, r, True, open_, close, cash, state, size, fees, fixed_fee,
-                                     slippage)
-                        n_open += state[_UNITS, s] > 0.0
+                        state[_ORDER, s] = open_side
+                        n_orders += 1
                     pending[0, s] = False
                     pending[1, s] = False
                     n_pending -= 1
         if has_stops and n_open > 0:
             for s in range(n_symbols):
                 if state[_UNITS, s] > 0.0 and r >= state[_STOPS_FROM, s] and not np.isnan(open_[s, p]):
-                    side = state[_SIDE, s]
-                    level, reason, target = _stop_levels(side, state[_ENTRY, s], state[_EXTREME, s], stop_loss,
-                                                         take_profit, trailing_stop)
-                    fill, why = _stop_fill(side, open_[s, p], high[s, p], low[s, p], level, reason, target)
-                    if not np.isnan(fill):
-                        cash = _close(s, fill, r, why, cash, state, fees, fixed_fee, slippage, trades, n_trades)
+                    cash, closed = _check_stop(s, p, r, cash, state, open_, high, low, stop_loss, take_profit,
+                                               trailing_stop, fees, fixed_fee, slippage, trades, n_trades)
+                    if closed:
                         n_trades += 1
                         n_open -= 1
-                    elif side > 0:
-                        state[_EXTREME, s] = max(state[_EXTREME, s], high[s, p])
-                    else:
-                        state[_EXTREME, s] = min(state[_EXTREME, s], low[s, p])
+        if n_orders > 0:  # queued entries fill at the open ...
+            cash, opened, unfunded = _fill_entries(n_symbols, p, r, True, open_, close, cash, state, size, fees,
+                                                   fixed_fee, slippage)
+            n_open += opened
+            n_unfunded += unfunded
+            if has_stops and opened > 0:  # ... and their stops are watched from the fill bar on (its high/low
+                for s in range(n_symbols):  # come after its open)
+                    if state[_UNITS, s] > 0.0 and state[_ENTRY_BAR, s] == r:
+                        cash, closed = _check_stop(s, p, r, cash, state, open_, high, low, stop_loss, take_profit,
+                                                   trailing_stop, fees, fixed_fee, slippage, trades, n_trades)
+                        if closed:
+                            n_trades += 1
+                            n_open -= 1
+            n_orders = 0
         for s in range(n_symbols):
             if not (entries[s, q] or exits[s, q]) or np.isnan(open_[s, p]):
                 continue
@@ -632,8 +691,13 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
                 n_trades += 1
                 n_open -= 1
             if open_side != 0.0:
-                cash = _open(s, open_side, p, r, False, open_, close, cash, state, size, fees, fixed_fee, slippage)
-                n_open += state[_UNITS, s] > 0.0
+                state[_ORDER, s] = open_side
+                n_orders += 1
+        if n_orders > 0:
+            cash, opened, unfunded = _fill_entries(n_symbols, p, r, False, open_, close, cash, state, size, fees,
+                                                   fixed_fee, slippage)
+            n_open += opened
+            n_unfunded += unfunded
         # The next bar that needs attention: the next one if an order is queued or a stop is watched, else the
         # next bar with a signal.
         following = r + 1
@@ -675,7 +739,7 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
                     close[s, last], units, state[_ENTRY_FEES, s], pnl, pnl / state[_COMMITTED, s],
                     rec.EXIT_OPEN_AT_END)
             n_trades += 1
-    return n_trades, bars_in_market
+    return n_trades, bars_in_market, n_unfunded
 
 
 _N_SYMBOLS = 0  # 0 = read the symbol count from the arrays; a positive value is frozen into a specialised kernel

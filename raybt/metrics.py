@@ -74,6 +74,9 @@ trades_per_year         n_trades / years                                        
 total_fees              sum of FEES (quote currency)                                     0.0 if no trades
 buy_and_hold_return     from the RangeCalendar: equal-weight mean over symbols of        NaN if no symbol has a
                         last valid close / first valid close - 1, no fees                price
+n_unfunded_entries      entries the simulation skipped because the cash left could not   0.0 (also for curves
+                        fund them (all of it held by other positions, or less than the   not from raybt's
+                        fixed fee): see :mod:`raybt.engine`; given, not computed         simulation)
 ======================  ===============================================================  =========================
 """
 
@@ -157,6 +160,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "trades_per_year",
     "total_fees",
     "buy_and_hold_return",
+    "n_unfunded_entries",
 )
 """Keys of the dict :func:`compute_metrics` returns, in the order of the result columns."""
 
@@ -1208,6 +1212,7 @@ def compute_metrics(
     initial_amount: float,
     calendar: RangeCalendar,
     risk_free_rate: float = 0.0,
+    unfunded_entries: int = 0,
 ) -> dict[str, float]:
     """All metrics of one backtest, keyed by :data:`METRIC_NAMES` (definitions in the module docstring).
 
@@ -1215,6 +1220,7 @@ def compute_metrics(
     ``trades``: float64 ``(n_trades, rec.N_TRADE_FIELDS)`` trade records (open trades included).
     ``bars_in_market``: bars with any open position. ``initial_amount``: cash at the start (> 0).
     ``risk_free_rate``: annual rate (> -1) subtracted from the returns in sharpe and sortino.
+    ``unfunded_entries``: the simulation's count of entries it could not fund (``n_unfunded_entries``).
     Inputs may be read-only; they are not modified. The cost (about 45-55 µs for 44k bars and 200 trades on a
     2.8 GHz Ice Lake Xeon) is mostly one pass over the curve in blocks (see ``_scan_curve`` and ``_scan_block``):
     the returns, their moments, the drawdown, and the few percent of returns below a limit sampled beforehand, among
@@ -1223,7 +1229,8 @@ def compute_metrics(
     kernel runs the same block scan as it values the equity (:class:`CurveScan`).
     """
     return dict(zip(METRIC_NAMES, metric_values(equity, trades, bars_in_market, initial_amount=initial_amount,
-                                                calendar=calendar, risk_free_rate=risk_free_rate)))
+                                                calendar=calendar, risk_free_rate=risk_free_rate,
+                                                unfunded_entries=unfunded_entries)))
 
 
 def metric_values(
@@ -1234,6 +1241,7 @@ def metric_values(
     initial_amount: float,
     calendar: RangeCalendar,
     risk_free_rate: float = 0.0,
+    unfunded_entries: int = 0,
 ) -> tuple[float, ...]:
     """:func:`compute_metrics`' values as a tuple in :data:`METRIC_NAMES` order, the form of a result row."""
     values = _as_float_array(equity)
@@ -1254,7 +1262,7 @@ def metric_values(
         float(risk_free_rate),
         calendar.buy_and_hold_return,
         _scratch(_scratch_size(values.size)),
-    )
+    ) + (float(unfunded_entries),)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1359,7 +1367,7 @@ class CurveScan:
         self._kernel_arrays = ()
         return arrays
 
-    def row(self, trades: np.ndarray, bars_in_market: int) -> tuple[float, ...] | None:
+    def row(self, trades: np.ndarray, bars_in_market: int, unfunded_entries: int = 0) -> tuple[float, ...] | None:
         """The values of :data:`METRIC_NAMES` once the kernel has run, or None if var/cvar need an exact run (never
         after ``begin(..., exact=True)``)."""
         calendar = self._calendar
@@ -1372,7 +1380,7 @@ class CurveScan:
         if len(self._unit_limits) >= _LIMITS_KEPT and calendar not in self._unit_limits:
             self._unit_limits.clear()
         self._unit_limits[calendar] = var * _LIMIT_FACTOR / self._size if var < 0.0 else math.inf
-        return row
+        return row + (float(unfunded_entries),)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

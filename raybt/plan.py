@@ -1,27 +1,30 @@
-"""Plan a sweep: jobs = strategies × date ranges, each with a content key.
+"""Plan a sweep: jobs = strategies × (symbols, when swept one by one) × date ranges, each with a content key.
 
-A job's key hashes everything its result depends on: the strategy id (class, source, parameters), the date range,
+A job's key hashes everything its result depends on: the strategy id (class, source, parameters), the symbol of a
+per-symbol job, the date range (its instants and its name, so that a renamed range comes back under its new name),
 the data fingerprint, the run's settings (cost model, fill, initial amount, periods per year, risk-free rate) and
 :data:`RESULTS_VERSION`. An unchanged job has the same key in every process and on every machine, so it is skipped
 on resume; any change makes the old result *stale* and the job reruns.
 
-Jobs are kept as parallel arrays (strategy position, range position, key) rather than objects, so planning a million
-jobs stays cheap in time and memory.
+Jobs are kept as parallel arrays (strategy, symbol and range positions, key) rather than objects, so planning a
+million jobs stays cheap in time and memory. Their order is symbol by symbol, then strategy by strategy, then range
+by range, so that a batch's jobs mostly share one symbol's data.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from raybt.data import DateRange, MarketData
+from raybt.data import DateRange, DateRangeWarning, MarketData
 from raybt.engine import CostModel
 from raybt.strategy import Strategy
 
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 """Bumped whenever the engine or metrics change what a job produces; makes every stored result stale."""
 
 
@@ -41,29 +44,38 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class Plan:
-    """All jobs of a sweep: job ``i`` runs ``strategies[strategy_index[i]]`` on ``date_ranges[range_index[i]]``."""
+    """All jobs of a sweep: job ``i`` runs ``strategies[strategy_index[i]]`` on ``date_ranges[range_index[i]]``,
+    with the data of ``symbols[symbol_index[i]]`` alone, or of every symbol (one shared-cash portfolio) where that
+    symbol is None."""
 
     strategies: Sequence[Strategy]
     date_ranges: tuple[DateRange | None, ...]
+    symbols: tuple[str | None, ...]
     strategy_index: np.ndarray
     range_index: np.ndarray
+    symbol_index: np.ndarray
     keys: np.ndarray  # fixed-width ASCII bytes, one per job
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def describe(self, job: int) -> str:
-        """``Strategy(params) on range 'name'`` for error messages."""
+        """``Strategy(params) on range 'name'`` (and ``symbol 'X'``) for error messages."""
         strategy = self.strategies[self.strategy_index[job]]
         date_range = self.date_ranges[self.range_index[job]]
+        symbol = self.symbols[self.symbol_index[job]]
         name = date_range.name if date_range is not None else "all data"
-        return f"{strategy!r} (id {strategy.id}) on range {name!r}"
+        where = f" of symbol {symbol!r}" if symbol is not None else ""
+        return f"{strategy!r} (id {strategy.id}) on range {name!r}{where}"
 
 
 def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | None] | DateRange | None,
-              market: MarketData, settings: RunSettings) -> Plan:
-    """Cross strategies with date ranges and key every job. Duplicate strategies (same id) and duplicate ranges are
-    planned once. Every range must select at least one bar (checked here, before any work starts)."""
+              market: MarketData, settings: RunSettings, per_symbol: bool = False) -> Plan:
+    """Cross strategies with date ranges (and with the data's symbols, each alone, if ``per_symbol``) and key every
+    job. Duplicate strategies (same id) and duplicate ranges are planned once. Every range must select at least one
+    bar of the data (checked here, before any work starts; a per-symbol job whose symbol has no bar in its range
+    fails on its own, naming both); a range that reaches past the data is reported once with a
+    :class:`~raybt.data.DateRangeWarning`."""
     strategies = list(strategies)
     for position, strategy in enumerate(strategies):
         if not isinstance(strategy, Strategy):
@@ -73,18 +85,24 @@ def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | 
     ranges = _as_ranges(date_ranges)
     for date_range in ranges:
         market.bounds(date_range)  # raises a DataError naming an empty range
+        problem = market.coverage_warning(date_range)
+        if problem is not None:
+            warnings.warn(problem, DateRangeWarning, stacklevel=3)
     unique: dict[str, int] = {}
     for position, strategy in enumerate(strategies):
         unique.setdefault(strategy.id, position)
     kept = [strategies[p] for p in unique.values()]
+    symbols: tuple[str | None, ...] = tuple(market.symbols) if per_symbol else (None,)
     base = f"{market.fingerprint}|{settings.fingerprint()}|"
-    range_keys = [(r.key if r is not None else "all") for r in ranges]
-    keys = [hashlib.blake2b(f"{base}{s.id}|{rk}".encode(), digest_size=12).hexdigest().encode()
-            for s in kept for rk in range_keys]
-    n_ranges = len(ranges)
-    strategy_index = np.repeat(np.arange(len(kept), dtype=np.int64), n_ranges)
-    range_index = np.tile(np.arange(n_ranges, dtype=np.int64), len(kept))
-    return Plan(kept, ranges, strategy_index, range_index, np.array(keys, dtype="S24"))
+    range_keys = [(f"{r.key}|{r.name}" if r is not None else "all") for r in ranges]
+    symbol_keys = [("" if symbol is None else f"|symbol={symbol}") for symbol in symbols]
+    keys = [hashlib.blake2b(f"{base}{s.id}|{rk}{sk}".encode(), digest_size=12).hexdigest().encode()
+            for sk in symbol_keys for s in kept for rk in range_keys]
+    n_ranges, n_strategies = len(ranges), len(kept)
+    symbol_index = np.repeat(np.arange(len(symbols), dtype=np.int64), n_strategies * n_ranges)
+    strategy_index = np.tile(np.repeat(np.arange(n_strategies, dtype=np.int64), n_ranges), len(symbols))
+    range_index = np.tile(np.arange(n_ranges, dtype=np.int64), n_strategies * len(symbols))
+    return Plan(kept, ranges, symbols, strategy_index, range_index, symbol_index, np.array(keys, dtype="S24"))
 
 
 def _as_ranges(date_ranges: Iterable[DateRange | None] | DateRange | None) -> tuple[DateRange | None, ...]:

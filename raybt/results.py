@@ -1,18 +1,24 @@
 """Result rows and the :class:`Results` of a sweep.
 
-One row per (strategy, date range), columns in this order: ``key``, ``strategy_id``, ``strategy`` (class name), one
-column per parameter (named after it; null for strategies without it), ``range`` (name), ``start`` and ``end`` (UTC
-times of the first and last simulated bar), every metric of :data:`raybt.metrics.METRIC_NAMES`, ``error`` (null when
-the job ran; else exception type, message and traceback tail), ``duration_s`` (seconds in the worker) and
-``worker`` (where it ran: ``local:<pid>`` in-process, ``<Ray node id>:<pid>`` on Ray).
+One row per job, columns in this order: ``key``, ``strategy_id``, ``strategy`` (class name), one column per
+parameter (named after it; null for strategies without it), ``parameters`` (the strategy's parameters exactly as
+given, as JSON text: ints stay ints, ``None`` stays null — what a replay reads), ``symbol`` (the symbol of a
+per-symbol job; null for a portfolio of every symbol), ``range`` (name), ``range_start`` and ``range_end`` (the range
+as the user defined it: start inclusive, end exclusive, UTC; null for an open side), ``start`` and ``end`` (UTC
+times of the first and last simulated bar; null when the job's symbol has no bar in the range), every metric of
+:data:`raybt.metrics.METRIC_NAMES`, ``error`` (null when the job ran; else exception type, message and traceback
+tail), ``duration_s`` (seconds in the worker) and ``worker`` (where it ran: ``local:<pid>`` in-process, ``<Ray node
+id>:<pid>`` on Ray).
 """
 
 from __future__ import annotations
 
+import json
 import pstats
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -20,9 +26,10 @@ import pyarrow as pa
 
 from raybt.batch import BatchResult
 from raybt.checkpoint import CheckpointStore, MemoryStore
-from raybt.data import MarketData
+from raybt.data import DataError, DateRange, MarketData
 from raybt.metrics import METRIC_NAMES
 from raybt.plan import Plan
+from raybt.strategy import Strategy
 
 
 def rows_table(plan: Plan, market: MarketData, results: Sequence[BatchResult]) -> pa.Table:
@@ -30,7 +37,10 @@ def rows_table(plan: Plan, market: MarketData, results: Sequence[BatchResult]) -
     jobs = np.concatenate([r.jobs for r in results])
     strategies = [plan.strategies[i] for i in plan.strategy_index[jobs]]
     ranges = [plan.date_ranges[i] for i in plan.range_index[jobs]]
-    bar_times = {r: _bar_times(market, r) for r in set(ranges)}
+    symbols = [plan.symbols[i] for i in plan.symbol_index[jobs]]
+    bar_times = {(r, sym): _bar_times(market, r, sym) for r, sym in set(zip(ranges, symbols))}
+    spans = [bar_times[r, sym] for r, sym in zip(ranges, symbols)]
+    utc = pa.timestamp("ns", tz="UTC")
     columns: dict[str, pa.Array | list] = {
         "key": pa.array(plan.keys[jobs].astype(str)),
         "strategy_id": [s.id for s in strategies],
@@ -39,9 +49,13 @@ def rows_table(plan: Plan, market: MarketData, results: Sequence[BatchResult]) -
     param_names = list(dict.fromkeys(name for s in strategies for name in s._params))
     for name in param_names:
         columns[name] = _param_column([s._params.get(name) for s in strategies])
+    columns["parameters"] = pa.array([parameters_json(s) for s in strategies], type=pa.string())
+    columns["symbol"] = pa.array(symbols, type=pa.string())
     columns["range"] = [r.name if r is not None else "all" for r in ranges]
-    columns["start"] = pa.array([bar_times[r][0] for r in ranges], type=pa.timestamp("ns", tz="UTC"))
-    columns["end"] = pa.array([bar_times[r][1] for r in ranges], type=pa.timestamp("ns", tz="UTC"))
+    columns["range_start"] = pa.array([_instant(r.start if r is not None else None) for r in ranges], type=utc)
+    columns["range_end"] = pa.array([_instant(r.end if r is not None else None) for r in ranges], type=utc)
+    columns["start"] = pa.array([span[0] for span in spans], type=utc)
+    columns["end"] = pa.array([span[1] for span in spans], type=utc)
     metrics = np.concatenate([r.metrics for r in results])
     for position, name in enumerate(METRIC_NAMES):
         columns[name] = pa.array(metrics[:, position])
@@ -60,9 +74,60 @@ def _param_column(values: list) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 
 
-def _bar_times(market: MarketData, date_range) -> tuple[int, int]:
-    _, start, end = market.bounds(date_range)
-    return int(market.times_ns[start]), int(market.times_ns[end - 1])
+def _bar_times(market: MarketData, date_range: DateRange | None, symbol: str | None) -> tuple[int | None, int | None]:
+    """UTC nanoseconds of the first and last simulated bar; None for a symbol without a bar in the range."""
+    data = market if symbol is None else market.symbol_data(symbol)
+    try:
+        _, start, end = data.bounds(date_range)
+    except DataError:
+        return None, None
+    return int(data.times_ns[start]), int(data.times_ns[end - 1])
+
+
+def _instant(ts: pd.Timestamp | None) -> int | None:
+    return None if ts is None else int(ts.as_unit("ns").value)
+
+
+def parameters_json(strategy: Strategy) -> str:
+    """A strategy's parameters as canonical JSON text (keys sorted): bool, int, float, str and None keep their
+    types through :func:`json.loads` (``5`` and ``5.0`` differ; NaN and infinities as Python's json writes them).
+
+    >>> parameters_json(raybt.demo.SmaCross(fast=5, slow=20))
+    '{"fast":5,"slow":20}'
+    """
+    return json.dumps(strategy._params, sort_keys=True, separators=(",", ":"))
+
+
+class RowInputs(NamedTuple):
+    """What a result row says about its job's inputs: enough, with the strategy class, the data and the run's
+    settings, to run it again (see :func:`row_inputs`)."""
+
+    parameters: dict[str, Any]
+    date_range: DateRange | None
+    symbol: str | None
+
+
+def row_inputs(row: Mapping[str, Any]) -> RowInputs:
+    """The parameters, date range (as the user defined it, name included) and symbol of a result row (a
+    ``results.df`` row, a dict or a pandas Series), read from its ``parameters``, ``range``, ``range_start``,
+    ``range_end`` and ``symbol`` columns only.
+
+    >>> inputs = row_inputs(results.df.iloc[0])
+    >>> raybt.run_backtest(SmaCross(**inputs.parameters), data, inputs.date_range, symbol=inputs.symbol)
+    """
+    name = row["range"]
+    start, end = (_timestamp_or_none(row[column]) for column in ("range_start", "range_end"))
+    date_range = None if name == "all" and start is None and end is None else DateRange(start, end, name=name)
+    symbol = row["symbol"]
+    return RowInputs(json.loads(row["parameters"]), date_range, None if _is_null(symbol) else str(symbol))
+
+
+def _timestamp_or_none(value: Any) -> pd.Timestamp | None:
+    return None if _is_null(value) else pd.Timestamp(value)
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
 
 
 def merge_profiles(profiles: Sequence[dict]) -> pstats.Stats | None:

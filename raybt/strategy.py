@@ -39,7 +39,8 @@ from raybt import _frames
 from raybt.data import MarketView
 from raybt.metrics import METRIC_NAMES
 
-RESULT_COLUMNS = ("key", "strategy_id", "strategy", "range", "start", "end", "error", "duration_s", "worker")
+RESULT_COLUMNS = ("key", "strategy_id", "strategy", "parameters", "symbol", "range", "range_start", "range_end",
+                  "start", "end", "error", "duration_s", "worker")
 """Result columns besides parameters and metrics (a parameter may not take one of these names)."""
 _RULE_NAMES = ("size", "direction", "stop_loss", "take_profit", "trailing_stop", "warmup")
 _DIRECTIONS = ("long", "short", "both")
@@ -331,7 +332,7 @@ def _as_array(strategy: Strategy, view: MarketView, signal: Any, what: str) -> n
         values = np.asarray(signal)
     if values.shape != (n, len(symbols)):
         raise SignalError(f"{where} has shape {values.shape}, expected ({n}, {len(symbols)})")
-    return _to_bool(values, where)
+    return _to_bool(values, where, view)
 
 
 def _as_column(view: MarketView, signal: Any, where: Any) -> np.ndarray:
@@ -343,7 +344,7 @@ def _as_column(view: MarketView, signal: Any, where: Any) -> np.ndarray:
         values = np.asarray(signal)
     if values.shape != (len(view),):
         raise SignalError(f"{where} has shape {values.shape}, expected ({len(view)},)")
-    return _to_bool(values, where)
+    return _to_bool(values, where, view)
 
 
 def _check_index(index: pd.Index, view: MarketView, where: Any) -> None:
@@ -356,16 +357,29 @@ def _check_index(index: pd.Index, view: MarketView, where: Any) -> None:
                       f"{view.index[first]}")
 
 
-def _to_bool(values: np.ndarray, where: Any) -> np.ndarray:
+def _to_bool(values: np.ndarray, where: Any, view: MarketView) -> np.ndarray:
+    """Signals as booleans: bool as they are, integers 0/1 as False/True. Anything else — floats (NaN included),
+    other integers, objects that are not booleans (None, pandas' NA) — is a :class:`SignalError` naming the first
+    offending bar: a signal is a yes or a no, and guessing what 0.5 or NaN meant would be silently wrong."""
     if values.dtype == np.bool_:
         return values
-    if values.dtype.kind == "f":
-        return np.abs(values) > 0  # NaN -> False, like nan_to_num(values, nan=0) != 0, in one pass and one temporary
     if values.dtype.kind in "iu":
-        return values != 0
-    if values.dtype == object:
-        try:
-            return pd.array(values.ravel(), dtype="boolean").fillna(False).to_numpy(bool).reshape(values.shape)
-        except (TypeError, ValueError) as exc:
-            raise SignalError(f"{where} is not boolean: {exc}") from exc
-    raise SignalError(f"{where} has dtype {values.dtype}, expected bool")
+        offending = (values != 0) & (values != 1)
+    elif values.dtype == object:
+        offending = ~np.frompyfunc(_is_boolean_value, 1, 1)(values).astype(bool)
+    else:
+        offending = np.ones(values.shape, dtype=bool)  # floats and every other dtype: not a yes/no
+        if values.dtype.kind == "f":  # point at a value that cannot be read as a yes/no, if there is one
+            unclear = ~((values == 0) | (values == 1))
+            offending = unclear if unclear.any() else offending
+    if not offending.any():
+        return np.asarray(values != 0 if values.dtype.kind in "iu" else values.astype(bool))
+    bar, *column = np.unravel_index(int(np.argmax(offending)), values.shape)
+    value = values[(bar, *column)]
+    symbol = f", symbol {view.symbols[column[0]]!r}" if column else ""
+    raise SignalError(f"{where} must be boolean (or integers 0/1), got dtype {values.dtype}: first offending value "
+                      f"{value.item() if isinstance(value, np.generic) else value!r} at bar {view.index[bar]}{symbol}")
+
+
+def _is_boolean_value(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1))

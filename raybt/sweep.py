@@ -33,7 +33,7 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                   checkpoint_dir: str | None = None, checkpoint_batch_size: int = 1000, show_progress: bool = True,
                   continue_on_error: bool = False, rerun_errors: bool = False, address: str | None = None,
                   profile: bool = False, periods_per_year: float | None = None,
-                  risk_free_rate: float = 0.0) -> Results:
+                  risk_free_rate: float = 0.0, per_symbol: bool = False) -> Results:
     """Run every strategy on every date range and return :class:`~raybt.results.Results`.
 
     Execution: ``n_workers=None`` or ``1`` runs in this process without Ray; ``-1`` runs Ray tasks on every CPU of
@@ -54,6 +54,11 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     ``KeyboardInterrupt("interrupted: N of M backtests saved in DIR; run again to resume")`` is raised without the
     frames it interrupted (nothing is printed; the ``raybt`` command prints that line and exits with 130).
 
+    Symbols: by default every strategy runs once per range on all the data's symbols together (one portfolio, one
+    shared cash account). ``per_symbol=True`` runs it on each symbol's data alone instead (jobs = strategies ×
+    symbols × ranges, a ``symbol`` column in the rows; the data is still validated and shipped once): "this rule on
+    each of these 500 stocks".
+
     Costs and settings are those of :func:`raybt.run_backtest`; ``profile=True`` runs each batch under cProfile and
     puts the merged statistics in ``results.profile``.
     """
@@ -61,7 +66,9 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     market = load_ohlcv(data)
     settings = RunSettings(CostModel(initial_amount, fees, fixed_fee, slippage, fill), periods_per_year,
                            risk_free_rate)
-    plan = plan_jobs(strategies, date_ranges, market, settings)
+    if not isinstance(per_symbol, bool):
+        raise TypeError(f"per_symbol must be True or False, got {per_symbol!r}")
+    plan = plan_jobs(strategies, date_ranges, market, settings, per_symbol)
     store = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else MemoryStore()
     todo = np.flatnonzero(~np.isin(plan.keys, store.done_keys(rerun_errors)))
     n_skipped = len(plan) - len(todo)
@@ -119,7 +126,8 @@ def _batches(plan: Plan, todo: np.ndarray, batch_size: int) -> Iterator[Batch]:
     for start in range(0, len(todo), batch_size):
         jobs = todo[start:start + batch_size]
         yield Batch(jobs, [plan.strategies[i] for i in plan.strategy_index[jobs]],
-                    [plan.date_ranges[i] for i in plan.range_index[jobs]])
+                    [plan.date_ranges[i] for i in plan.range_index[jobs]],
+                    [plan.symbols[i] for i in plan.symbol_index[jobs]])
 
 
 def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, store: CheckpointStore | MemoryStore,

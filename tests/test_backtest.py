@@ -144,7 +144,8 @@ def test_sweep_rows_equal_run_backtest_and_compute_metrics(data: str, request: p
         assert sim.equity.size == 0  # not stored
         bt = raybt.run_backtest(strategy, market, initial_amount=INITIAL, fees=0.001)
         by_curve = m.compute_metrics(bt.equity.to_numpy(), sim.trades, round(bt.metrics["exposure"] * len(bt.equity)),
-                                     initial_amount=INITIAL, calendar=ctx.calendar)
+                                     initial_amount=INITIAL, calendar=ctx.calendar,
+                                     unfunded_entries=sim.unfunded_entries)
         for name, value in zip(m.METRIC_NAMES, row):
             assert value == pytest.approx(bt.metrics[name], rel=1e-12, abs=1e-15, nan_ok=True), (strategy, name)
             assert value == pytest.approx(by_curve[name], rel=1e-12, abs=1e-15, nan_ok=True), (strategy, name)

@@ -598,6 +598,140 @@ def test_two_symbols_next_open_size_on_equity_at_the_open():
     assert sim.bars_in_market == 4
 
 
+# ---------------------------------------------------------------------- exits before entries (shared cash)
+
+def _flat_bars(closes, opens=None) -> list[list[float]]:
+    """One symbol's [open, high, low, close] lists: opens default to the closes; high/low 1 % beyond the body."""
+    opens = closes if opens is None else opens
+    return [list(opens), [max(o, c) * 1.01 for o, c in zip(opens, closes)],
+            [min(o, c) * 0.99 for o, c in zip(opens, closes)], list(closes)]
+
+
+def _simulate_symbols(symbols, entries, exits, costs, **rules):
+    """``symbols``: per-symbol [open, high, low, close] lists; ``entries``/``exits``: per-symbol signal bars."""
+    o, h, l, c = (_rows([sym[i] for sym in symbols]) for i in range(4))
+    n = c.shape[1]
+    return simulate(o, h, l, c, _signal(n, *entries), _signal(n, *exits), costs, **rules)
+
+
+ROTATION_A = _flat_bars([10.0, 11.0, 12.0, 11.0, 10.0, 10.5], opens=[10.0, 10.6, 11.4, 11.8, 10.3, 10.2])
+ROTATION_B = _flat_bars([20.0, 19.0, 21.0, 22.0, 23.0, 22.5], opens=[20.0, 19.5, 20.2, 21.5, 22.6, 23.4])
+
+
+@pytest.mark.parametrize("fill", ["close", "next_open"])
+@pytest.mark.parametrize("a_first", [True, False])
+def test_same_bar_rotation_between_two_symbols(fill, a_first):
+    # size 1, fees 0.1 %. A: entries on bars 0 and 4, exit on bar 2; B: entry on bar 2, exit on bar 4. On bars 2
+    # and 4 one symbol is sold and the other bought with the proceeds, whichever comes first in the data: every
+    # exit of a bar fills before any entry. (Before this rule, the entry of the lower-indexed symbol found no cash.)
+    f = 0.001
+    a, b = (0, 1) if a_first else (1, 0)
+    symbols = [ROTATION_A, ROTATION_B] if a_first else [ROTATION_B, ROTATION_A]
+    entries = {a: [0, 4], b: [2]}
+    exits = {a: [2], b: [4]}
+    sim = _simulate_symbols(symbols, [entries[0], entries[1]], [exits[0], exits[1]], CostModel(1000, f, fill=fill))
+    if fill == "close":  # at the closes of bars 0, 2 and 4
+        pa1, xa1, pb, xb, pa2 = 10.0, 12.0, 21.0, 23.0, 10.0
+        ua = 1000 / (pa1 * (1 + f))
+        ub = ua * xa1 * (1 - f) / (pb * (1 + f))
+        ua2 = ub * xb * (1 - f) / (pa2 * (1 + f))
+        equity = [ua * 10.0, ua * 11.0, ub * 21.0, ub * 22.0, ua2 * 10.0, ua2 * 10.5]
+        bars = (0, 2, 2, 4, 4)
+    else:  # at the opens of bars 1, 3 and 5
+        pa1, xa1, pb, xb, pa2 = 10.6, 11.8, 21.5, 23.4, 10.2
+        ua = 1000 / (pa1 * (1 + f))
+        ub = ua * xa1 * (1 - f) / (pb * (1 + f))
+        ua2 = ub * xb * (1 - f) / (pa2 * (1 + f))
+        equity = [1000, ua * 11.0, ua * 12.0, ub * 22.0, ub * 23.0, ua2 * 10.5]
+        bars = (1, 3, 3, 5, 5)
+    assert_close(sim.equity, equity)
+    committed_b = ua * xa1 * (1 - f)
+    committed_a2 = ub * xb * (1 - f)
+    pnl_a, pnl_b, pnl_a2 = committed_b - 1000, committed_a2 - committed_b, ua2 * 10.5 - committed_a2
+    assert_trades(sim.trades, [
+        dict(symbol=a, entry_bar=bars[0], exit_bar=bars[1], entry_price=pa1, exit_price=xa1, units=ua,
+             fees=ua * (pa1 + xa1) * f, pnl=pnl_a, ret=pnl_a / 1000, reason=SIGNAL),
+        dict(symbol=b, entry_bar=bars[2], exit_bar=bars[3], entry_price=pb, exit_price=xb, units=ub,
+             fees=ub * (pb + xb) * f, pnl=pnl_b, ret=pnl_b / committed_b, reason=SIGNAL),
+        dict(symbol=a, entry_bar=bars[4], exit_bar=5, entry_price=pa2, exit_price=10.5, units=ua2,
+             fees=ua2 * pa2 * f, pnl=pnl_a2, ret=pnl_a2 / committed_a2, reason=OPEN_AT_END),
+    ])
+    assert sim.unfunded_entries == 0
+
+
+@pytest.mark.parametrize("fill", ["close", "next_open"])
+def test_two_exits_fund_one_entry(fill):
+    # size 0.6, fees 0.1 %, three symbols: C (first in the data), A, B. A and B are bought on bar 0 (A gets 60 % of
+    # the equity, B the 40 % of cash left); on bar 2 both are sold and C is bought with 60 % of the equity, more
+    # than either sale brought in: C's entry needs the cash of both exits of its bar.
+    f = 0.001
+    c_bars = _flat_bars([5.0, 5.0, 5.0, 5.5], opens=[5.0, 5.0, 5.2, 5.4])
+    a_bars = _flat_bars([10.0, 10.0, 9.0, 9.0], opens=[10.0, 10.0, 9.5, 9.0])
+    b_bars = _flat_bars([20.0, 20.0, 22.0, 22.0], opens=[20.0, 20.0, 21.0, 22.0])
+    sim = _simulate_symbols([c_bars, a_bars, b_bars], [[2], [0], [0]], [[], [2], [2]],
+                            CostModel(1000, f, fill=fill), size=0.6)
+    if fill == "close":
+        pa, pb, xa, xb, pc, t0 = 10.0, 20.0, 9.0, 22.0, 5.0, 0
+    else:  # signals of bar 0 fill at bar 1's open, those of bar 2 at bar 3's open
+        pa, pb, xa, xb, pc, t0 = 10.0, 20.0, 9.0, 22.0, 5.4, 1
+    ua = 600 / (pa * (1 + f))
+    cash = 1000 - 600
+    equity_at_b = cash + ua * pa
+    assert 0.6 * equity_at_b > cash  # B gets all the cash left
+    ub = cash / (pb * (1 + f))
+    proceeds_a, proceeds_b = ua * xa * (1 - f), ub * xb * (1 - f)
+    equity_at_c = proceeds_a + proceeds_b
+    invest_c = 0.6 * equity_at_c
+    assert invest_c > max(proceeds_a, proceeds_b)  # neither exit alone could fund it
+    uc = invest_c / (pc * (1 + f))
+    cash_after = equity_at_c - invest_c
+    assert_close(sim.trades[:, rec.SYMBOL], [1, 2, 0])
+    assert_close(sim.trades[:, rec.UNITS], [ua, ub, uc])
+    assert_close(sim.trades[:, rec.ENTRY_BAR], [t0, t0, t0 + 2])
+    assert_close(sim.equity[-1], cash_after + uc * 5.5)
+    assert sim.unfunded_entries == 0
+
+
+@pytest.mark.parametrize("fill", ["close", "next_open"])
+def test_stop_exit_funds_a_same_bar_entry(fill):
+    # size 1, fees 0.1 %. Y (second in the data) is bought at 20 under a 5 % stop loss, which bar 2 reaches within
+    # the bar (low 18.5): sold at 19. X (first) has an entry that fills on bar 2, at its close (signal on bar 2) or
+    # at its open (signal on bar 1, fill="next_open"), bought with the stop's proceeds.
+    f = 0.001
+    x = [[10.0, 10.0, 10.2, 10.5], [10.1, 10.1, 10.5, 10.7], [9.9, 9.9, 10.1, 10.4], [10.0, 10.0, 10.4, 10.6]]
+    y = [[20.0, 20.0, 20.0, 19.0], [20.1, 20.1, 20.2, 19.2], [19.9, 19.9, 18.5, 18.8], [20.0, 20.0, 19.0, 19.0]]
+    x_signal = 2 if fill == "close" else 1
+    sim = _simulate_symbols([x, y], [[x_signal], [0]], [[], []], CostModel(1000, f, fill=fill), stop_loss=0.05)
+    uy = 1000 / (20.0 * (1 + f))
+    proceeds = uy * 19.0 * (1 - f)
+    px = 10.4 if fill == "close" else 10.2
+    ux = proceeds / (px * (1 + f))
+    y_entry = 0 if fill == "close" else 1
+    assert_close(sim.equity, [uy * 20.0 if fill == "close" else 1000, uy * 20.0, ux * 10.4, ux * 10.6])
+    assert_trades(sim.trades, [
+        dict(symbol=1, entry_bar=y_entry, exit_bar=2, entry_price=20.0, exit_price=19.0, units=uy,
+             fees=uy * 20.0 * f + uy * 19.0 * f, pnl=proceeds - 1000, ret=(proceeds - 1000) / 1000,
+             reason=STOP_LOSS),
+        dict(symbol=0, entry_bar=2, exit_bar=3, entry_price=px, exit_price=10.6, units=ux, fees=ux * px * f,
+             pnl=ux * 10.6 - proceeds, ret=(ux * 10.6 - proceeds) / proceeds, reason=OPEN_AT_END),
+    ])
+    assert sim.unfunded_entries == 0
+
+
+def test_entries_are_funded_in_symbol_order_and_the_rest_counted_as_unfunded():
+    # size 1, no costs, three symbols flat at 10, 20 and 40, entry signals for all three on bar 1: the first symbol
+    # of the data takes all the cash; the other two entries find none and are counted, not dropped silently. A
+    # fixed fee larger than the cash makes a single-symbol entry unfunded too.
+    prices = _rows([[10.0] * 3, [20.0] * 3, [40.0] * 3])
+    entries = _signal(3, [1], [1], [1])
+    sim = simulate(prices, prices, prices, prices, entries, np.zeros_like(entries), CostModel(1000))
+    assert list(sim.trades[:, rec.SYMBOL]) == [0.0]
+    assert_close(sim.trades[:, rec.UNITS], [100.0])
+    assert sim.unfunded_entries == 2
+    assert run(entries=[1, 3], exits=[2], fixed_fee=1000.0).unfunded_entries == 2
+    assert run(entries=[1, 2], exits=[3]).unfunded_entries == 0  # an entry while positioned is ignored, not unfunded
+
+
 @pytest.mark.parametrize("price", [10.0, 1.199, 6.174, 8.761])
 @pytest.mark.parametrize("direction", ["long", "short"])
 def test_all_in_position_leaves_nothing_for_another_symbol(price, direction):

@@ -5,19 +5,26 @@ loops and has a specialised single-symbol compile. :class:`Reference` below does
 every symbol in plain Python and applies the accounting rules as the docstring of :mod:`raybt.engine` states them
 (written from those rules, not copied from the kernel). On each bar, in this order:
 
-1. ``fill="next_open"``: orders queued by earlier signals fill at the open, symbol by symbol, for the symbols that
-   have a bar (an order waits for its symbol's next bar). Entries are sized on the equity at that moment: positions
-   at this bar's open, or at their previous close when their symbol has no bar.
-2. Stops are checked, symbol by symbol, for positions filled before this bar (``next_open`` fills: from the fill bar
-   on). Levels are fractions of the entry fill price; the trailing stop is measured from the best price since the
-   entry (starting at the entry fill price; highest high for longs, lowest low for shorts) and the best price moves
-   only after the bar's check. The nearer of stop loss and trailing stop is in force (the stop loss on a tie). An
-   open through the stop fills at the open, then an open through the target, then a low/high reaching the stop
-   fills at the stop, then a high/low reaching the target at the target.
-3. This bar's signals, symbol by symbol, for symbols with a bar: filled at the close (entries sized on the equity at
-   the close) or queued for the next open (dropped on the range's last bar).
-4. Equity at the close: cash plus every position at its (forward-filled) close; a bar counts as "in market" when
+1. ``fill="next_open"``: the exits (and the closing half of reversals) queued by earlier signals fill at the open,
+   symbol by symbol, for the symbols that have a bar (an order waits for its symbol's next bar); what each queued
+   order will open is decided now, from the position held before the bar.
+2. Stops are checked, symbol by symbol, for positions filled before this bar. Levels are fractions of the entry
+   fill price; the trailing stop is measured from the best price since the entry (starting at the entry fill price;
+   highest high for longs, lowest low for shorts) and the best price moves only after the bar's check. The nearer
+   of stop loss and trailing stop is in force (the stop loss on a tie). An open through the stop fills at the open,
+   then an open through the target, then a low/high reaching the stop fills at the stop, then a high/low reaching
+   the target at the target.
+3. The entries decided in step 1 fill at the open, in symbol order, each sized on the equity at that moment
+   (positions at this bar's open, or at their previous close when their symbol has no bar); the stops of the
+   positions they open are checked on this bar too, as in step 2 (the bar's high/low come after its open).
+4. This bar's signals, for symbols with a bar: with ``fill="close"`` first every symbol's exit (and the closing half
+   of a reversal), then the entries, in symbol order, each sized on the equity at the close; with
+   ``fill="next_open"`` queued for the next open (dropped on the range's last bar).
+5. Equity at the close: cash plus every position at its (forward-filled) close; a bar counts as "in market" when
    any position is open at its close.
+
+Steps 1-4 are the rule "exits before entries within a bar" (shared cash, sells before buys). An entry that finds no
+cash to fund it is skipped and counted (``unfunded``, compared with ``Simulation.unfunded_entries``).
 
 At the end, positions still open are recorded as trades marked at the last close without exit fee, by symbol.
 Trades are recorded in the order they close. Entries: ``invest = min(size × equity, cash)``, units
@@ -130,6 +137,7 @@ class Reference:
         self.n_symbols = case.close.shape[0]
         self.positions: list[Position | None] = [None] * self.n_symbols
         self.trades: list[list[float]] = []
+        self.unfunded = 0  # entries skipped for want of cash
         self.stats: Counter = Counter()  # which rules fired, for the coverage test
         # Python lists: plain float arithmetic, and fast to index bar by bar.
         self.o, self.h, self.l, self.c = (a.tolist() for a in (case.open, case.high, case.low, case.close))
@@ -170,6 +178,7 @@ class Reference:
         units = (invest - self.fixed_fee) / (price * (1.0 + self.fees))
         if not units > 0.0 or invest < 1e-9 * equity:  # nothing to buy, or only a rounding residue of cash
             self.stats["entry skipped"] += 1
+            self.unfunded += 1
             return
         paid = units * price * (1.0 + self.fees) + self.fixed_fee
         self.stats["all the cash invested" if invest == self.cash else "part of the cash invested"] += 1
@@ -202,26 +211,36 @@ class Reference:
         row[rec.REASON] = reason
         self.trades.append(row)
 
-    def on_signals(self, s: int, is_entry: bool, is_exit: bool, raw: float, r: int, p: int, at_open: bool) -> None:
-        """Act on one symbol's entry/exit signals at ``raw`` (this bar's open or close)."""
+    def exit_for_signals(self, s: int, is_entry: bool, is_exit: bool, raw: float, r: int) -> int | None:
+        """The exit half of one symbol's entry/exit signals at ``raw`` (this bar's open or close): close the
+        position if the signals say so; return the side the signals then open (None for nothing)."""
         pos = self.positions[s]
         side = 0 if pos is None else pos.side
         if self.case.direction == "both":
             if is_entry == is_exit:
-                return  # nothing, or an entry and an exit cancelling out
+                return None  # nothing, or an entry and an exit cancelling out
             wanted = LONG if is_entry else SHORT
             if side == wanted:
-                return
+                return None
             if side == -wanted:
                 self.exit(s, raw, r, SIGNAL)
-            self.enter(s, wanted, raw, r, p, at_open)
-            return
+                self.stats["reversal"] += 1
+            return wanted
         own = LONG if self.case.direction == "long" else SHORT
         if side == own:
             if is_exit:
                 self.exit(s, raw, r, SIGNAL)
-        elif is_entry:
-            self.enter(s, own, raw, r, p, at_open)
+            return None
+        return own if is_entry else None
+
+    def enter_in_symbol_order(self, wanted: dict[int, int], raw_prices: list[list[float]], r: int, p: int,
+                              at_open: bool) -> None:
+        """The entry half: open the decided entries, lowest symbol first, after every exit of the bar."""
+        exited = {int(t[rec.SYMBOL]) for t in self.trades if t[rec.EXIT_BAR] == r}
+        for s in sorted(wanted):
+            if exited - {s}:
+                self.stats["entry after another symbol's same-bar exit"] += 1
+            self.enter(s, wanted[s], raw_prices[s][p], r, p, at_open)
 
     # --- stops
 
@@ -284,17 +303,26 @@ class Reference:
         equity, in_market = [], 0
         for r in range(n_bars):
             p, q = case.first_bar + r, case.signal_offset + r
-            for s in range(self.n_symbols):  # 1. queued orders at the open
+            at_open: dict[int, int] = {}
+            for s in range(self.n_symbols):  # 1. queued exits at the open
                 if s in pending and not self.has_bar(s, p):
                     self.stats["queued order waits for a missing bar"] += 1
                 elif s in pending:
                     is_entry, is_exit = pending.pop(s)
-                    self.on_signals(s, is_entry, is_exit, self.o[s][p], r, p, at_open=True)
+                    side = self.exit_for_signals(s, is_entry, is_exit, self.o[s][p], r)
+                    if side is not None:
+                        at_open[s] = side
             for s in range(self.n_symbols):  # 2. stops
                 pos = self.positions[s]
                 if has_stops and pos is not None and r >= pos.stops_from and self.has_bar(s, p):
                     self.check_stops(s, r, p)
-            for s in range(self.n_symbols):  # 3. this bar's signals
+            self.enter_in_symbol_order(at_open, self.o, r, p, at_open=True)  # 3. queued entries at the open
+            for s in sorted(at_open):
+                pos = self.positions[s]
+                if has_stops and pos is not None and pos.entry_bar == r:
+                    self.check_stops(s, r, p)
+            at_close: dict[int, int] = {}
+            for s in range(self.n_symbols):  # 4. this bar's signals
                 is_entry, is_exit = entries[s][q], exits[s][q]
                 if not (is_entry or is_exit):
                     continue
@@ -307,8 +335,11 @@ class Reference:
                     else:
                         self.stats["signal on the last bar dropped"] += 1
                 else:
-                    self.on_signals(s, is_entry, is_exit, self.c[s][p], r, p, at_open=False)
-            equity.append(self.equity(self.mark_at_close, p))  # 4. the close
+                    side = self.exit_for_signals(s, is_entry, is_exit, self.c[s][p], r)
+                    if side is not None:
+                        at_close[s] = side
+            self.enter_in_symbol_order(at_close, self.c, r, p, at_open=False)
+            equity.append(self.equity(self.mark_at_close, p))  # 5. the close
             in_market += any(pos is not None for pos in self.positions)
             for s, pos in enumerate(self.positions):
                 if pos is not None and not self.has_bar(s, p):
@@ -358,7 +389,7 @@ def _trade_text(row) -> str:
             f"{rec.EXIT_REASONS[int(row[rec.REASON])]}")
 
 
-def _mismatches(sim, equity, trades, in_market, initial_amount) -> list[str]:
+def _mismatches(sim, equity, trades, in_market, unfunded) -> list[str]:
     problems = []
     if sim.equity.shape != equity.shape:
         problems.append(f"equity has {sim.equity.shape} values, expected {equity.shape}")
@@ -380,14 +411,17 @@ def _mismatches(sim, equity, trades, in_market, initial_amount) -> list[str]:
             break
     if sim.bars_in_market != in_market:
         problems.append(f"bars_in_market {sim.bars_in_market}, expected {in_market}")
+    if sim.unfunded_entries != unfunded:
+        problems.append(f"unfunded_entries {sim.unfunded_entries}, expected {unfunded}")
     return problems
 
 
 def check_case(case: Case) -> tuple[np.ndarray, np.ndarray, int]:
     """Run the reference and the kernel (fresh arrays and the shared workspace); fail with the case's description."""
-    equity, trades, in_market = Reference(case).run()
+    reference = Reference(case)
+    equity, trades, in_market = reference.run()
     for label, workspace in (("fresh arrays", None), ("workspace", WORKSPACE)):
-        problems = _mismatches(case.run(workspace), equity, trades, in_market, case.costs.initial_amount)
+        problems = _mismatches(case.run(workspace), equity, trades, in_market, reference.unfunded)
         assert not problems, f"[{label}] {case.describe()}\n  " + "\n  ".join(problems)
     return equity, trades, in_market
 
@@ -521,7 +555,8 @@ def test_random_cases_exercise_every_rule():
         seen["long trade"] += int((trades[:, rec.DIRECTION] > 0).sum())
     expected = [f"{reason} {how}" for reason in ("stop_loss", "take_profit", "trailing_stop")
                 for how in ("at the open", "at its level")]
-    expected += ["valued at the previous close at an open", "entry skipped", "all the cash invested",
+    expected += ["valued at the previous close at an open", "entry skipped", "all the cash invested", "reversal",
+                 "entry after another symbol's same-bar exit",
                  "part of the cash invested", "queued order waits for a missing bar", "signal on a missing bar",
                  "signal on the last bar dropped", "position open over a missing bar",
                  "position open over a missing bar with a high/low", "several positions open",

@@ -242,7 +242,9 @@ def test_hand_trade_metrics() -> None:
 
 def test_metric_names_are_the_keys_in_order() -> None:
     calendar = calendar_for(HAND_TIMES)
-    got = m.compute_metrics(HAND_EQUITY, make_trades([(0, 2, 1.0, 0.01)]), 2, initial_amount=100.0, calendar=calendar)
+    got = m.compute_metrics(HAND_EQUITY, make_trades([(0, 2, 1.0, 0.01)]), 2, initial_amount=100.0, calendar=calendar,
+                            unfunded_entries=3)
+    assert got["n_unfunded_entries"] == 3.0
     assert tuple(got) == m.METRIC_NAMES
     assert len(set(m.METRIC_NAMES)) == len(m.METRIC_NAMES)
     assert all(type(value) is float for value in got.values())
@@ -328,7 +330,7 @@ def test_no_bars() -> None:
     assert math.isnan(calendar.buy_and_hold_return)
     for name, value in got.items():
         if name in ("n_trades", "n_winning_trades", "n_losing_trades", "max_consecutive_wins",
-                    "max_consecutive_losses", "total_fees"):
+                    "max_consecutive_losses", "total_fees", "n_unfunded_entries"):
             assert value == 0.0, name
         else:
             assert math.isnan(value), name
@@ -433,6 +435,7 @@ def test_real_shaped_case(hourly_case: dict, rf: float) -> None:
     expected |= ref_trade_metrics(c["trades"], c["times"], HOURS_PER_YEAR)
     close = c["close"]
     expected["buy_and_hold_return"] = ((close[-1, 0] / close[0, 0] - 1) + (close[-1, 1] / close[1000, 1] - 1)) / 2
+    expected["n_unfunded_entries"] = 0.0  # a count the simulation hands over, 0 for a curve from elsewhere
     assert set(expected) == set(m.METRIC_NAMES)
     assert_metrics_equal(got, expected)
     assert 0 < got["n_losing_trades"] + got["n_winning_trades"] < got["n_trades"]  # some pnl == 0 trades

@@ -1,6 +1,7 @@
 """Strategy parameters, validation, immutability, ids, and signal normalisation."""
 
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -221,7 +222,7 @@ def test_columns_in_another_order_are_realigned(two):
 
 def test_series_ndarray_and_dict_forms(one, two):
     s = one.close["A"] > one.close["A"].shift(1)
-    for form in (s, s.to_numpy(), s.to_numpy().astype(int), s.astype(float)):
+    for form in (s, s.to_numpy(), s.to_numpy().astype(int), s.astype("boolean"), s.astype(object)):
         e, _ = signal_arrays(make(lambda d, f=form: f, lambda d: np.zeros(48, bool)), one)
         np.testing.assert_array_equal(e[0], s.to_numpy())
     only_b = {"B": two.close["B"] > 100}
@@ -230,11 +231,29 @@ def test_series_ndarray_and_dict_forms(one, two):
     np.testing.assert_array_equal(e[1], only_b["B"].to_numpy())
 
 
-def test_nan_signals_count_as_false(one):
-    values = np.full(48, np.nan)
-    values[3] = 1.0
-    e, _ = signal_arrays(make(lambda d: values, lambda d: values), one)
-    assert e[0].sum() == 1 and e[0, 3]
+@pytest.mark.parametrize("values, offending", [
+    ([np.nan, 1.0] + [0.0] * 46, "nan at bar 2024-01-01 00:00:00+00:00"),
+    ([0.0, 1.0, 0.5] + [0.0] * 45, "0.5 at bar 2024-01-01 02:00:00+00:00"),
+    ([0.0, 1.0] + [0.0] * 46, "0.0 at bar 2024-01-01 00:00:00+00:00"),   # floats are not yes/no, even 0.0/1.0
+    ([0, 1, 0, 2] + [0] * 44, "2 at bar 2024-01-01 03:00:00+00:00"),
+    ([0, 1, -1] + [0] * 45, "-1 at bar 2024-01-01 02:00:00+00:00"),
+    ([True, None] + [False] * 46, "None at bar 2024-01-01 01:00:00+00:00"),
+    ([True, pd.NA] + [False] * 46, "<NA> at bar 2024-01-01 01:00:00+00:00"),
+])
+@pytest.mark.parametrize("form", ["array", "series", "frame"])
+def test_non_boolean_signals_are_rejected_naming_the_first_offending_bar(one, values, offending, form):
+    array = np.array(values, dtype=object if any(v is None or v is pd.NA for v in values) else None)
+    signal = {"array": array, "series": pd.Series(array, index=one.index),
+              "frame": pd.DataFrame({"A": array}, index=one.index)}[form]
+    with pytest.raises(SignalError, match=rf"Fixed\(\): entries must be boolean \(or integers 0/1\), got dtype "
+                                          rf"\w+: first offending value {re.escape(offending)}"):
+        signal_arrays(make(lambda d: signal, lambda d: np.zeros(48, bool)), one)
+
+
+def test_non_boolean_signal_of_the_second_symbol_names_it(two):
+    entries = pd.DataFrame({"A": np.zeros(48, int), "B": [0] * 40 + [3] + [0] * 7}, index=two.index)
+    with pytest.raises(SignalError, match=r"first offending value 3 at bar 2024-01-02 16:00:00\+00:00, symbol 'B'"):
+        signal_arrays(make(lambda d: entries, lambda d: np.zeros((48, 2), bool)), two)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -242,7 +261,7 @@ def test_nan_signals_count_as_false(one):
     (lambda d: d.close.iloc[:-1] > 0, "entries has 47 rows, expected 48"),
     (lambda d: (d.close > 0).set_axis(d.close.index + pd.Timedelta("1h")), "entries index differs from data.close's index"),
     (lambda d: {"Z": d.close["A"] > 0}, r"entries names unknown symbol\(s\) \['Z'\]"),
-    (lambda d: np.array(["a"] * 48), "entries has dtype <U1, expected bool"),
+    (lambda d: np.array(["a"] * 48), r"entries must be boolean \(or integers 0/1\), got dtype <U1"),
 ])
 def test_bad_signals_name_the_strategy(one, bad, message):
     with pytest.raises(SignalError, match=rf"Fixed\(\): {message}"):
@@ -296,12 +315,10 @@ def test_strategy_on_arrays_gives_the_signals_of_the_same_strategy_on_frames(two
         np.testing.assert_array_equal(arrays[1], frames[1])
 
 
-def test_numeric_signals_convert_like_nan_to_zero(one):
-    floats = np.array([np.nan, 0.0, -0.0, 1.0, -2.5, np.inf, -np.inf, 1e-300] + [0.0] * 40)
-    for values in (floats, floats.astype(np.float32), np.array([0, 1, -1, np.iinfo(np.int64).min] + [0] * 44),
-                   np.array([0, 1, 255] + [0] * 45, dtype=np.uint8)):
+def test_integer_signals_zero_and_one_are_accepted(one):
+    for values in (np.array([0, 1, 1] + [0] * 45), np.array([0, 1, 1] + [0] * 45, dtype=np.uint8)):
+        expected = values == 1
         e, _ = signal_arrays(make(lambda d, v=values: v, lambda d: np.zeros(48, bool)), one)
-        expected = np.nan_to_num(values, nan=0.0) != 0
         np.testing.assert_array_equal(e[0], expected)
         frame = pd.DataFrame(values, index=one.index, columns=["A"])
         e, _ = signal_arrays(make(lambda d, f=frame: f, lambda d: np.zeros(48, bool)), one)

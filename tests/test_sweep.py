@@ -31,9 +31,12 @@ def reference():
 def test_results_columns_and_values(reference):
     df = reference
     assert len(df) == len(GRID) * len(RANGES)
-    assert list(df.columns[:6]) == ["key", "strategy_id", "strategy", "fast", "slow", "range"]
-    assert list(df.columns[6:8]) == ["start", "end"]
-    assert list(df.columns[8:8 + len(METRIC_NAMES)]) == list(METRIC_NAMES)
+    assert list(df.columns[:11]) == ["key", "strategy_id", "strategy", "fast", "slow", "parameters", "symbol",
+                                     "range", "range_start", "range_end", "start"]
+    assert list(df.columns[11:12]) == ["end"]
+    assert list(df.columns[12:12 + len(METRIC_NAMES)]) == list(METRIC_NAMES)
+    assert df["symbol"].isna().all()  # one portfolio of every symbol
+    assert (df[df["range"] == "first"]["range_end"] == pd.Timestamp("2023-02-15", tz="UTC")).all()
     assert list(df.columns[-3:]) == ["error", "duration_s", "worker"]
     assert df["worker"].str.startswith("local:").all()
     assert df["key"].is_unique and df["error"].isna().all()
