@@ -11,7 +11,7 @@ from __future__ import annotations
 import cProfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -40,8 +40,10 @@ class Batch:
         """The first and second half of the jobs (a batch of at least two), to find a job that crashes its
         worker by bisection."""
         middle = len(self.jobs) // 2
-        return (Batch(self.jobs[:middle], self.strategies[:middle], self.date_ranges[:middle]),
-                Batch(self.jobs[middle:], self.strategies[middle:], self.date_ranges[middle:]))
+        return self._part(slice(None, middle)), self._part(slice(middle, None))
+
+    def _part(self, part: slice) -> Batch:
+        return Batch(*(getattr(self, f.name)[part] for f in fields(self)))
 
 
 @dataclass

@@ -198,11 +198,12 @@ class RayExecutor:
 
 def _crashed(batch: Batch, exc: Exception) -> BatchResult:
     """The error result of a one-job batch whose worker process died each time it ran."""
-    strategy, date_range = batch.strategies[0], batch.date_ranges[0]
+    strategy, date_range, symbol = batch.strategies[0], batch.date_ranges[0], batch.symbols[0]
     name = date_range.name if date_range is not None else "all data"
+    where = f" of symbol {symbol!r}" if symbol is not None else ""
     cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return BatchResult.failed(batch, f"worker process died: {type(exc).__name__} while running {strategy!r} "
-                                     f"(id {strategy.id}) on range {name!r}, twice when run alone: {cause}")
+                                     f"(id {strategy.id}) on range {name!r}{where}, twice when run alone: {cause}")
 
 
 def connect(address: str | None, data_bytes: int) -> bool:
