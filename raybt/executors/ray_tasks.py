@@ -143,7 +143,8 @@ class RayExecutor:
         self.window = 2 * cpus if n_workers == -1 else n_workers
         self._market_ref = ray.put(market)
         self._settings, self._profile = settings, profile
-        self._task = ray.remote(num_cpus=1)(_run_remote)
+        task = ray.remote(num_cpus=1)(_run_remote)
+        self._task, self._rerun = task.options(max_retries=TASK_RETRIES), task.options(max_retries=0)
 
     def run(self, batches: Iterable[Batch]) -> Iterator[BatchResult]:
         """Yield each batch's result in completion order, with at most ``window`` tasks in flight.
@@ -152,7 +153,8 @@ class RayExecutor:
         node) is split in halves that run again without Ray's retries, and so on, until one job runs alone; a job
         whose worker dies when it runs alone, twice, is the culprit: its result is the error ``"worker process
         died: ..."``, and every other job of the batch gets its row. A job that always crashes costs
-        ``TASK_RETRIES + 1`` worker processes, one per halving (log2 of ``batch_size``) and two alone."""
+        ``TASK_RETRIES + 1`` worker processes in its batch, one per halving after that (log2 of ``batch_size``
+        halvings) and two alone; each new worker process takes a second or more to start."""
         pending = iter(batches)
         reruns: deque[tuple[Batch, bool]] = deque()  # (part of a crashed batch, already run alone once)
         in_flight: dict[ray.ObjectRef, tuple[Batch, bool]] = {}
@@ -161,35 +163,34 @@ class RayExecutor:
             while len(in_flight) < self.window:
                 if reruns:
                     batch, ran_alone = reruns.popleft()
-                    in_flight[self._submit(batch, retries=0)] = batch, ran_alone
+                    in_flight[self._submit(self._rerun, batch)] = batch, ran_alone
                     continue
                 batch = next(pending, None)
                 if batch is None:
                     return
-                in_flight[self._submit(batch, retries=TASK_RETRIES)] = batch, False
+                in_flight[self._submit(self._task, batch)] = batch, False
 
-        try:
+        # Tasks still in flight when the caller stops (Ctrl-C, a failed job) are left to finish, not cancelled:
+        # ray.cancel racing a task's completion aborted the driver at exit (Ray 2.60: "Tried to complete task that
+        # was not pending"), and a driver that exits takes its tasks with it anyway.
+        top_up()
+        while in_flight:
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            batch, ran_alone = in_flight.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except _WORKER_DIED as exc:
+                result = _crashed(batch, exc) if ran_alone else None
+                if len(batch.jobs) > 1:
+                    reruns.extend((half, False) for half in batch.halves())
+                elif not ran_alone:
+                    reruns.append((batch, True))
             top_up()
-            while in_flight:
-                done, _ = ray.wait(list(in_flight), num_returns=1)
-                batch, ran_alone = in_flight.pop(done[0])
-                try:
-                    result = ray.get(done[0])
-                except _WORKER_DIED as exc:
-                    result = _crashed(batch, exc) if ran_alone else None
-                    if len(batch.jobs) > 1:
-                        reruns.extend((half, False) for half in batch.halves())
-                    elif not ran_alone:
-                        reruns.append((batch, True))
-                top_up()
-                if result is not None:
-                    yield result
-        finally:
-            for ref in in_flight:
-                ray.cancel(ref)
+            if result is not None:
+                yield result
 
-    def _submit(self, batch: Batch, retries: int) -> ray.ObjectRef:
-        return self._task.options(max_retries=retries).remote(self._market_ref, batch, self._settings, self._profile)
+    def _submit(self, task, batch: Batch) -> ray.ObjectRef:
+        return task.remote(self._market_ref, batch, self._settings, self._profile)
 
     def close(self) -> None:
         """Release the data in the object store (Ray itself keeps running)."""
