@@ -250,7 +250,7 @@ def _check_listening(address: str) -> None:
     if not host or not port.isdigit():
         return
     try:
-        socket.create_connection((host, int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise ConnectionError(f"no Ray cluster at {address}: cannot connect to {host}:{port} "
                               f"({exc.strerror or exc})") from None

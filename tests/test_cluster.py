@@ -139,9 +139,10 @@ def test_ray_job_submit_runs_raybt_run_from_a_working_dir(tmp_path):
         submit = [ray_cli, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir",
                   str(job_dir), "--", "raybt", "run", "spec.py", "--address", "auto", "--checkpoint-dir", str(ck)]
         deadline = time.monotonic() + 180
-        while True:  # the job server answers a little after the head node is up
+        while True:  # the job server answers a little after the head node is up (Ray 2.52: and its agent later)
             done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
-            if done.returncode == 0 or time.monotonic() > deadline or "Connection" not in done.stderr + done.stdout:
+            not_up = any(s in done.stderr + done.stdout for s in ("Connection", "No available agent"))
+            if done.returncode == 0 or time.monotonic() > deadline or not not_up:
                 break
             time.sleep(3)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
