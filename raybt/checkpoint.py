@@ -4,49 +4,153 @@ A checkpoint directory holds::
 
     manifest.json                          versions and the settings of every run that wrote here
     parts/part-<time ns>-<random>.parquet  result rows, one file per flush, written atomically
-    quarantine/                            parts that could not be read, moved aside (their jobs rerun)
+    quarantine/                            parts a writer found damaged or foreign, moved aside (their jobs rerun)
 
-Guarantees:
+A store is opened either to read (``CheckpointStore(dir)``: ``load_results``, ``raybt results``, exploring while a
+sweep runs) or to write (``CheckpointStore(dir, writer=True)``: a sweep). Guarantees:
 
+* **Readers never modify the store.** Opening and reading create, move and delete nothing, so a directory can be
+  read while sweeps write it, and read-only copies (snapshots, read-only mounts) can be read. A reader skips a part
+  it cannot use with a :class:`CheckpointWarning` naming the file and why.
 * **Atomic parts.** A local part is written to a hidden temporary file, fsync'ed, renamed into place and the folder
-  fsync'ed: a kill at any moment leaves either the whole part or none of it (leftover temporary files are ignored
-  and removed on the next open). Object stores (``s3://``, ``gs://``) publish an object only when its upload
-  completes, which gives the same guarantee: a part is serialized in memory first and sent in one write, and an
-  upload that fails or is interrupted by an exception is deleted again.
+  fsync'ed: a kill at any moment leaves either the whole part or none of it. A temporary's name carries its
+  writer's host, process id and process start time; a writer opening the store deletes only temporaries of writers
+  on this host that are provably dead (no process with that id and start time), never another live writer's, and a
+  failed write deletes its own. Readers ignore temporaries. Object stores (``s3://``, ``gs://``) publish an object
+  only when its upload completes, which gives the same guarantee: a part is serialized in memory first and sent in
+  one write, and an upload that fails or is interrupted by an exception is deleted again.
+* **Several writers at once are supported.** Two sweeps may write the same directory at the same time: part and
+  temporary names are unique per writer, rows are keyed, and a job stored by both reads back as one row (the newest
+  part wins). Local ``manifest.json`` updates are serialised by an OS file lock (``manifest.json.lock``, released
+  by the OS when its holder dies, so a killed writer cannot leave it stuck); object stores have no such lock, and
+  two runs starting at the same moment may each rewrite the manifest without the other's entry (the manifest
+  describes runs; no row is ever lost that way).
+* **Only the schema raybt writes is read.** A part is used only if its Arrow schema (read from the footer before any
+  data) has every column of :data:`RESULT_COLUMNS` with its type and otherwise only plain scalar columns (bool,
+  integer, floating, string, timestamp, null; parameters and other columns raybt adds), and its keys are whole. A
+  part that is damaged (a checksum or decoding error), foreign (another schema or results version, a stray Parquet
+  file, a binary, nested or extension column such as a pickled-object column) is never deserialised further: a
+  writer moves it to ``quarantine/`` with a warning naming the file and runs its jobs again, a reader skips it.
+  Nothing in a checkpoint is ever unpickled.
 * **Idempotent.** Rows are keyed by job key; a part written twice, or a job stored by two runs, reads back as one row
   (the newest part wins).
-* **Never unpickled.** Parts are plain Parquet (page checksums on), readable by pandas, pyarrow or DuckDB without
-  raybt. A part that cannot be read is moved to ``quarantine/`` with a warning, and its jobs count as not done.
+* **Exact parameters.** Columns beyond :data:`RESULT_COLUMNS` (parameters) read back with their Python values: a
+  column holding one type in every row keeps its native dtype (int64, float64, bool, str, datetime); a column with
+  missing values or with different types in different parts (two strategy classes sharing a parameter name, a
+  parameter annotated ``int | str``) comes back as ``object`` dtype holding the exact values (``int``, ``float``,
+  ``bool``, ``str``, ``None`` where missing — never NaN for a missing int).
 
-The store knows keys and Parquet, nothing of strategies.
+The store knows keys, the column schema and Parquet, nothing of strategies.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import socket
 import time
 import uuid
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from filelock import FileLock
+
+from raybt.metrics import METRIC_NAMES
 
 KEY_COLUMN = "key"
 ERROR_COLUMN = "error"
+KEY_LENGTH = 24
+"""Characters of a job key (the hex digest of a 12-byte blake2b, see :mod:`raybt.plan`)."""
+
 _PARTS, _QUARANTINE, _MANIFEST = "parts", "quarantine", "manifest.json"
 _TMP_PREFIX = ".tmp-"
 
 
-class CheckpointWarning(UserWarning):
-    """A checkpoint part could not be read and was quarantined."""
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
 
+
+def _is_float64(t: pa.DataType) -> bool:
+    return pa.types.is_float64(t)
+
+
+def _is_utc_ns(t: pa.DataType) -> bool:
+    return t == pa.timestamp("ns", tz="UTC")
+
+
+def _is_plain(t: pa.DataType) -> bool:
+    return (pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or _is_string(t)
+            or pa.types.is_timestamp(t) or pa.types.is_null(t))
+
+
+RESULT_COLUMNS: dict[str, tuple[str, Callable[[pa.DataType], bool]]] = {
+    KEY_COLUMN: ("string", _is_string),
+    "strategy_id": ("string", _is_string),
+    "strategy": ("string", _is_string),
+    "parameters": ("string", _is_string),
+    "symbol": ("string", _is_string),
+    "range": ("string", _is_string),
+    "range_start": ("timestamp[ns, tz=UTC]", _is_utc_ns),
+    "range_end": ("timestamp[ns, tz=UTC]", _is_utc_ns),
+    "start": ("timestamp[ns, tz=UTC]", _is_utc_ns),
+    "end": ("timestamp[ns, tz=UTC]", _is_utc_ns),
+    **{name: ("float64", _is_float64) for name in METRIC_NAMES},
+    ERROR_COLUMN: ("string", _is_string),
+    "duration_s": ("float64", _is_float64),
+    "worker": ("string", _is_string),
+}
+"""The schema raybt writes: every part has these columns with these types (name → (type name, check)). Any other
+column (parameters, and columns later versions add) must have a plain scalar type: bool, integer, floating,
+string, timestamp or null (a column that is null in every row of a part). Binary, nested, dictionary, decimal and
+extension types are never read."""
+
+
+def schema_problem(schema: pa.Schema) -> str | None:
+    """Why ``schema`` is not one raybt writes (see :data:`RESULT_COLUMNS`), or None if it is."""
+    names = schema.names
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        return f"duplicate columns {duplicated}"
+    missing = [n for n in RESULT_COLUMNS if n not in names]
+    if missing:
+        return (f"missing columns {missing[:5]}{' …' if len(missing) > 5 else ''} (another results version or not "
+                f"a raybt part)")
+    for field in schema:
+        if field.name in RESULT_COLUMNS:
+            type_name, check = RESULT_COLUMNS[field.name]
+            if not check(field.type):
+                return f"column {field.name!r} has type {field.type}, not {type_name}"
+        elif not _is_plain(field.type):
+            return (f"column {field.name!r} has type {field.type} (raybt stores only bool, integer, floating, string, "
+                    f"timestamp and null columns)")
+    return None
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint part could not be used (damaged or foreign): skipped by a reader, quarantined by a writer; or a
+    read found fewer rows than it was asked for."""
+
+
+class CheckpointError(RuntimeError):
+    """The store could not keep a sweep's rows (they kept disappearing)."""
+
+
+class _UnusablePart(Exception):
+    """A part that is damaged or foreign (the message says which and why)."""
+
+
+# ---------------------------------------------------------------------------------------------------- memory
 
 class MemoryStore:
     """Keeps result tables in memory (``checkpoint_dir=None``): same interface as :class:`CheckpointStore`."""
@@ -57,86 +161,136 @@ class MemoryStore:
         self._tables: list[pa.Table] = []
 
     def done_keys(self, rerun_errors: bool = False) -> np.ndarray:
-        return _keys_of([t.select(_present(t, (KEY_COLUMN, ERROR_COLUMN))) for t in self._tables], rerun_errors)
+        return _keys_of([t.select([KEY_COLUMN, ERROR_COLUMN]) for t in self._tables], rerun_errors)
 
     def write(self, table: pa.Table) -> None:
         self._tables.append(table)
 
     def read(self, keys: np.ndarray | None = None) -> pd.DataFrame:
-        return _combine(self._tables, keys)
+        return _combine([(t, _exact_parameters(t)) for t in self._tables], keys)
 
     def record_run(self, info: dict[str, Any]) -> None:
         """Nothing to record in memory."""
 
 
-class CheckpointStore:
-    """Parquet parts under a local path or a filesystem URI (``s3://bucket/run``, ``gs://…``, ``file://…``)."""
+# ---------------------------------------------------------------------------------------------------- files
 
-    def __init__(self, location: str | os.PathLike[str]):
+class CheckpointStore:
+    """Parquet parts under a local path or a filesystem URI (``s3://bucket/run``, ``gs://…``, ``file://…``).
+
+    ``writer=False`` (reading) never creates, moves or deletes anything; ``writer=True`` (a sweep) creates the
+    folders, deletes temporaries of dead writers on this host and quarantines unusable parts."""
+
+    def __init__(self, location: str | os.PathLike[str], *, writer: bool = False):
         self.location = str(location)
+        self.writer = writer
         self._fs, root = _filesystem(self.location)
         self._local = isinstance(self._fs, pafs.LocalFileSystem)
         self._root = root.rstrip("/")
         self._parts = f"{self._root}/{_PARTS}"
-        self._fs.create_dir(self._parts, recursive=True)
-        self._remove_leftover_temporaries()
+        self._skipped: dict[str, str] = {}  # part path -> why it was not used (by this store)
+        if writer:
+            self._fs.create_dir(self._parts, recursive=True)
+            if self._local:
+                _remove_dead_writers_temporaries((self._parts, self._root))
 
     # ------------------------------------------------------------------------------------------- reading
 
     def part_paths(self) -> list[str]:
-        """Finished parts, oldest first."""
+        """Candidate parts, oldest first: every file in ``parts/`` except hidden ones (temporaries)."""
         infos = self._fs.get_file_info(pafs.FileSelector(self._parts, allow_not_found=True))
-        names = sorted(i.path for i in infos if i.type == pafs.FileType.File
-                       and os.path.basename(i.path).startswith("part-") and i.path.endswith(".parquet"))
-        return names
+        return sorted(i.path for i in infos
+                      if i.type == pafs.FileType.File and not os.path.basename(i.path).startswith("."))
 
     def done_keys(self, rerun_errors: bool = False) -> np.ndarray:
-        """Keys of stored jobs (reads only the key and error columns). With ``rerun_errors`` rows that failed
-        don't count as done. Unreadable parts are quarantined."""
-        tables = []
-        for path in self.part_paths():
-            table = self._read_part(path, columns=[KEY_COLUMN, ERROR_COLUMN])
-            if table is not None:
-                tables.append(table)
+        """Keys of stored jobs. Every part is read whole (its page checksums verified), so a part that cannot be
+        read back completely does not count: its jobs are not done. With ``rerun_errors`` rows that failed don't
+        count as done either."""
+        tables = [t.select([KEY_COLUMN, ERROR_COLUMN]) for t, _ in self._usable_parts(quarantine=self.writer)]
         return _keys_of(tables, rerun_errors)
 
     def read(self, keys: np.ndarray | None = None) -> pd.DataFrame:
-        """All stored rows (the newest row per key), optionally only those whose key is in ``keys``."""
-        tables = [t for t in (self._read_part(p) for p in self.part_paths()) if t is not None]
-        return _combine(tables, keys)
+        """All stored rows (the newest row per key), optionally only those whose key is in ``keys``; warns when some
+        of ``keys`` have no row, saying how many and which parts were not used. Never modifies the store, also when
+        opened as a writer (unusable parts are skipped; a writer quarantines them in :meth:`done_keys`)."""
+        frame = _combine(self._usable_parts(quarantine=False), keys)
+        if keys is not None:
+            found = frame[KEY_COLUMN].to_numpy().astype("S24") if len(frame) else np.array([], dtype="S24")
+            n_missing = len(np.setdiff1d(np.unique(keys), found))
+            if n_missing:
+                why = "; ".join(f"{path}: {reason}" for path, reason in self._skipped.items()) or "no part holds them"
+                warnings.warn(f"{n_missing} of {len(np.unique(keys))} jobs have no row in {self.location} "
+                              f"({why}); run the sweep again to compute them", CheckpointWarning, stacklevel=3)
+        return frame
 
-    def _read_part(self, path: str, columns: list[str] | None = None) -> pa.Table | None:
+    def _usable_parts(self, quarantine: bool) -> Iterable[tuple[pa.Table, dict[str, list]]]:
+        """Each usable part (see :meth:`_read_part`); unusable ones are quarantined or skipped, with a warning."""
+        self._skipped = {}
+        for path in self.part_paths():
+            try:
+                yield self._read_part(path)
+            except FileNotFoundError:
+                self._skipped[path] = "removed while reading (quarantined by a writer?)"
+                warnings.warn(f"checkpoint part {path} disappeared while reading (quarantined by a writer?); "
+                              f"skipped", CheckpointWarning, stacklevel=4)
+            except _UnusablePart as problem:
+                self._set_aside(path, str(problem), quarantine)
+
+    def _read_part(self, path: str) -> tuple[pa.Table, dict[str, list]]:
+        """The part at ``path``, checked against the schema raybt writes *before* any column is decoded (so a
+        foreign column type is never deserialised), its page checksums verified and its keys checked; with the
+        exact values of its parameter columns stored as text (:func:`_exact_parameters`)."""
         try:
             with self._fs.open_input_file(path) as handle:
                 parquet = pq.ParquetFile(handle, page_checksum_verification=True)
-                present = [c for c in columns if c in parquet.schema_arrow.names] if columns else None
-                return parquet.read(columns=present)
-        except (OSError, pa.ArrowException) as exc:
-            self._quarantine(path, exc)
-            return None
+                problem = schema_problem(parquet.schema_arrow)
+                if problem is not None:
+                    raise _UnusablePart(f"foreign: {problem}")
+                table = parquet.read()
+        except (FileNotFoundError, _UnusablePart):
+            raise
+        except Exception as exc:  # a damaged footer surfaces as any of OSError, ArrowException, UnicodeDecodeError…
+            raise _UnusablePart(f"unreadable: {type(exc).__name__}: {exc}") from None
+        keys = table.column(KEY_COLUMN)
+        if keys.null_count or (len(keys) and not pc.all(pc.equal(pc.utf8_length(keys), KEY_LENGTH)).as_py()):
+            raise _UnusablePart(f"foreign: its {KEY_COLUMN!r} column holds values that are not {KEY_LENGTH}-character "
+                                f"job keys")
+        try:
+            return table, _exact_parameters(table)
+        except ValueError as exc:
+            raise _UnusablePart(f"foreign: its 'parameters' column does not hold JSON objects ({exc})") from None
 
-    def _quarantine(self, path: str, reason: Exception) -> None:
+    def _set_aside(self, path: str, reason: str, quarantine: bool) -> None:
+        """Move an unusable part to ``quarantine/``, or leave it where it is (a reader)."""
+        self._skipped[path] = reason
+        if not quarantine:
+            warnings.warn(f"checkpoint part {path} is {reason}; skipped (a sweep writing here will move it to "
+                          f"{_QUARANTINE}/ and run its jobs again)", CheckpointWarning, stacklevel=5)
+            return
         target_dir = f"{self._root}/{_QUARANTINE}"
         self._fs.create_dir(target_dir, recursive=True)
         target = f"{target_dir}/{os.path.basename(path)}"
-        self._fs.move(path, target)
-        warnings.warn(f"checkpoint part {path} is unreadable ({type(reason).__name__}: {reason}); moved to "
-                      f"{target}, its jobs will run again", CheckpointWarning, stacklevel=3)
+        if self._fs.get_file_info(target).type != pafs.FileType.NotFound:
+            target = f"{target}.{uuid.uuid4().hex[:8]}"
+        try:
+            self._fs.move(path, target)
+        except FileNotFoundError:  # another writer moved it first
+            return
+        warnings.warn(f"checkpoint part {path} is {reason}; moved to {target}, its jobs will run again",
+                      CheckpointWarning, stacklevel=5)
 
     # ------------------------------------------------------------------------------------------- writing
 
     def write(self, table: pa.Table) -> str:
-        """Write one part atomically; returns its path."""
+        """Write one part atomically; returns its path. The table must have the schema raybt writes."""
+        self._check_writer()
+        problem = schema_problem(table.schema)
+        if problem is not None:
+            raise ValueError(f"not a result table: {problem}")
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         final = f"{self._parts}/{name}"
         if self._local:
-            temporary = f"{self._parts}/{_TMP_PREFIX}{name}"
-            with open(temporary, "wb") as handle:
-                pq.write_table(table, handle, write_page_checksum=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, final)
-            _fsync_dir(self._parts)
+            _write_locally(self._parts, name, lambda handle: pq.write_table(table, handle, write_page_checksum=True))
         else:
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink, write_page_checksum=True)
@@ -144,36 +298,98 @@ class CheckpointStore:
         return final
 
     def record_run(self, info: dict[str, Any]) -> None:
-        """Append a run's description to ``manifest.json`` (rewritten atomically)."""
+        """Append a run's description to ``manifest.json`` (rewritten atomically; locally under a file lock, so
+        concurrent writers do not lose each other's entries)."""
+        self._check_writer()
+        if self._local:
+            with FileLock(f"{self._root}/{_MANIFEST}.lock"):
+                self._append_run(info)
+        else:
+            self._append_run(info)
+
+    def _append_run(self, info: dict[str, Any]) -> None:
         path = f"{self._root}/{_MANIFEST}"
-        manifest: dict[str, Any] = {"format": 1, "runs": []}
-        try:
-            with self._fs.open_input_stream(path) as handle:
-                manifest = json.loads(handle.read().decode())
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError) as exc:
-            warnings.warn(f"{path} is unreadable ({exc}); starting a new manifest", CheckpointWarning, stacklevel=2)
-        manifest.setdefault("runs", []).append({"started": datetime.now(timezone.utc).isoformat(), **info})
+        manifest = self._read_manifest(path)
+        manifest["runs"].append({"started": datetime.now(timezone.utc).isoformat(), **info})
         payload = json.dumps(manifest, indent=2, default=str).encode()
         if self._local:
-            temporary = f"{self._root}/{_TMP_PREFIX}{_MANIFEST}"
-            with open(temporary, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
+            _write_locally(self._root, _MANIFEST, lambda handle: handle.write(payload))
         else:
             with self._fs.open_output_stream(path) as handle:
                 handle.write(payload)
 
-    def _remove_leftover_temporaries(self) -> None:
-        if not self._local:
-            return
-        for folder in (self._parts, self._root):
-            for entry in os.scandir(folder):
-                if entry.name.startswith(_TMP_PREFIX):
+    def _read_manifest(self, path: str) -> dict[str, Any]:
+        """The manifest, or a new one if there is none; one that cannot be read or has the wrong shape (not an
+        object with a ``runs`` list of objects) is replaced, with a warning."""
+        try:
+            with self._fs.open_input_stream(path) as handle:
+                manifest = json.loads(handle.read().decode())
+        except FileNotFoundError:
+            return {"format": 1, "runs": []}
+        except (OSError, ValueError) as exc:
+            problem = f"unreadable ({exc})"
+        else:
+            if (isinstance(manifest, dict) and isinstance(manifest.get("runs", []), list)
+                    and all(isinstance(run, dict) for run in manifest.get("runs", []))):
+                manifest.setdefault("runs", [])
+                return manifest
+            problem = "not a raybt manifest (expected a JSON object with a 'runs' list of objects)"
+        warnings.warn(f"{path} is {problem}; starting a new manifest", CheckpointWarning, stacklevel=4)
+        return {"format": 1, "runs": []}
+
+    def _check_writer(self) -> None:
+        if not self.writer:
+            raise PermissionError(f"checkpoint store {self.location} was opened for reading; open it with "
+                                  f"writer=True to write")
+
+
+# ---------------------------------------------------------------------------------------------------- temporaries
+
+def _writer_tag() -> str:
+    """``<host digest>-<pid>-<process start, ms>``: who writes a temporary, enough to tell later whether that
+    process still runs (the start time tells a reused process id apart)."""
+    host = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+    return f"{host}-{os.getpid()}-{round(psutil.Process().create_time() * 1000)}"
+
+
+def _write_locally(folder: str, name: str, write: Callable[[Any], Any]) -> None:
+    """Create or replace ``folder/name`` atomically: ``write(handle)`` into a hidden temporary named after its
+    writer (:func:`_writer_tag`), fsync it, rename it into place, fsync the folder. If anything fails before the
+    rename (a full disk), the temporary is deleted again and nothing changed."""
+    temporary = f"{folder}/{_TMP_PREFIX}{_writer_tag()}-{uuid.uuid4().hex[:8]}-{name}"
+    try:
+        with open(temporary, "xb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, f"{folder}/{name}")
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _fsync_dir(folder)
+
+
+def _remove_dead_writers_temporaries(folders: Iterable[str]) -> None:
+    """Delete temporaries whose writer ran on this host and is dead (no process with its id and start time).
+    Temporaries of live writers, of other hosts (a shared mount) and of unknown form are left alone."""
+    host = _writer_tag().split("-")[0]
+    for folder in folders:
+        for entry in os.scandir(folder):
+            if not entry.name.startswith(_TMP_PREFIX):
+                continue
+            fields = entry.name[len(_TMP_PREFIX):].split("-")
+            if len(fields) < 3 or fields[0] != host or not fields[1].isdigit() or not fields[2].isdigit():
+                continue
+            try:
+                alive = abs(psutil.Process(int(fields[1])).create_time() * 1000 - int(fields[2])) < 10
+            except psutil.NoSuchProcess:
+                alive = False
+            if not alive:
+                try:
                     os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass  # another writer removed it first
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -204,15 +420,16 @@ def _upload_new_object(fs: pafs.FileSystem, path: str, payload: pa.Buffer) -> No
 
 
 def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    """Make a rename in ``path`` durable (POSIX: fsync the directory). Skipped where a directory cannot be opened:
+    on Windows ``os.open`` on a directory raises PermissionError, and NTFS makes a rename durable itself."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except PermissionError:
+        return
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _present(table: pa.Table, columns: Iterable[str]) -> list[str]:
-    return [c for c in columns if c in table.column_names]
 
 
 def _keys_of(tables: list[pa.Table], rerun_errors: bool) -> np.ndarray:
@@ -222,9 +439,7 @@ def _keys_of(tables: list[pa.Table], rerun_errors: bool) -> np.ndarray:
         return np.array([], dtype="S24")
     keys = np.concatenate([t.column(KEY_COLUMN).to_numpy(zero_copy_only=False).astype("S24") for t in tables])
     if rerun_errors:
-        failed = np.concatenate([
-            (t.column(ERROR_COLUMN).is_valid().to_numpy(zero_copy_only=False) if ERROR_COLUMN in t.column_names
-             else np.zeros(len(t), dtype=bool)) for t in tables])
+        failed = np.concatenate([t.column(ERROR_COLUMN).is_valid().to_numpy(zero_copy_only=False) for t in tables])
         newest_first = keys[::-1]
         _, first = np.unique(newest_first, return_index=True)
         keep = ~failed[::-1][first]
@@ -232,14 +447,97 @@ def _keys_of(tables: list[pa.Table], rerun_errors: bool) -> np.ndarray:
     return np.unique(keys)
 
 
-def _combine(tables: list[pa.Table], keys: np.ndarray | None) -> pd.DataFrame:
-    """Concatenate parts (columns unified: a parameter missing from a part is null there), keep the newest row per
-    key, optionally restrict to ``keys``."""
-    if not tables:
+def _exact_parameters(table: pa.Table) -> dict[str, list]:
+    """Exact values of the text columns beyond :data:`RESULT_COLUMNS` that hold parameters of other types.
+
+    A parameter whose values in one part have several types (``int | str``, or a name shared by strategy classes)
+    is stored as text in its own column; the ``parameters`` column holds every row's parameters exactly, as a JSON
+    object. Returns column name → the exact value of every row, for text columns where some value is not a str;
+    raises ValueError if ``parameters`` is not JSON objects."""
+    text = [f.name for f in table.schema if f.name not in RESULT_COLUMNS and _is_string(f.type)]
+    if not text or not len(table):
+        return {}
+    encoded = table.column("parameters").combine_chunks().dictionary_encode()
+    parsed = [json.loads(v) if v is not None else {} for v in encoded.dictionary.to_pylist()]
+    if not all(isinstance(p, dict) for p in parsed):
+        raise ValueError("a value is not a JSON object")
+    rows = encoded.indices.to_numpy(zero_copy_only=False)
+    exact = {}
+    for name in text:
+        values = np.empty(len(parsed), dtype=object)
+        values[:] = [p.get(name) for p in parsed]
+        if not all(v is None or isinstance(v, str) for v in values):
+            exact[name] = list(values[rows])
+    return exact
+
+
+def _combine(parts: Iterable[tuple[pa.Table, dict[str, list]]], keys: np.ndarray | None) -> pd.DataFrame:
+    """Rows of several parts (each a table and its exact parameter values, see :func:`_exact_parameters`) as one
+    frame: the newest row per key, optionally only keys in ``keys``.
+
+    Columns are unified by name (first-seen order). :data:`RESULT_COLUMNS` keep their dtypes; any other column keeps
+    its native dtype only if it has one type and a value in every row, else it becomes ``object`` holding the exact
+    Python values (None where missing)."""
+    parts = list(parts)
+    if not parts:
         return pd.DataFrame()
-    table = pa.concat_tables(tables, promote_options="permissive")
-    frame = table.to_pandas()
-    frame = frame.drop_duplicates(subset=KEY_COLUMN, keep="last")
     if keys is not None:
-        frame = frame[np.isin(frame[KEY_COLUMN].to_numpy().astype("S24"), keys)]
+        parts = [_filter(table, exact, np.isin(table.column(KEY_COLUMN).to_numpy(zero_copy_only=False)
+                                                .astype("S24"), keys)) for table, exact in parts]
+    tables = [table for table, _ in parts]
+    names = list(dict.fromkeys(name for t in tables for name in t.column_names))
+    native: dict[str, pa.ChunkedArray] = {}
+    exact_columns: dict[str, np.ndarray] = {}
+    for name in names:
+        chunks = [t.column(name) if name in t.column_names else None for t in tables]
+        types = {c.type for c in chunks if c is not None and not pa.types.is_null(c.type)}
+        if name in RESULT_COLUMNS:
+            target = pa.large_string() if any(pa.types.is_large_string(t) for t in types) else None
+            native[name] = pa.chunked_array([piece for c in chunks for piece in _cast(c, target).chunks],
+                                            type=_cast(chunks[0], target).type)
+        elif any(name in exact for _, exact in parts):
+            exact_columns[name] = _object_column(parts, name)
+        elif len(types) == 1 and all(c is not None and c.null_count == 0 for c in chunks):
+            native[name] = pa.chunked_array([piece for c in chunks for piece in c.chunks], type=types.pop())
+        elif len(types) == 1 and pa.types.is_timestamp(next(iter(types))):
+            kind = next(iter(types))
+            native[name] = pa.chunked_array([piece for t, c in zip(tables, chunks)
+                                             for piece in (c if c is not None else pa.nulls(len(t), kind)).chunks],
+                                            type=kind)
+        else:
+            exact_columns[name] = _object_column(parts, name)
+    frame = pa.table(native).to_pandas()
+    for name, values in exact_columns.items():
+        frame[name] = values
+    frame = frame[names]
+    frame = frame.drop_duplicates(subset=KEY_COLUMN, keep="last")
     return frame.reset_index(drop=True)
+
+
+def _filter(table: pa.Table, exact: dict[str, list], mask: np.ndarray) -> tuple[pa.Table, dict[str, list]]:
+    return table.filter(pa.array(mask)), {name: list(np.asarray(values, dtype=object)[mask])
+                                          for name, values in exact.items()}
+
+
+def _object_column(parts: list[tuple[pa.Table, dict[str, list]]], name: str) -> np.ndarray:
+    """Column ``name`` of every part as exact Python values (None where a part lacks it)."""
+    values = np.empty(sum(len(t) for t, _ in parts), dtype=object)
+    position = 0
+    for table, exact in parts:
+        if name in exact:
+            values[position:position + len(table)] = exact[name]
+        elif name in table.column_names:
+            values[position:position + len(table)] = _python_values(table.column(name))
+        position += len(table)
+    return values
+
+
+def _cast(column: pa.ChunkedArray, target: pa.DataType | None) -> pa.ChunkedArray:
+    return column if target is None or column.type == target else column.cast(target)
+
+
+def _python_values(column: pa.ChunkedArray) -> list:
+    """The exact Python values of a plain column (timestamps as pandas Timestamps, nulls as None)."""
+    if pa.types.is_timestamp(column.type):
+        return [None if v is pd.NaT else v for v in column.to_pandas()]
+    return column.to_pylist()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from raybt.batch import Batch, BatchResult
-from raybt.checkpoint import CheckpointStore, MemoryStore
+from raybt.checkpoint import CheckpointError, CheckpointStore, CheckpointWarning, MemoryStore
 from raybt.data import DataLike, DateRange, MarketData, load_ohlcv
 from raybt.engine import CostModel
 from raybt.executors import LocalExecutor
@@ -69,7 +69,7 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     if not isinstance(per_symbol, bool):
         raise TypeError(f"per_symbol must be True or False, got {per_symbol!r}")
     plan = plan_jobs(strategies, date_ranges, market, settings, per_symbol)
-    store = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else MemoryStore()
+    store = CheckpointStore(checkpoint_dir, writer=True) if checkpoint_dir is not None else MemoryStore()
     todo = np.flatnonzero(~np.isin(plan.keys, store.done_keys(rerun_errors)))
     n_skipped = len(plan) - len(todo)
     progress = tqdm(total=len(plan), initial=n_skipped, disable=not show_progress, unit="backtest",
@@ -85,6 +85,11 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
             try:
                 n_failed = _collect(executor.run(_batches(plan, todo, batch_size)), plan, market, store,
                                     checkpoint_batch_size, continue_on_error, progress, n_skipped, profiles)
+                rerun, n_failed_again = _rerun_lost_jobs(plan, store, lambda jobs: _collect(
+                    executor.run(_batches(plan, jobs, batch_size)), plan, market, store, checkpoint_batch_size,
+                    continue_on_error, progress, n_skipped, profiles))
+                n_failed += n_failed_again
+                n_skipped -= int(np.count_nonzero(~np.isin(rerun, todo)))
             except KeyboardInterrupt:
                 # Re-raised from here, without the frames (Ray's internals, the strategy) it interrupted.
                 raise KeyboardInterrupt(_interrupted(plan, store)) from None
@@ -95,7 +100,7 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                               f"tracebacks; rerun_errors=True retries them)", FailedBacktestsWarning, stacklevel=2)
     finally:
         progress.close()
-    return Results(store, plan.keys, n_computed=int(len(todo)), n_skipped=n_skipped,
+    return Results(store, plan.keys, n_computed=len(plan) - n_skipped, n_skipped=n_skipped,
                    profile=merge_profiles(profiles) if profile else None)
 
 
@@ -128,6 +133,34 @@ def _batches(plan: Plan, todo: np.ndarray, batch_size: int) -> Iterator[Batch]:
         yield Batch(jobs, [plan.strategies[i] for i in plan.strategy_index[jobs]],
                     [plan.date_ranges[i] for i in plan.range_index[jobs]],
                     [plan.symbols[i] for i in plan.symbol_index[jobs]])
+
+
+_LOST_JOB_ROUNDS = 3
+"""How many times lost jobs are run again within one call before the sweep gives up."""
+
+
+def _rerun_lost_jobs(plan: Plan, store: CheckpointStore | MemoryStore,
+                     run_jobs: Callable[[np.ndarray], int]) -> tuple[np.ndarray, int]:
+    """Run again, in this call, the jobs of this plan that have no usable row in the store any more (a part was
+    damaged or removed after its keys were read; reading quarantines it now), up to :data:`_LOST_JOB_ROUNDS` times.
+    ``run_jobs(jobs)`` computes and stores jobs and returns how many failed. Returns the jobs rerun and their
+    failures; raises :class:`CheckpointError` if rows are still missing after the last round."""
+    rerun: list[np.ndarray] = []
+    n_failed = 0
+    for _ in range(_LOST_JOB_ROUNDS):
+        lost = np.flatnonzero(~np.isin(plan.keys, store.done_keys()))
+        if not len(lost):
+            return np.concatenate(rerun) if rerun else np.array([], dtype=np.int64), n_failed
+        warnings.warn(f"{len(lost)} jobs of this sweep lost their stored rows while it ran ({store.location}); "
+                      f"running them again", CheckpointWarning, stacklevel=3)
+        n_failed += run_jobs(lost)
+        rerun.append(lost)
+    lost = np.flatnonzero(~np.isin(plan.keys, store.done_keys()))
+    if len(lost):
+        raise CheckpointError(f"{len(lost)} jobs of this sweep, e.g. {plan.describe(int(lost[0]))}, still have no "
+                              f"usable row in {store.location} after running them {_LOST_JOB_ROUNDS} more times; "
+                              f"is something damaging or removing its parts?")
+    return np.concatenate(rerun), n_failed
 
 
 def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, store: CheckpointStore | MemoryStore,

@@ -80,9 +80,8 @@ def test_losing_a_node_mid_sweep(two_nodes, tmp_path):
     assert len(raybt.load_results(str(ck))) == 240
     local = raybt.run_backtests([Slow(n=n, sleep_ms=0.0) for n in range(1, 121)], DATA, RANGES,
                                 show_progress=False).df
-    differ = ["key", "strategy_id", "sleep_ms", "parameters"]  # the sleep (and so the JSON of the parameters)
-    pd_local = comparable(local).drop(columns=differ)
-    pd_remote = comparable(df).drop(columns=differ)
+    pd_local = comparable(local).drop(columns=["key", "strategy_id", "sleep_ms", "parameters"])
+    pd_remote = comparable(df).drop(columns=["key", "strategy_id", "sleep_ms", "parameters"])
     assert pd_remote.sort_values(["n", "range"]).reset_index(drop=True).equals(
         pd_local.sort_values(["n", "range"]).reset_index(drop=True))
 

@@ -1,6 +1,5 @@
 """run_backtests: executors agree, resume, staleness, errors, pre-flight, crashes of workers and of the driver."""
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import raybt
-from raybt.checkpoint import CheckpointWarning
 from raybt.sweep import FailedBacktestsWarning
 from raybt.metrics import METRIC_NAMES
 import sweeps
@@ -145,45 +143,6 @@ def test_results_of_the_run_only_and_load_results(tmp_path):
     later = run(GRID[2:4], checkpoint_dir=ck)
     assert len(later.df) == 4
     assert len(raybt.load_results(str(ck))) == 8
-
-
-# -------------------------------------------------------------------------------------------- the store itself
-
-def test_parts_are_plain_parquet_and_deduplicated(tmp_path, reference):
-    ck = tmp_path / "ck"
-    run(checkpoint_dir=ck)
-    parts = sorted((ck / "parts").glob("part-*.parquet"))
-    assert len(parts) == 3  # 24 rows in batches of 5, flushed once >= 7 rows are buffered: 10 + 10 + 4
-    plain = pd.concat([pd.read_parquet(p) for p in parts])
-    assert len(plain) == len(reference) and plain["key"].is_unique
-    assert pq.read_table(parts[0]).schema.field("sharpe").type == "double"
-    # the same part written twice (e.g. by a retried write) reads back once
-    shutil.copy(parts[0], ck / "parts" / "part-99999999999999999999-copy.parquet")
-    again = run(checkpoint_dir=ck)
-    assert again.n_computed == 0
-    same_rows(again.df, reference)
-
-
-def test_corrupt_part_is_quarantined_and_its_jobs_rerun(tmp_path, reference):
-    ck = tmp_path / "ck"
-    run(checkpoint_dir=ck)
-    part = sorted((ck / "parts").glob("part-*.parquet"))[1]
-    n_rows = pq.read_metadata(part).num_rows
-    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # truncated, as by a crash mid-copy
-    with pytest.warns(CheckpointWarning, match="unreadable.*moved to"):
-        again = run(checkpoint_dir=ck)
-    assert again.n_computed == n_rows
-    assert (ck / "quarantine" / part.name).exists() and not part.exists()
-    same_rows(again.df, reference)
-
-
-def test_leftover_temporary_files_are_ignored_and_removed(tmp_path):
-    ck = tmp_path / "ck"
-    run(GRID[:1], checkpoint_dir=ck)
-    leftover = ck / "parts" / ".tmp-part-1.parquet"
-    leftover.write_bytes(b"half a file")
-    assert run(GRID[:1], checkpoint_dir=ck).n_computed == 0
-    assert not leftover.exists()
 
 
 # -------------------------------------------------------------------------------------------------- errors
