@@ -10,22 +10,29 @@ The public API::
     raybt.run_backtests       strategies × date ranges in parallel (Ray), with Parquet checkpoints → Results
     raybt.load_results        every row stored in a checkpoint directory
     raybt.recommended_workers n_workers / batch sizes for this machine and data
+    raybt.plot_equity         equity and drawdown of several backtests overlaid (plotly; the `plot` extra)
     raybt.indicators          fast, cached indicators (sma, ema, rsi, ...)
     raybt.metrics             performance metrics on any equity curve
+    raybt.windows             walk-forward train/test windows (windows.rolling)
+    raybt.stats               is it real? PSR, DSR, PBO, Reality Check, SPA, the true number of trials
+    raybt.walk_forward        walk-forward optimisation over windows.rolling folds → WalkForward
 """
 
-from raybt import indicators, metrics
+from raybt import indicators, metrics, stats, windows
 from raybt.backtest import Backtest, run_backtest
 from raybt.data import DataError, DateRange, MarketData, load_ohlcv, synthetic_ohlcv
+from raybt.plots import plot_equity
 from raybt.resources import Recommendation, recommended_workers
 from raybt.results import Results, load_results
 from raybt.strategy import SignalError, Strategy
 from raybt.sweep import BacktestError, FailedBacktestsWarning, run_backtests
+from raybt.walk_forward import WalkForward, walk_forward
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backtest", "BacktestError", "DataError", "DateRange", "FailedBacktestsWarning", "MarketData", "Recommendation",
-    "Results", "SignalError", "Strategy", "indicators", "load_ohlcv", "load_results", "metrics", "recommended_workers",
-    "run_backtest", "run_backtests", "synthetic_ohlcv",
+    "Results", "SignalError", "Strategy", "WalkForward", "indicators", "load_ohlcv", "load_results", "metrics",
+    "plot_equity", "recommended_workers", "run_backtest", "run_backtests", "stats", "synthetic_ohlcv", "walk_forward",
+    "windows",
 ]

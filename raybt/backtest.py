@@ -7,7 +7,8 @@ values and the kernel's plain arrays. :func:`run_backtest` wraps it with pandas 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -74,7 +75,7 @@ def evaluate(strategy: Strategy, market: MarketData, date_range: DateRange | Non
 class Backtest:
     """The result of :func:`run_backtest`: ``metrics`` (name → value), ``equity`` (Series at each bar's close,
     quote currency, UTC index), ``trades`` (one row per trade, open-at-end trades included), the strategy, the date
-    range and the cost model."""
+    range, the cost model and ``prices`` (the close of each symbol over the range, what :meth:`plot` draws)."""
 
     strategy: Strategy
     date_range: DateRange | None
@@ -82,6 +83,7 @@ class Backtest:
     metrics: dict[str, float]
     equity: pd.Series
     trades: pd.DataFrame
+    prices: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         m = self.metrics
@@ -89,6 +91,13 @@ class Backtest:
         return (f"Backtest({self.strategy!r}, {span}: final_value={m['final_value']:.2f}, "
                 f"total_return={m['total_return']:.2%}, sharpe={m['sharpe']:.2f}, "
                 f"max_drawdown={m['max_drawdown']:.2%}, n_trades={int(m['n_trades'])})")
+
+    def plot(self, symbols: Sequence[str] | None = None):
+        """An interactive plotly figure: each symbol's price with entry and exit markers, equity, drawdown and a
+        table of the trades (see :func:`raybt.plots.plot_backtest`; needs ``pip install 'raybt[plot]'``)."""
+        from raybt.plots import plot_backtest
+
+        return plot_backtest(self, symbols)
 
 
 def run_backtest(strategy: Strategy, data: DataLike, date_range: DateRange | None = None, *,
@@ -119,8 +128,9 @@ def run_backtest(strategy: Strategy, data: DataLike, date_range: DateRange | Non
     values, sim, ctx = evaluate(strategy, market, date_range, costs, periods_per_year, risk_free_rate)
     index = market.index[ctx.start:ctx.end]
     equity = pd.Series(sim.equity, index=index, name="equity")
+    prices = pd.DataFrame(market.close[:, ctx.start:ctx.end].T, index=index, columns=list(market.symbols))
     return Backtest(strategy, date_range, costs, dict(zip(METRIC_NAMES, values)), equity,
-                    trades_frame(sim.trades, index, market.symbols))
+                    trades_frame(sim.trades, index, market.symbols), prices)
 
 
 def trades_frame(trades: np.ndarray, index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> pd.DataFrame:

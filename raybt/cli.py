@@ -1,4 +1,4 @@
-"""The ``raybt`` command: ``demo``, ``run SPEC.py``, ``results DIR``, ``info``.
+"""The ``raybt`` command: ``demo``, ``run SPEC.py``, ``results DIR``, ``report DIR``, ``info``.
 
 Exit codes: 0 success; 1 the work failed (bad data, a failing backtest, a missing checkpoint directory); 2 bad
 command-line arguments or spec file; 130 interrupted (Ctrl-C: one line says what was saved, no traceback).
@@ -86,6 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     results.add_argument("--csv", help="also write every row to this CSV file")
     results.set_defaults(handler=_results)
 
+    report = commands.add_parser("report", help="write a self-contained HTML report of a checkpoint directory",
+                                 description="One HTML file that opens offline: the run (manifest), a sortable "
+                                             "leaderboard, heatmaps, distributions, consistency across ranges and, "
+                                             "with --spec, equity and drawdown of the best rows recomputed with "
+                                             "the spec's strategy classes and data. Needs plotly (raybt[plot]).")
+    report.add_argument("directory", help="checkpoint directory or URI")
+    report.add_argument("--spec", help="the spec file the sweep ran: its strategies and data replay the best rows")
+    report.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
+    report.add_argument("--metric", default="sharpe", help="metric to rank and plot by (default sharpe)")
+    report.add_argument("--top", type=_positive_int, default=5, help="best rows to replay (default 5)")
+    report.set_defaults(handler=_report)
+
     info = commands.add_parser("info", help="show Ray cluster or local resources and recommended settings",
                                description="Ray cluster resources when --address (or RAY_ADDRESS) is given, "
                                            "otherwise local CPUs and memory; plus recommended_workers().")
@@ -153,6 +165,24 @@ def _results(args: argparse.Namespace) -> int:
     if args.csv:
         df.to_csv(args.csv, index=False)
         print(f"\nwrote {len(df)} rows to {args.csv}")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from raybt.results import load_results
+
+    if "://" not in args.directory and not Path(args.directory, "parts").is_dir():
+        raise FileNotFoundError(f"{args.directory} is not a raybt checkpoint directory (no parts/ folder)")
+    results = load_results(args.directory)
+    data, classes = None, None
+    if args.spec:
+        spec = load_spec(args.spec)
+        data, classes = spec.data, {type(s).__qualname__: type(s) for s in spec.strategies}
+    if args.metric not in results.df.columns:
+        raise UsageError(f"unknown column --metric {args.metric!r}; choose one of {list(results.df.columns)}")
+    path = results.report(args.output, data, classes, metric=args.metric, top=args.top)
+    replayed = f", best {args.top} rows replayed" if args.spec else " (no --spec: best rows not replayed)"
+    print(f"wrote {path}: {len(results.df)} rows{replayed}")
     return EXIT_OK
 
 

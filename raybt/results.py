@@ -14,10 +14,12 @@ id>:<pid>`` on Ray).
 from __future__ import annotations
 
 import json
+import os
 import pstats
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -26,7 +28,7 @@ import pyarrow as pa
 
 from raybt.batch import BatchResult
 from raybt.checkpoint import CheckpointStore, MemoryStore
-from raybt.data import DataError, DateRange, MarketData
+from raybt.data import DataError, DataLike, DateRange, MarketData, load_ohlcv
 from raybt.metrics import METRIC_NAMES
 from raybt.plan import Plan
 from raybt.strategy import Strategy
@@ -191,6 +193,49 @@ class Results:
     def __repr__(self) -> str:
         where = f", checkpoint_dir={_redacted(self.checkpoint_dir)!r}" if self.checkpoint_dir else ""
         return f"Results({len(self)} jobs: {self.n_computed} computed, {self.n_skipped} from checkpoints{where})"
+
+    # Plots and the HTML report (raybt.plots, raybt.report; they need plotly: pip install 'raybt[plot]').
+
+    def plot_heatmap(self, x: str, y: str, metric: str = "sharpe", agg: str | Callable = "median",
+                     date_range: str | DateRange | None = None) -> Any:
+        """``metric`` over parameters ``x`` and ``y``, the other parameters (and ranges, unless ``date_range``)
+        aggregated with ``agg``; blank cells for parameter sets without a value: :func:`raybt.plots.plot_heatmap`."""
+        from raybt.plots import plot_heatmap
+
+        return plot_heatmap(self.df, x, y, metric, agg, date_range)
+
+    def plot_distribution(self, metric: str = "sharpe") -> Any:
+        """Histogram of ``metric`` per range: :func:`raybt.plots.plot_distribution`."""
+        from raybt.plots import plot_distribution
+
+        return plot_distribution(self.df, metric)
+
+    def plot_ranges(self, metric: str = "sharpe", top: int = 20, ascending: bool = False) -> Any:
+        """The ``top`` strategies' ``metric`` in each range: :func:`raybt.plots.plot_ranges`."""
+        from raybt.plots import plot_ranges
+
+        return plot_ranges(self.df, metric, top, ascending)
+
+    def plot_parallel(self, metric: str = "sharpe") -> Any:
+        """Parallel coordinates over the swept parameters and ``metric``: :func:`raybt.plots.plot_parallel`."""
+        from raybt.plots import plot_parallel
+
+        return plot_parallel(self.df, metric)
+
+    def report(self, path: str | os.PathLike[str], data: DataLike | None = None,
+               strategy: StrategyClasses = None, *, metric: str = "sharpe", top: int = 5,
+               leaderboard: int = 100) -> Path:
+        """Write a self-contained HTML report of these rows to ``path`` (see :mod:`raybt.report`) and return the
+        path. With ``data`` (and ``strategy`` for a loaded directory, as for :meth:`backtest`) the best ``top`` rows
+        are replayed for their equity and drawdown."""
+        from raybt.report import write_report
+
+        market = None if data is None else load_ohlcv(data)
+        replay = None if market is None else (lambda row: self.backtest(row, market, strategy))
+        manifest = self._store.manifest() if self.checkpoint_dir else None
+        source = _redacted(self.checkpoint_dir) if self.checkpoint_dir else None
+        return write_report(self.df, path, manifest=manifest, source=source, replay=replay, metric=metric, top=top,
+                            leaderboard=leaderboard)
 
 
 def _redacted(location: str) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+import raybt
 from raybt.batch import Batch, BatchResult
 from raybt.checkpoint import CheckpointError, CheckpointStore, CheckpointWarning, MemoryStore
 from raybt.data import DataLike, DateRange, MarketData, load_ohlcv
@@ -79,7 +80,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     try:
         if len(todo):
             executor = _executor(plan, market, settings, n_workers, address, profile)
-            store.record_run({"raybt_results_version": RESULTS_VERSION, "data_fingerprint": market.fingerprint,
+            store.record_run({"raybt_version": raybt.__version__,
+                              "raybt_results_version": RESULTS_VERSION, "data_fingerprint": market.fingerprint,
                               "settings": repr(settings), "jobs": len(plan), "to_run": int(len(todo)),
                               "executor": type(executor).__name__, "n_workers": executor.n_workers})
             try:
@@ -116,9 +118,6 @@ def _executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: 
               profile: bool):
     if n_workers in (None, 1) and address is None:
         return LocalExecutor(market, settings, profile)
-    from raybt.executors.ray_env import prepare_local_ray
-
-    prepare_local_ray(address)
     from raybt.executors.ray_tasks import RayExecutor, check_picklable, ship_user_modules
 
     check_picklable(plan.strategies)

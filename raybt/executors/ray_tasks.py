@@ -37,6 +37,7 @@ from ray import cloudpickle
 
 from raybt.batch import Batch, BatchResult, run_batch
 from raybt.data import MarketData
+from raybt.executors import ray_env
 from raybt.plan import RunSettings
 from raybt.strategy import Strategy
 
@@ -216,11 +217,50 @@ def connect(address: str | None, data_bytes: int) -> bool:
         return False
     global _WORKER_IMPORT_PATH, _STARTED_RAY
     import_path = tuple(dict.fromkeys(os.path.realpath(p or os.getcwd()) for p in sys.path))
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-             object_store_memory=object_store_bytes(data_bytes), log_to_driver=True,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(import_path)}})
+    start_local_ray(num_cpus=os.cpu_count(), include_dashboard=False,
+                    object_store_memory=object_store_bytes(data_bytes), log_to_driver=True,
+                    runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(import_path)}})
     _WORKER_IMPORT_PATH, _STARTED_RAY = import_path, ray.get_runtime_context().gcs_address
     return True
+
+
+def start_local_ray(**init_options) -> None:
+    """``ray.init(address="local", **init_options)`` under the rules of :mod:`raybt.executors.ray_env`: Ray >= 2.54,
+    token authentication with an owner-only token file, every server on 127.0.0.1 (unless the user opted in to
+    other machines), a watchdog that takes Ray down with this process.
+
+    Ray reads the loopback switch and the authentication mode when it is imported, so a driver that imported Ray
+    before raybt set them holds stale values: Ray's own switch is turned off for the duration of the start
+    (``ray.init`` otherwise turns ``_node_ip_address="127.0.0.1"`` into the machine's address) and Ray's
+    configuration is re-read (what Ray itself does when it turns token authentication on). Both are checked
+    afterwards: a Ray that came up otherwise is refused."""
+    from ray._private import ray_constants
+    from ray._raylet import AuthenticationMode, Config, get_authentication_mode
+
+    ray_env.check_ray_version(ray.__version__)
+    ray_env.require_token_auth()
+    Config.initialize("")
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        raise ray_env.LocalRayError("Ray did not take up RAY_AUTH_MODE=token; set it before importing ray")
+    ray_env.secure_token_file()
+    loopback = ray_env.loopback_requested()
+    spawned_before = {child.pid for child in psutil.Process().children()}
+    if loopback:
+        cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            with ray_env.loopback_only():
+                ray.init(address="local", _node_ip_address=ray_env.LOOPBACK, **init_options)
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+    else:
+        ray.init(address="local", **init_options)
+    node = ray.util.get_node_ip_address()
+    if loopback and node != ray_env.LOOPBACK:
+        ray.shutdown()
+        raise ray_env.LocalRayError(f"the local Ray came up on {node}, not {ray_env.LOOPBACK}, and was shut down; set "
+                                    f"{ray_env.CLUSTER_MODE}=0 in the environment before importing ray")
+    ray_env.start_watchdog([child.pid for child in psutil.Process().children() if child.pid not in spawned_before])
 
 
 def object_store_bytes(data_bytes: int) -> int:
