@@ -11,7 +11,7 @@ from __future__ import annotations
 import cProfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -38,6 +38,15 @@ class Batch:
     symbols: list[str | None]
     keep_curves: bool = False
 
+    def halves(self) -> tuple[Batch, Batch]:
+        """The first and second half of the jobs (a batch of at least two), to find a job that crashes its
+        worker by bisection."""
+        middle = len(self.jobs) // 2
+        return self._part(slice(None, middle)), self._part(slice(middle, None))
+
+    def _part(self, part: slice) -> Batch:
+        return Batch(*(getattr(self, f.name)[part] for f in fields(self)))
+
 
 @dataclass
 class BatchResult:
@@ -52,6 +61,12 @@ class BatchResult:
     worker: str = ""
     profile: dict | None = field(default=None, repr=False)
     curves: list[np.ndarray] | None = field(default=None, repr=False)
+
+    @classmethod
+    def failed(cls, batch: Batch, error: str, worker: str = "") -> BatchResult:
+        """Every job of ``batch`` failed with ``error`` (e.g. its worker process died): NaN metrics."""
+        n = len(batch.jobs)
+        return cls(batch.jobs, np.full((n, len(METRIC_NAMES)), np.nan), [error] * n, np.zeros(n), worker)
 
     def without(self, positions: list[int]) -> BatchResult:
         """The same result minus the jobs at ``positions`` (e.g. the failed ones)."""

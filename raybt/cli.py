@@ -1,24 +1,26 @@
 """The ``raybt`` command: ``demo``, ``run SPEC.py``, ``results DIR``, ``report DIR``, ``bench SPEC.py``, ``info``.
 
 Exit codes: 0 success; 1 the work failed (bad data, a failing backtest, a missing checkpoint directory); 2 bad
-command-line arguments or spec file.
+command-line arguments or spec file; 130 interrupted (Ctrl-C: one line says what was saved, no traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib.util
 import inspect
 import os
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pandas as pd
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _SUMMARY_COLUMNS = ["strategy", "range", "total_return", "sharpe", "max_drawdown", "n_trades"]
 
 
@@ -34,13 +36,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"raybt {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt as exc:  # run_backtests says what it saved; elsewhere there is nothing to say
+        print(f"raybt {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         print(f"raybt {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 
 def _parser() -> argparse.ArgumentParser:
+    from raybt import __version__
+
     parser = argparse.ArgumentParser(prog="raybt", description="Vectorized trading backtests in parallel on Ray.")
+    parser.add_argument("--version", action="version", version=f"raybt {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="run the embedded SMA-crossover sweep on synthetic data",
@@ -56,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the sweep a Python spec file defines",
                               description="SPEC.py defines `strategies`, `data` and optionally `date_ranges` and "
                                           "any run_backtests option as a module-level name (e.g. fees = 0.001, "
-                                          "checkpoint_dir = 'runs/x'); the flags below override the file.")
+                                          "checkpoint_dir = 'runs/x'); the flags below override the file. A "
+                                          "lowercase name close to an option's (fee, chekpoint_dir) is an error.")
     run.add_argument("spec", help="path to the spec file")
     run.add_argument("--address", help="Ray cluster to join (e.g. auto, ray://head:10001)")
     run.add_argument("--n-workers", type=_workers, help="-1 = all CPUs of the cluster, N = at most N tasks")
@@ -149,6 +158,8 @@ def _run(args: argparse.Namespace) -> int:
     options.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_progress:
         options["show_progress"] = False
+    if options.get("address"):
+        _check_listening(options["address"])
     results = raybt.run_backtests(spec.strategies, spec.data, **options)
     _print_summary(results.df, "sharpe", args.top)
     print(f"\n{results}")
@@ -162,7 +173,8 @@ def _results(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.directory} is not a raybt checkpoint directory (no parts/ folder)")
     df = load_results(args.directory).df  # warns about damaged or foreign parts and rows of another results version
     if args.sort not in df.columns:
-        raise UsageError(f"unknown column --sort {args.sort!r}; choose one of {list(df.columns)}")
+        raise UsageError(f"unknown column --sort {args.sort!r};{_did_you_mean(args.sort, df.columns)} choose one of "
+                         f"{list(df.columns)}")
     _print_summary(df, args.sort, args.top, ascending=args.ascending)
     if args.csv:
         df.to_csv(args.csv, index=False)
@@ -205,6 +217,7 @@ def _info(args: argparse.Namespace) -> int:
     import raybt
 
     if args.address or os.environ.get("RAY_ADDRESS"):
+        _check_listening(args.address or os.environ["RAY_ADDRESS"])
         from raybt.executors.ray_tasks import connect
 
         import ray
@@ -238,6 +251,8 @@ def load_spec(path: str) -> ModuleType:
     sys.path.insert(0, str(file.parent.resolve()))
     try:
         module_spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise UsageError(f"{path}, line {exc.lineno}: {exc.msg}") from None
     finally:
         sys.path.remove(str(file.parent.resolve()))
     missing = [n for n in ("strategies", "data") if not hasattr(module, n)]
@@ -247,11 +262,56 @@ def load_spec(path: str) -> ModuleType:
 
 
 def _spec_options(spec: ModuleType) -> dict[str, Any]:
-    """Module-level names of the spec that are run_backtests keywords (besides strategies and data)."""
+    """Module-level names of the spec that are run_backtests keywords (besides strategies and data).
+
+    A name that looks like a misspelt option is an error, not silently ignored: a lowercase name not starting with
+    ``_`` and not a keyword, bound to an option-like value (``None``, a bool, number, string or path, a
+    :class:`~raybt.DateRange` or a list of them), whose name is close to a keyword's (``difflib`` similarity ≥ 0.8:
+    ``fee``, ``chekpoint_dir``, ``date_range``; not ``ranges``). Helpers such as ``symbols = [...]``, a list of
+    strategies or a DataFrame are never taken for options."""
     import raybt
 
-    keywords = set(inspect.signature(raybt.run_backtests).parameters) - {"strategies", "data"}
-    return {name: getattr(spec, name) for name in keywords if hasattr(spec, name)}
+    keywords = set(inspect.signature(raybt.run_backtests).parameters)
+    for name, value in vars(spec).items():
+        if name in keywords or name.startswith("_") or name != name.lower() or not _option_like(value):
+            continue
+        close = difflib.get_close_matches(name, sorted(keywords), n=1, cutoff=_OPTION_SIMILARITY)
+        if close:
+            raise UsageError(f"{spec.__file__}: unknown option {name!r} (did you mean {close[0]!r}?); rename it, or "
+                             f"start it with '_' if it is not meant as an option")
+    return {name: getattr(spec, name) for name in keywords - {"strategies", "data"} if hasattr(spec, name)}
+
+
+def _option_like(value: object) -> bool:
+    from raybt.data import DateRange
+
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(isinstance(v, DateRange) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str, os.PathLike, DateRange))
+
+
+_OPTION_SIMILARITY = 0.8
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" did you mean {close[0]!r}?" if close else ""
+
+
+def _check_listening(address: str) -> None:
+    """Fail fast when nothing listens at a ``host:port`` or ``ray://host:port`` address (``ray.init`` would retry
+    for many minutes); other forms (``auto``) are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConnectionError(f"no Ray cluster at {address}: cannot connect to {host}:{port} "
+                              f"({exc.strerror or exc})") from None
+
+
+_CONNECT_TIMEOUT_S = 5
 
 
 def _print_summary(df: pd.DataFrame, sort: str, top: int, ascending: bool = False) -> None:

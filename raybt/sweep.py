@@ -54,7 +54,14 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     attribute for changes raybt cannot see (a data file it reads, an installed package).
 
     Errors: with ``continue_on_error=True`` a failing job yields a row with ``error`` set; with ``False`` the sweep
-    stops at the first failure, keeps every finished row checkpointed and raises :class:`BacktestError`.
+    stops at the first failure, keeps every finished row checkpointed and raises :class:`BacktestError`. On Ray, a
+    job that kills its worker process (a crash in a C extension, ``os._exit``, Ray's OOM killer) is found by
+    splitting its batch and fails with ``"worker process died: ..."``; in-process (``n_workers=None``/``1``) such a
+    job kills this process itself, and only the parts already flushed survive.
+
+    Interruption: on ``KeyboardInterrupt`` (Ctrl-C) every finished row is flushed to the checkpoint, and
+    ``KeyboardInterrupt("interrupted: N of M backtests saved in DIR; run again to resume")`` is raised without the
+    frames it interrupted (nothing is printed; the ``raybt`` command prints that line and exits with 130).
 
     Symbols: by default every strategy runs once per range on all the data's symbols together (one portfolio, one
     shared cash account). ``per_symbol=True`` runs it on each symbol's data alone instead (jobs = strategies ×
@@ -96,6 +103,9 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                     continue_on_error, progress, n_skipped, profiles))
                 n_failed += n_failed_again
                 n_skipped -= int(np.count_nonzero(~np.isin(rerun, todo)))
+            except KeyboardInterrupt:
+                # Re-raised from here, without the frames (Ray's internals, the strategy) it interrupted.
+                raise KeyboardInterrupt(_interrupted(plan, store)) from None
             finally:
                 executor.close()
             if n_failed:
@@ -172,7 +182,8 @@ def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, sto
              checkpoint_batch_size: int, continue_on_error: bool, progress: tqdm, n_skipped: int,
              profiles: list[dict]) -> int:
     """Buffer finished batches and flush them to the store every ``checkpoint_batch_size`` rows; returns the number
-    of failed jobs."""
+    of failed jobs. Whatever stops the loop (a failed job, Ctrl-C, an error of Ray) flushes the buffered rows
+    first: a finished row is never lost."""
     buffered: list[BatchResult] = []
     n_buffered = n_errors = 0
 
@@ -183,24 +194,33 @@ def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, sto
             buffered.clear()
             n_buffered = 0
 
-    for result in results:
-        if result.profile is not None:
-            profiles.append(result.profile)
-        failed = [i for i, error in enumerate(result.errors) if error is not None]
-        if failed and not continue_on_error:
-            buffered.append(result.without(failed))
-            flush()
-            job = int(result.jobs[failed[0]])
-            raise BacktestError(f"backtest of {plan.describe(job)} failed: {result.errors[failed[0]]}\n"
-                                f"Finished rows are kept{' in the checkpoint' if store.location else ''}; pass "
-                                f"continue_on_error=True to record failures and go on.")
-        n_errors += len(failed)
-        buffered.append(result)
-        n_buffered += len(result.jobs)
-        if n_buffered >= checkpoint_batch_size:
-            flush()
-        progress.update(len(result.jobs))
-        if failed:
-            progress.set_postfix(skipped=n_skipped, errors=n_errors)
-    flush()
+    try:
+        for result in results:
+            if result.profile is not None:
+                profiles.append(result.profile)
+            failed = [i for i, error in enumerate(result.errors) if error is not None]
+            if failed and not continue_on_error:
+                buffered.append(result.without(failed))
+                job = int(result.jobs[failed[0]])
+                raise BacktestError(f"backtest of {plan.describe(job)} failed: {result.errors[failed[0]]}\n"
+                                    f"Finished rows are kept{' in the checkpoint' if store.location else ''}; pass "
+                                    f"continue_on_error=True to record failures and go on.")
+            n_errors += len(failed)
+            buffered.append(result)
+            n_buffered += len(result.jobs)
+            if n_buffered >= checkpoint_batch_size:
+                flush()
+            progress.update(len(result.jobs))
+            if failed:
+                progress.set_postfix(skipped=n_skipped, errors=n_errors)
+    finally:
+        flush()
     return n_errors
+
+
+def _interrupted(plan: Plan, store: CheckpointStore | MemoryStore) -> str:
+    """The one line that says what an interrupted sweep kept."""
+    if store.location is None:
+        return "interrupted: nothing saved (no checkpoint_dir)"
+    n_saved = int(np.isin(plan.keys, store.done_keys()).sum())
+    return f"interrupted: {n_saved} of {len(plan)} backtests saved in {store.location}; run again to resume"

@@ -322,7 +322,10 @@ PICKLED_PART = textwrap.dedent("""
     from pathlib import Path
     import pyarrow.parquet as pq
     import ray.data  # registers Ray Data's pickled-object Arrow extension type in this process
-    from ray.data._internal.object_extensions.arrow import ArrowPythonObjectArray
+    try:
+        from ray.data._internal.object_extensions.arrow import ArrowPythonObjectArray
+    except ImportError:  # Ray before 2.5x kept it here
+        from ray.air.util.object_extensions.arrow import ArrowPythonObjectArray
     import raybt
     from raybt.checkpoint import CheckpointWarning
 

@@ -130,3 +130,67 @@ def test_help_for_every_command(command):
     out = subprocess.run([sys.executable, "-m", "raybt.cli", command, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and f"usage: raybt {command}" in out.stdout
 
+
+def test_version(capsys):
+    import raybt
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == EXIT_OK
+    assert capsys.readouterr().out.strip() == f"raybt {raybt.__version__}"
+
+
+@pytest.mark.parametrize("line, option", [
+    ("fee = 0.001", "fees"),
+    ("chekpoint_dir = 'runs/typo'", "checkpoint_dir"),
+    ("continue_on_errors = True", "continue_on_error"),
+    ("date_range = [raybt.DateRange('2023-01-01', '2023-02-01')]", "date_ranges"),
+])
+def test_spec_with_a_misspelt_option_is_an_error_naming_the_closest(tmp_path, capsys, line, option):
+    path = tmp_path / "spec.py"
+    path.write_text(SPEC.format(checkpoint_dir=str(tmp_path / "ck")) + line + "\n")
+    assert main(["run", str(path)]) == EXIT_USAGE
+    name = line.split(" =")[0]
+    assert f"unknown option {name!r} (did you mean {option!r}?)" in capsys.readouterr().err
+    assert not (tmp_path / "ck").exists()  # nothing ran
+
+
+def test_spec_helpers_are_not_taken_for_options(tmp_path, capsys):
+    path = tmp_path / "spec.py"
+    helpers = textwrap.dedent("""
+        ranges = date_ranges                     # a list of ranges named like no option
+        symbols = ["ETH"]
+        strategies_fast = strategies[:2]         # close to 'strategies', but strategies are not an option value
+        _fee = 0.5                               # private
+        FEE = 0.5                                # a constant
+    """)
+    path.write_text(SPEC.format(checkpoint_dir=str(tmp_path / "ck")) + helpers)
+    assert main(["run", str(path)]) == EXIT_OK
+    assert "8 backtests" in capsys.readouterr().out
+
+
+def test_spec_with_a_syntax_error_exits_2_naming_file_and_line(tmp_path, capsys):
+    path = tmp_path / "spec.py"
+    path.write_text("import raybt\n\nfees = (0.001\n")
+    assert main(["run", str(path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{path}, line 3: " in err and "Traceback" not in err
+
+
+def test_info_on_an_address_where_nothing_listens_fails_fast(capsys):
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    assert main(["info", "--address", f"127.0.0.1:{port}"]) == EXIT_FAILED
+    assert time.monotonic() - started < 10
+    assert f"no Ray cluster at 127.0.0.1:{port}: cannot connect" in capsys.readouterr().err
+
+
+def test_results_sort_suggests_the_closest_column(spec, tmp_path, capsys):
+    main(["run", str(spec)])
+    assert main(["results", str(tmp_path / "from_spec"), "--sort", "sharp"]) == EXIT_USAGE
+    assert "unknown column --sort 'sharp'; did you mean 'sharpe'?" in capsys.readouterr().err

@@ -129,11 +129,12 @@ def test_ray_job_submit_runs_raybt_run_from_a_working_dir(tmp_path):
     ck = tmp_path / "results"
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
     env.pop("RAY_ADDRESS", None)
-    port, dashboard = free_port(), free_port()
+    port, dashboard, agent = free_port(), free_port(), free_port()
     ray_cli = str(Path(sys.executable).with_name("ray"))
+    # The job agent's port too: its default (52365) is taken by any other Ray with a dashboard on the machine.
     head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
                              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                             "--disable-usage-stats"], env=env, start_new_session=True,
+                             f"--dashboard-agent-listen-port={agent}", "--disable-usage-stats"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         submit = [ray_cli, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir",

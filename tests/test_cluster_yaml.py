@@ -18,7 +18,8 @@ def launcher_check(config: dict) -> None:
 def on_prem_variant(text: str, config: dict) -> dict:
     block = text.split("# On-premises alternative")[1].split("\n", 2)[2]
     overrides = yaml.safe_load("\n".join(line[2:] for line in block.splitlines() if line.startswith("#")))
-    return {**config, **overrides}
+    deleted = ("available_node_types", "head_node_type")  # as the comment says
+    return {k: v for k, v in {**config, **overrides}.items() if k not in deleted}
 
 
 def test_cluster_yaml_is_valid_for_the_ray_launcher():

@@ -650,7 +650,8 @@ def test_read_only_view_of_writable_memory_is_not_cached() -> None:
     view = memory.view()
     view.setflags(write=False)
     frame = pd.DataFrame(memory, copy=False)
-    assert not frame.to_numpy().flags.writeable
+    if int(pd.__version__.split(".")[0]) >= 3:  # pandas 2 hands out a writable view, which is not cached either
+        assert not frame.to_numpy().flags.writeable
     for x in (view, frame):
         ind.sma(x, 5)
         ind.sma(x, 5)

@@ -15,7 +15,11 @@
   installed packages must exist on the workers: on a cluster ship it with ``runtime_env`` (``working_dir`` /
   ``py_modules``). Each task carries the driver's results version; a worker with other raybt code refuses to run.
 * **Failures.** A worker process that dies is retried by Ray (``max_retries``); the driver receives each task's result
-  once, and the checkpoint store de-duplicates by key in any case.
+  once, and the checkpoint store de-duplicates by key in any case. A batch that kills its worker every time is
+  bisected until the guilty job is alone; that job becomes an error row (see :meth:`RayExecutor.run`). Tasks killed
+  by Ray's memory monitor are retried at most ``TASK_RETRIES`` times (``RAY_task_oom_retries``, unless set, and only
+  when Ray is initialised by this process) and then bisected the same way. In-process (``n_workers=None``/``1``)
+  nothing is isolated: a job that kills its process kills the driver.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -37,7 +42,15 @@ from raybt.executors import ray_env
 from raybt.plan import RESULTS_VERSION, RunSettings
 from raybt.strategy import Strategy
 
-TASK_RETRIES = 3
+TASK_RETRIES = 1
+"""Ray's retries of a batch whose worker process or node died; also the bound on retries of a task killed by Ray's
+memory monitor (``RAY_task_oom_retries``; Ray's default retries those without limit). After them the batch is
+split in halves, and those again, so a lost node costs a few more tasks and a job that kills every worker it runs
+on is found (:meth:`RayExecutor.run`)."""
+
+_WORKER_DIED = (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError, ray.exceptions.NodeDiedError,
+                ray.exceptions.ObjectLostError)
+"""What ``ray.get`` raises when a task's process or node died (or the result was lost with its node)."""
 
 
 class PicklingError(TypeError):
@@ -104,39 +117,76 @@ class RayExecutor:
 
     def __init__(self, market: MarketData, settings: RunSettings, *, n_workers: int = -1, address: str | None = None,
                  profile: bool = False):
+        # Read by the driver's core worker (the owner of the tasks) when Ray is initialised in this process.
+        os.environ.setdefault("RAY_task_oom_retries", str(TASK_RETRIES))
         self.started_ray = connect(address, market.nbytes)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.n_workers = cpus if n_workers == -1 else n_workers
         self.window = 2 * cpus if n_workers == -1 else n_workers
         self._market_ref = ray.put(market)
         self._settings, self._profile = settings, profile
-        self._task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_run_remote)
+        task = ray.remote(num_cpus=1)(_run_remote)
+        self._task, self._rerun = task.options(max_retries=TASK_RETRIES), task.options(max_retries=0)
 
     def run(self, batches: Iterable[Batch]) -> Iterator[BatchResult]:
-        pending = iter(batches)
-        in_flight: list[ray.ObjectRef] = []
-        try:
-            for batch in pending:
-                in_flight.append(self._submit(batch))
-                if len(in_flight) >= self.window:
-                    break
-            while in_flight:
-                done, in_flight = ray.wait(in_flight, num_returns=1)
-                result = ray.get(done[0])
-                next_batch = next(pending, None)
-                if next_batch is not None:
-                    in_flight.append(self._submit(next_batch))
-                yield result
-        finally:
-            for ref in in_flight:
-                ray.cancel(ref)
+        """Yield each batch's result in completion order, with at most ``window`` tasks in flight.
 
-    def _submit(self, batch: Batch) -> ray.ObjectRef:
-        return self._task.remote(self._market_ref, batch, self._settings, self._profile)
+        A batch whose worker process died after Ray's retries (a segfault, ``os._exit``, the OOM killer, a lost
+        node) is split in halves that run again without Ray's retries, and so on, until one job runs alone; a job
+        whose worker dies when it runs alone, twice, is the culprit: its result is the error ``"worker process
+        died: ..."``, and every other job of the batch gets its row. A job that always crashes costs
+        ``TASK_RETRIES + 1`` worker processes in its batch, one per halving after that (log2 of ``batch_size``
+        halvings) and two alone; each new worker process takes a second or more to start."""
+        pending = iter(batches)
+        reruns: deque[tuple[Batch, bool]] = deque()  # (part of a crashed batch, already run alone once)
+        in_flight: dict[ray.ObjectRef, tuple[Batch, bool]] = {}
+
+        def top_up() -> None:
+            while len(in_flight) < self.window:
+                if reruns:
+                    batch, ran_alone = reruns.popleft()
+                    in_flight[self._submit(self._rerun, batch)] = batch, ran_alone
+                    continue
+                batch = next(pending, None)
+                if batch is None:
+                    return
+                in_flight[self._submit(self._task, batch)] = batch, False
+
+        # Tasks still in flight when the caller stops (Ctrl-C, a failed job) are left to finish, not cancelled:
+        # ray.cancel racing a task's completion aborted the driver at exit (Ray 2.60: "Tried to complete task that
+        # was not pending"), and a driver that exits takes its tasks with it anyway.
+        top_up()
+        while in_flight:
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            batch, ran_alone = in_flight.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except _WORKER_DIED as exc:
+                result = _crashed(batch, exc) if ran_alone else None
+                if len(batch.jobs) > 1:
+                    reruns.extend((half, False) for half in batch.halves())
+                elif not ran_alone:
+                    reruns.append((batch, True))
+            top_up()
+            if result is not None:
+                yield result
+
+    def _submit(self, task, batch: Batch) -> ray.ObjectRef:
+        return task.remote(self._market_ref, batch, self._settings, self._profile)
 
     def close(self) -> None:
         """Release the data in the object store (Ray itself keeps running)."""
         del self._market_ref
+
+
+def _crashed(batch: Batch, exc: Exception) -> BatchResult:
+    """The error result of a one-job batch whose worker process died each time it ran."""
+    strategy, date_range, symbol = batch.strategies[0], batch.date_ranges[0], batch.symbols[0]
+    name = date_range.name if date_range is not None else "all data"
+    where = f" of symbol {symbol!r}" if symbol is not None else ""
+    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return BatchResult.failed(batch, f"worker process died: {type(exc).__name__} while running {strategy!r} "
+                                     f"(id {strategy.id}) on range {name!r}{where}, twice when run alone: {cause}")
 
 
 def connect(address: str | None, data_bytes: int) -> bool:
