@@ -11,7 +11,7 @@ from __future__ import annotations
 import cProfile
 import time
 import traceback
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -45,7 +45,8 @@ class Batch:
         return self._part(slice(None, middle)), self._part(slice(middle, None))
 
     def _part(self, part: slice) -> Batch:
-        return Batch(*(getattr(self, f.name)[part] for f in fields(self)))
+        return replace(self, jobs=self.jobs[part], strategies=self.strategies[part],
+                       date_ranges=self.date_ranges[part], symbols=self.symbols[part])
 
 
 @dataclass

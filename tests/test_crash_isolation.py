@@ -59,7 +59,7 @@ def test_crashing_job_stops_the_sweep_naming_it_and_keeps_finished_rows(ray_clus
     with pytest.raises(raybt.BacktestError, match=r"backtest of ExitsOn\(n=5, bad=5\) \(id [0-9a-f]{16}\) on range "
                                                   r"'first' failed: worker process died: WorkerCrashedError"):
         run(GRID, date_ranges=FIRST, n_workers=-1, batch_size=2, checkpoint_dir=ck, checkpoint_batch_size=LARGE)
-    stored = raybt.load_results(str(ck))
+    stored = raybt.load_results(str(ck)).df
     assert stored["error"].isna().all() and 5 not in set(stored["n"])
     assert {0, 1, 2, 3} <= set(stored["n"])  # batches without the crash finished long before the bisection did
 
