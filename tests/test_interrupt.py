@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 SPEC = textwrap.dedent("""
     import time

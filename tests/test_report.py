@@ -148,8 +148,6 @@ def test_report_in_headless_chromium_renders_every_plot_without_errors_and_sorts
         driver.quit()
 
 
-@pytest.mark.skipif(not hasattr(raybt.Results, "backtest"),  # until branch i17-results is merged: then remove
-                    reason="needs the Results API of issue 17 (load_results → Results, results.backtest)")
 def test_raybt_report_command_replays_the_best_rows_with_the_spec(sweep, tmp_path, capsys):
     spec_path, directory, spec, df, _ = sweep
     out = tmp_path / "cli.html"

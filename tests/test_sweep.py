@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 import raybt
