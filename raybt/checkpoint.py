@@ -254,22 +254,29 @@ class CheckpointStore:
 
     def _part_keys(self, path: str) -> tuple[pa.Schema, pa.ChunkedArray]:
         """A part's schema (checked as :meth:`_read_part` checks it, before any column is decoded) and its keys."""
+        schema, table = self._checked_read(path, columns=[KEY_COLUMN])
+        return schema, table.column(KEY_COLUMN)
+
+    def _checked_read(self, path: str, columns: list[str] | None = None) -> tuple[pa.Schema, pa.Table]:
+        """The part at ``path`` (only ``columns``, if given) with its schema, checked against the schema raybt
+        writes *before* any column is decoded (so a foreign column type is never deserialised), its page checksums
+        verified and its keys checked. Raises :class:`_UnusablePart` saying why a part cannot be used."""
         try:
             with self._fs.open_input_file(path) as handle:
                 parquet = pq.ParquetFile(handle, page_checksum_verification=True)
                 problem = schema_problem(parquet.schema_arrow)
                 if problem is not None:
                     raise _UnusablePart(f"foreign: {problem}")
-                keys = parquet.read(columns=[KEY_COLUMN]).column(KEY_COLUMN)
-                schema = parquet.schema_arrow
+                schema, table = parquet.schema_arrow, parquet.read(columns=columns)
         except (FileNotFoundError, _UnusablePart):
             raise
         except Exception as exc:  # a damaged footer surfaces as any of OSError, ArrowException, UnicodeDecodeError…
             raise _UnusablePart(f"unreadable: {type(exc).__name__}: {exc}") from None
+        keys = table.column(KEY_COLUMN)
         if keys.null_count or (len(keys) and not pc.all(pc.equal(pc.utf8_length(keys), KEY_LENGTH)).as_py()):
             raise _UnusablePart(f"foreign: its {KEY_COLUMN!r} column holds values that are not {KEY_LENGTH}-character "
                                 f"job keys")
-        return schema, keys
+        return schema, table
 
     def manifest(self) -> dict[str, Any]:
         """The contents of ``manifest.json`` (no runs when there is none yet); read-only."""
@@ -289,24 +296,9 @@ class CheckpointStore:
                 self._set_aside(path, str(problem), quarantine)
 
     def _read_part(self, path: str) -> tuple[pa.Table, dict[str, list]]:
-        """The part at ``path``, checked against the schema raybt writes *before* any column is decoded (so a
-        foreign column type is never deserialised), its page checksums verified and its keys checked; with the
-        exact values of its parameter columns stored as text (:func:`_exact_parameters`)."""
-        try:
-            with self._fs.open_input_file(path) as handle:
-                parquet = pq.ParquetFile(handle, page_checksum_verification=True)
-                problem = schema_problem(parquet.schema_arrow)
-                if problem is not None:
-                    raise _UnusablePart(f"foreign: {problem}")
-                table = parquet.read()
-        except (FileNotFoundError, _UnusablePart):
-            raise
-        except Exception as exc:  # a damaged footer surfaces as any of OSError, ArrowException, UnicodeDecodeError…
-            raise _UnusablePart(f"unreadable: {type(exc).__name__}: {exc}") from None
-        keys = table.column(KEY_COLUMN)
-        if keys.null_count or (len(keys) and not pc.all(pc.equal(pc.utf8_length(keys), KEY_LENGTH)).as_py()):
-            raise _UnusablePart(f"foreign: its {KEY_COLUMN!r} column holds values that are not {KEY_LENGTH}-character "
-                                f"job keys")
+        """The whole part at ``path``, checked (:meth:`_checked_read`), with the exact values of its parameter
+        columns stored as text (:func:`_exact_parameters`)."""
+        _, table = self._checked_read(path)
         try:
             return table, _exact_parameters(table)
         except ValueError as exc:
