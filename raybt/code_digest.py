@@ -31,7 +31,8 @@ A job's key (see :mod:`raybt.plan`) must change whenever its result can. Two dig
   the same. ``importlib.reload`` of the strategy's own module creates a new class object, with a digest of its own.
 
 * :func:`raybt_digest` — raybt's own result-affecting code: the source text of every module of the package except
-  :data:`RAYBT_NOT_RESULT_AFFECTING` (commands, storage, transport, this module). It is the results version
+  :data:`RAYBT_NOT_RESULT_AFFECTING` (commands, storage, transport, this module), and the versions of the packages
+  that compute with it (:data:`COMPUTING_LIBRARIES`: numpy, pandas, numba, llvmlite). It is the results version
   (:data:`raybt.plan.RESULTS_VERSION`): any edit of the engine, metrics, indicators, signal conversion, data
   alignment, the demo strategy, ... (over-included on purpose: a new module counts unless listed) makes every stored
   row stale. Strategy classes defined inside raybt are covered by this digest, not by :func:`class_digest`.
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import os
 import site
 import sys
@@ -71,12 +73,20 @@ _RAYBT_ROOT = Path(__file__).resolve().parent
 
 # ------------------------------------------------------------------------------------------------- raybt's code
 
+COMPUTING_LIBRARIES = ("numpy", "pandas", "numba", "llvmlite")
+"""Packages whose code computes raybt's results (arrays, frames, the compiled kernels): their versions are part of
+:func:`raybt_digest`, so an upgrade of one of them makes stored rows stale too (over-invalidating on purpose)."""
+
+
 def raybt_digest(root: Path = _RAYBT_ROOT) -> str:
-    """Hash of the source text of raybt's result-affecting modules under ``root`` (line endings normalised)."""
+    """Hash of the source text of raybt's result-affecting modules under ``root`` (line endings normalised) and of
+    the versions of :data:`COMPUTING_LIBRARIES` installed here."""
     files = sorted(p for p in root.rglob("*.py") if not _excluded(p.relative_to(root).as_posix()))
     if not any(p.name == "engine.py" for p in files):
         raise RuntimeError(f"raybt's source files are missing under {root}: the results version cannot be derived")
     digest = hashlib.sha256()
+    for name in COMPUTING_LIBRARIES:
+        digest.update(f"{name}=={importlib.metadata.version(name)}\0".encode())
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes().replace(b"\r\n", b"\n") + b"\0")

@@ -5,6 +5,7 @@ directory, the file is edited, a second subprocess sweeps again) and within one 
 time the second sweep must recompute every job, and its rows must equal a fresh run of the new code.
 """
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -192,7 +193,18 @@ def test_the_results_version_moves_with_raybts_result_affecting_code(tmp_path, n
     assert code_digest.raybt_digest(modified) != plan.RESULTS_VERSION
 
 
-@pytest.mark.parametrize("name", ["cli.py", "checkpoint.py", "executors/ray_tasks.py"])
+@pytest.mark.parametrize("library", code_digest.COMPUTING_LIBRARIES)
+def test_the_results_version_moves_with_the_computing_libraries(tmp_path, monkeypatch, library):
+    modified = code_edits.copy_raybt(tmp_path)
+    assert code_digest.raybt_digest(modified) == plan.RESULTS_VERSION
+    installed = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "999.0" if name == library else installed(name))
+    assert code_digest.raybt_digest(modified) != plan.RESULTS_VERSION
+
+
+@pytest.mark.parametrize("name", ["cli.py", "checkpoint.py", "executors/ray_tasks.py", "plots.py", "report.py",
+                                  "stats/pbo.py"])
 def test_the_results_version_ignores_commands_storage_and_transport(tmp_path, name):
     modified = code_edits.copy_raybt(tmp_path)
     with open(modified / name, "a") as handle:
