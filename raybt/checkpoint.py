@@ -196,6 +196,8 @@ class CheckpointStore:
         self._root = root.rstrip("/")
         self._parts = f"{self._root}/{_PARTS}"
         self._skipped: dict[str, str] = {}  # part path -> why it was not used (by this store)
+        # part path -> ((size, mtime ns) when it was read whole and found usable, its key and error columns)
+        self._verified_keys: dict[str, tuple[tuple[int, int], pa.Table]] = {}
         if writer:
             self._fs.create_dir(self._parts, recursive=True)
             if self._local:
@@ -205,15 +207,31 @@ class CheckpointStore:
 
     def part_paths(self) -> list[str]:
         """Candidate parts, oldest first: every file in ``parts/`` except hidden ones (temporaries)."""
+        return [info.path for info in self._part_infos()]
+
+    def _part_infos(self) -> list[pafs.FileInfo]:
         infos = self._fs.get_file_info(pafs.FileSelector(self._parts, allow_not_found=True))
-        return sorted(i.path for i in infos
-                      if i.type == pafs.FileType.File and not os.path.basename(i.path).startswith("."))
+        parts = (i for i in infos if i.type == pafs.FileType.File and not os.path.basename(i.path).startswith("."))
+        return sorted(parts, key=lambda i: i.path)
 
     def done_keys(self, rerun_errors: bool = False) -> np.ndarray:
         """Keys of stored jobs. Every part is read whole (its page checksums verified), so a part that cannot be
         read back completely does not count: its jobs are not done. With ``rerun_errors`` rows that failed don't
-        count as done either."""
-        tables = [t.select([KEY_COLUMN, ERROR_COLUMN]) for t, _ in self._usable_parts(quarantine=self.writer)]
+        count as done either. A part this store has already read whole is not read again while its size and
+        modification time are unchanged (parts are never rewritten: a change is damage or a replacement, and the
+        part is then read whole again), so a sweep's second look (the lost-jobs check) reads only its new parts."""
+        self._skipped = {}
+        tables = []
+        for info in self._part_infos():
+            stamp = (info.size, info.mtime_ns)
+            known = self._verified_keys.get(info.path)
+            if known is None or known[0] != stamp:
+                part = self._usable_part(info.path, quarantine=self.writer)
+                if part is None:
+                    self._verified_keys.pop(info.path, None)
+                    continue
+                known = self._verified_keys[info.path] = (stamp, part[0].select([KEY_COLUMN, ERROR_COLUMN]))
+            tables.append(known[1])
         return _keys_of(tables, rerun_errors)
 
     def read(self, keys: np.ndarray | None = None) -> pd.DataFrame:
@@ -286,14 +304,22 @@ class CheckpointStore:
         """Each usable part (see :meth:`_read_part`); unusable ones are quarantined or skipped, with a warning."""
         self._skipped = {}
         for path in self.part_paths():
-            try:
-                yield self._read_part(path)
-            except FileNotFoundError:
-                self._skipped[path] = "removed while reading (quarantined by a writer?)"
-                warnings.warn(f"checkpoint part {path} disappeared while reading (quarantined by a writer?); "
-                              f"skipped", CheckpointWarning, stacklevel=4)
-            except _UnusablePart as problem:
-                self._set_aside(path, str(problem), quarantine)
+            part = self._usable_part(path, quarantine)
+            if part is not None:
+                yield part
+
+    def _usable_part(self, path: str, quarantine: bool) -> tuple[pa.Table, dict[str, list]] | None:
+        """The part at ``path`` (:meth:`_read_part`), or None if it vanished or cannot be used (then quarantined or
+        skipped, with a warning)."""
+        try:
+            return self._read_part(path)
+        except FileNotFoundError:
+            self._skipped[path] = "removed while reading (quarantined by a writer?)"
+            warnings.warn(f"checkpoint part {path} disappeared while reading (quarantined by a writer?); "
+                          f"skipped", CheckpointWarning, stacklevel=5)
+        except _UnusablePart as problem:
+            self._set_aside(path, str(problem), quarantine)
+        return None
 
     def _read_part(self, path: str) -> tuple[pa.Table, dict[str, list]]:
         """The whole part at ``path``, checked (:meth:`_checked_read`), with the exact values of its parameter
