@@ -1,0 +1,105 @@
+"""Names, units and compiled-code conventions shared by the metrics modules."""
+
+from __future__ import annotations
+
+import threading
+from typing import TypeAlias
+
+import numpy as np
+import pandas as pd
+
+from raybt._accel import NO_REFCOUNT
+from raybt._accel.llvm import COMPRESS_LANES
+from raybt._jit import jit
+
+EquityLike: TypeAlias = "np.ndarray | pd.Series"
+"""A 1-D equity curve: a numpy array or a pandas Series (whose DatetimeIndex can serve as the bar times)."""
+TimesLike: TypeAlias = "np.ndarray | pd.DatetimeIndex"
+"""Bar times: int64 UTC nanoseconds, or anything :class:`pandas.DatetimeIndex` accepts (naive times are UTC)."""
+
+METRIC_NAMES: tuple[str, ...] = (
+    "final_value",
+    "total_return",
+    "cagr",
+    "volatility",
+    "sharpe",
+    "sortino",
+    "calmar",
+    "max_drawdown",
+    "max_drawdown_duration",
+    "var_95",
+    "cvar_95",
+    "best_month",
+    "worst_month",
+    "pct_winning_months",
+    "best_year",
+    "worst_year",
+    "exposure",
+    "n_trades",
+    "n_winning_trades",
+    "n_losing_trades",
+    "win_rate",
+    "profit_factor",
+    "avg_trade_return",
+    "best_trade",
+    "worst_trade",
+    "avg_win",
+    "avg_loss",
+    "win_loss_ratio",
+    "max_consecutive_wins",
+    "max_consecutive_losses",
+    "avg_trade_duration",
+    "trades_per_year",
+    "total_fees",
+    "buy_and_hold_return",
+    "n_unfunded_entries",
+)
+"""Keys of the dict :func:`compute_metrics` returns, in the order of the result columns."""
+
+_thread_local = threading.local()  # per-thread scratch (see _scratch)
+_SCRATCH_KEPT = 1 << 21  # values (16 MB)
+_NS_PER_DAY = 86_400 * 10**9
+_NS_PER_YEAR = 365 * _NS_PER_DAY
+_VAR_QUANTILE = 0.05
+# Tail quantile: from _SAMPLED_SELECT_MIN returns on, a strided sample of about _SAMPLE_SIZE returns gives a limit
+# _SAMPLE_SIGMAS standard errors above the quantile, so only the few percent of returns below it are ordered.
+_SAMPLE_SIZE = 1024
+_SAMPLE_SIGMAS = 4.0
+_SAMPLED_SELECT_MIN = 8 * _SAMPLE_SIZE
+# Curve scan in blocks (the largest and smallest equity of a block tell whether the drawdown needs to look at its runs
+# one by one): the kernel hands over blocks of up to _BLOCK_BARS runs (block sizes up to 1,024 measured no different).
+_BLOCK_BARS = 128
+# Selection: parts of at most _SMALL_SELECT values are sorted by insertion.
+_SMALL_SELECT = np.uint64(16)
+_LANES = COMPRESS_LANES
+_LANES_U = np.uint64(_LANES)
+_ONE = np.uint64(1)
+_INT64_MIN = np.int64(np.iinfo(np.int64).min)
+_INT64_MAX = np.int64(np.iinfo(np.int64).max)
+# Work space of a scan: the equity of a block after the previous bar's (padded to whole vectors), then its returns.
+_VALUES_SIZE = (_BLOCK_BARS + 1 + _LANES - 1) // _LANES * _LANES
+_WORK_SIZE = _VALUES_SIZE + _BLOCK_BARS + _LANES
+# A stored curve is scanned in longer blocks (fewer per-block costs; its blocks need no buffer but the first).
+_CURVE_BLOCK_BARS = 1024
+_CURVE_VALUES_SIZE = (_CURVE_BLOCK_BARS + 1 + _LANES - 1) // _LANES * _LANES
+_CURVE_WORK_SIZE = _CURVE_VALUES_SIZE + _CURVE_BLOCK_BARS + _LANES
+
+# error_model="numpy": float division by zero gives inf/NaN instead of raising, as in numpy (without warnings).
+# Loops that index with a runtime start use uint64 indices: with signed ones numba's negative-index wraparound
+# defeats vectorisation (LLVM falls back to gathers, very slow on this hardware).
+_jit = jit(error_model="numpy")
+# Reassociation lets LLVM vectorise float sums, contraction fuses multiply-adds: results differ from sequential
+# separate operations by rounding only.
+_jit_vector = jit(error_model="numpy", fastmath={"reassoc", "contract"})
+# The scan of an equity curve, block by block, also runs inside the simulation kernel: it allocates nothing and is
+# compiled without numba's reference counting (see raybt.engine), which would otherwise cost an atomic increment and
+# decrement per array argument and call (~0.5 µs per block).
+_jit_scan = jit(error_model="numpy", fastmath={"reassoc", "contract"}, **NO_REFCOUNT)
+
+
+# A curve scan's running state, advanced block by block by :func:`_scan_block`: float64 values ...
+_FIRST, _SUM_DEV, _SUM_DEV2, _SUM_DOWN2, _RF_BAR, _LIMIT, _PEAK, _WORST, _FLOOR = range(9)
+_N_FLOATS = 9
+# ... and int64 counts. _N_FLAT: zero returns counted, not computed (bars repeating the previous bar's equity).
+_N_SEEN, _N_TAIL, _N_FLAT, _PEAK_BAR, _PEAK_TIME, _LONGEST, _MONTH, _YEAR = range(8)
+_N_COUNTS = 8
