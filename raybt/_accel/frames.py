@@ -16,8 +16,8 @@ identity of what it presents (its manager, blocks, block array and axes):
   place is not seen (cosmetic).
 
 Those are pandas internals, not its public API, so they are verified once on import: if building a frame this
-way or the checks do not behave exactly as required (another pandas version), the module falls back to the
-public constructor and to checks through ``frame.values`` (slower, same results).
+way or the checks do not behave exactly as required (another pandas version), or with ``RAYBT_PORTABLE=1``, the
+module uses its twins, the public constructor and checks through ``frame.values`` (slower, same results).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+
+from raybt._accel import PORTABLE
 
 Stamp = tuple[object, ...]
 
@@ -121,8 +123,9 @@ def _internals_work() -> bool:
         return False
 
 
-USES_INTERNALS = _internals_work()
-"""True when frames are built and checked through pandas' block manager (see the module docstring)."""
+USES_INTERNALS = not PORTABLE and _internals_work()
+"""True when frames are built and checked through pandas' block manager (see the module docstring); never with
+``RAYBT_PORTABLE=1`` (:mod:`raybt._accel`): the public twins then."""
 
 if USES_INTERNALS:
     frame, stamp, unchanged, values = _internal_frame, _internal_stamp, _internal_unchanged, _internal_values

@@ -12,8 +12,8 @@ goes into it (:meth:`SlabAllocator.release` retires the one being filled).
 Slabs are used only where the kernel backs advised memory with huge pages (Linux,
 ``/sys/kernel/mm/transparent_hugepage/enabled`` set to ``always`` or ``madvise``) and only for outputs of
 :data:`MIN_BYTES` to :data:`MAX_BYTES`: smaller ones take few pages, and larger ones get huge pages from numpy
-itself (it advises allocations from 4 MiB on). Elsewhere :meth:`SlabAllocator.carve` returns None and the caller
-allocates as usual.
+itself (it advises allocations from 4 MiB on). Elsewhere, and with ``RAYBT_PORTABLE=1`` (:mod:`raybt._accel`),
+:meth:`SlabAllocator.carve` returns None and the caller allocates as usual (the same values in other memory).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
+
+from raybt._accel import PORTABLE
 
 SLAB_BYTES = 4 << 20
 """Usable bytes of one slab (two huge pages)."""
@@ -61,8 +63,9 @@ class SlabAllocator:
     """Carves float64 arrays out of huge-page slabs, one slab at a time (thread-safe)."""
 
     def __init__(self, enabled: bool | None = None) -> None:
-        """``enabled``: carve at all; by default where :func:`huge_pages_advisable`."""
-        self.enabled = huge_pages_advisable() if enabled is None else enabled
+        """``enabled``: carve at all; by default where :func:`huge_pages_advisable`, unless ``RAYBT_PORTABLE=1``
+        (:mod:`raybt._accel`: the twin is numpy's own allocation)."""
+        self.enabled = (not PORTABLE and huge_pages_advisable()) if enabled is None else enabled
         self._lock = threading.Lock()
         self._slab: mmap.mmap | None = None
         self._offset = 0
