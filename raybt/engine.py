@@ -53,8 +53,8 @@ from raybt import _records as rec
 from raybt._accel import NO_REFCOUNT
 from raybt._jit import jit
 from raybt._kernel import loop, orders, state, stops, stretches
-from raybt._kernel.state import _BOTH, _N_STATE
-from raybt.metrics import CurveScan
+from raybt._kernel.state import _BOTH, POS
+from raybt.metrics import CurveScan, ScanArrays
 
 DIRECTION_CODES = {"long": 0, "short": 1, "both": 2}
 
@@ -129,13 +129,14 @@ class Workspace:
         return self._equity[:n_bars], self._trades
 
 
-def _no_scan() -> tuple:
-    """Kernel arrays meaning "no scan" (no stats), of the same types as a :class:`CurveScan`'s (one compilation),
+def _no_scan() -> tuple[ScanArrays, np.ndarray, np.ndarray]:
+    """Kernel arrays meaning "no scan" (empty stats), of the same types as a :class:`CurveScan`'s (one compilation),
     and its run buffers (never written without a scan)."""
     fixed = np.empty(0, dtype=np.int64)
     fixed.flags.writeable = False
-    arrays = fixed, fixed, np.empty(0), fixed, np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), np.empty(0), \
-        np.empty(0)
+    arrays = ScanArrays(times=fixed, month_last=fixed, month_values=np.empty(0), year_last=fixed,
+                        year_values=np.empty(0), stats=np.empty(0), counts=np.empty(0, dtype=np.int64),
+                        returns=np.empty(0), tail=np.empty(0))
     return arrays, np.empty(0), np.empty(0, dtype=np.int64)
 
 
@@ -184,7 +185,7 @@ def simulate(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     n_trades, bars_in_market, n_unfunded = kernel(
         open_, high, low, close, entries, exits, first_bar, n_bars, signal_offset, costs.initial_amount, size, code,
         costs.fees, costs.fixed_fee, costs.slippage, costs.fill == "next_open", _off(stop_loss), _off(take_profit),
-        _off(trailing_stop), equity, trades, np.zeros((_N_STATE, close.shape[0])),
+        _off(trailing_stop), equity, trades, np.zeros((len(POS), close.shape[0])),
         np.zeros((2, close.shape[0]), dtype=np.bool_), scan.values if scan is not None else _NO_VALUES,
         scan.slots if scan is not None else _NO_SLOTS, scan_arrays)
     return Simulation(equity, trades[:n_trades], int(bars_in_market), int(n_unfunded))

@@ -765,7 +765,7 @@ def feed_runs(scan: m.CurveScan, n_bars: int, starts: np.ndarray, values: np.nda
     for j, (start, end, value) in enumerate(zip(starts, ends, values)):
         scan.values[buffered + 1] = value
         scan.slots[buffered] = start
-        counts[m._N_FLAT] += end - start - 1
+        counts[m.COUNT.flat] += end - start - 1
         buffered += 1
         if buffered == m._BLOCK_BARS or j in cuts or j == len(starts) - 1:
             m._scan_block(scan.values, scan.slots, buffered, end, times, stats, counts, returns, tail, month_last,
@@ -815,7 +815,7 @@ def test_scan_of_runs_matches_the_expanded_curve(seed: int, limit_from: str) -> 
     assert got["max_drawdown_duration"] == pytest.approx(
         ref_longest_underwater(np.r_[10_000.0, equity], np.r_[ns(times)[0], ns(times)]), rel=1e-12)
     if limit_from == "tight":
-        assert scan._counts[m._N_TAIL] < 0.2 * n  # only a tail was kept
+        assert scan._counts[m.COUNT.tail] < 0.2 * n  # only a tail was kept
 
 
 @pytest.mark.parametrize("cut", [None, 10, 11])

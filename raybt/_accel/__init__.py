@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 
 
-
 def _portable_from_env() -> bool:
     """``RAYBT_PORTABLE``: "1" for the twins; unset, empty or "0" for the accelerations; anything else is an error
     (a value such as "true" or "yes" would otherwise leave the accelerations on unnoticed)."""

@@ -6,37 +6,29 @@ import numpy as np
 
 from raybt import _records as rec
 from raybt._kernel.orders import _close, _fill_entries, _position_value, _record, _signal_order
-from raybt._kernel.state import (
-    _COMMITTED,
-    _ENTRY,
-    _ENTRY_BAR,
-    _ENTRY_FEES,
-    _N_SYMBOLS,
-    _ORDER,
-    _SIDE,
-    _STOPS_FROM,
-    _UNITS,
-)
+from raybt._kernel.state import POS, _N_SYMBOLS
 from raybt._kernel.stops import _check_stop, _next_stop_watch
 from raybt._kernel.stretches import _buffer_run, _buffer_stretch, _flush, _next_signal, _value_stretch
+
 
 def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction, fees,
               fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, curve, trades, state, pending,
               values, slots, scan):
-    """The bar loop (compiled by :func:`_compile`, with the helpers above). Simulated bar ``r`` reads prices at ``p =
-    bar0 + r`` and signals at ``q = sig0 + r``. On bar ``r``: (1) the exits queued by the previous bar's signals
+    """The bar loop (compiled by :func:`_compile`, with the helpers above). Simulated bar ``r`` reads prices at ``p
+    = bar0 + r`` and signals at ``q = sig0 + r``. On bar ``r``: (1) the exits queued by the previous bar's signals
     fill at the open, (2) stops are checked intrabar, (3) the entries queued by the previous bar's signals fill at
     the open (their stops checked on this bar too), (4) this bar's signal exits fill at the close, then its entries,
     or they are queued; then (5) equity is valued at the close of ``r`` and of every following bar on which nothing
     can happen (no signal, no queued order, no stop triggering), and the loop jumps to the next bar that needs
     attention (found by the signal scan or the stop watch, the stretch valued in one vectorised pass). With a
-    metrics scan (``scan``: a :class:`~raybt.metrics.CurveScan`'s kernel arrays; ones with empty stats for none) the
-    equity goes to a buffer of runs (``values``: equity, ``slots``: first bar of each run; a stretch with nothing
-    open is one run, its equity being the cash), handed to the scan block by block, and to ``curve`` unless it is
-    empty; without, the equity is stored to ``curve`` directly. ``trades`` must have room for every trade: a
-    position opens at most once per symbol and bar. ``state`` (float64 ``(_N_STATE, n_symbols)``) and ``pending``
-    (bool ``(2, n_symbols)``: entry, exit queued for the next open) come in zeroed, so that nothing is allocated
-    here. Returns ``(n_trades, bars_in_market, n_unfunded)``, the last the entries skipped for want of cash."""
+    metrics scan (``scan``: a :class:`~raybt.metrics.ScanArrays` from a :class:`~raybt.metrics.CurveScan`; one with
+    empty stats for none) the equity goes to a buffer of runs (``values``: equity, ``slots``: first bar of each run;
+    a stretch with nothing open is one run, its equity being the cash), handed to the scan block by block, and to
+    ``curve`` unless it is empty; without, the equity is stored to ``curve`` directly. ``trades`` must have room for
+    every trade: a position opens at most once per symbol and bar. ``state`` (float64 ``(len(POS), n_symbols)``,
+    rows :class:`~raybt._kernel.state.PositionRows`) and ``pending`` (bool ``(2, n_symbols)``: entry, exit queued
+    for the next open) come in zeroed, so that nothing is allocated here. Returns ``(n_trades, bars_in_market,
+    n_unfunded)``, the last the entries skipped for want of cash."""
     n_symbols = close.shape[0] if _N_SYMBOLS == 0 else _N_SYMBOLS
     has_stops = not (np.isnan(stop_loss) and np.isnan(take_profit) and np.isnan(trailing_stop))
     cash = initial_cash
@@ -45,7 +37,7 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
     n_trades = 0
     n_unfunded = 0
     bars_in_market = 0
-    scanning = scan[5].size > 0  # else the curve is stored directly
+    scanning = scan.stats.size > 0  # else the curve is stored directly
     n_buffered = 0  # runs of bars at one equity each in values[1:] / slots, not yet handed to the scan
     r = 0
     while r < n_bars:
@@ -53,12 +45,12 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
         q = sig0 + r
         # Exits before entries (sells before buys): every exit of every symbol on this bar (queued signal exits and
         # reversals at the open, stops, signal exits at the close) fills before any entry, so the entries can spend
-        # the cash those exits free; the exit pass records the entries it decides in state[_ORDER].
+        # the cash those exits free; the exit pass records the entries it decides in state[POS.order].
         n_orders = 0
         if n_pending > 0:
             for s in range(n_symbols):
                 if (pending[0, s] or pending[1, s]) and not np.isnan(open_[s, p]):
-                    side = state[_SIDE, s] if state[_UNITS, s] > 0.0 else 0.0
+                    side = state[POS.side, s] if state[POS.units, s] > 0.0 else 0.0
                     close_it, open_side = _signal_order(pending[0, s], pending[1, s], side, direction)
                     if close_it:
                         cash = _close(s, open_[s, p], r, rec.EXIT_SIGNAL, cash, state, fees, fixed_fee, slippage,
@@ -66,14 +58,14 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
                         n_trades += 1
                         n_open -= 1
                     if open_side != 0.0:
-                        state[_ORDER, s] = open_side
+                        state[POS.order, s] = open_side
                         n_orders += 1
                     pending[0, s] = False
                     pending[1, s] = False
                     n_pending -= 1
         if has_stops and n_open > 0:
             for s in range(n_symbols):
-                if state[_UNITS, s] > 0.0 and r >= state[_STOPS_FROM, s] and not np.isnan(open_[s, p]):
+                if state[POS.units, s] > 0.0 and r >= state[POS.stops_from, s] and not np.isnan(open_[s, p]):
                     cash, closed = _check_stop(s, p, r, cash, state, open_, high, low, stop_loss, take_profit,
                                                trailing_stop, fees, fixed_fee, slippage, trades, n_trades)
                     if closed:
@@ -86,7 +78,7 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
             n_unfunded += unfunded
             if has_stops and opened > 0:  # ... and their stops are watched from the fill bar on (its high/low
                 for s in range(n_symbols):  # come after its open)
-                    if state[_UNITS, s] > 0.0 and state[_ENTRY_BAR, s] == r:
+                    if state[POS.units, s] > 0.0 and state[POS.entry_bar, s] == r:
                         cash, closed = _check_stop(s, p, r, cash, state, open_, high, low, stop_loss, take_profit,
                                                    trailing_stop, fees, fixed_fee, slippage, trades, n_trades)
                         if closed:
@@ -102,7 +94,7 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
                     pending[0, s] = entries[s, q]
                     pending[1, s] = exits[s, q]
                 continue
-            side = state[_SIDE, s] if state[_UNITS, s] > 0.0 else 0.0
+            side = state[POS.side, s] if state[POS.units, s] > 0.0 else 0.0
             close_it, open_side = _signal_order(entries[s, q], exits[s, q], side, direction)
             if close_it:
                 cash = _close(s, close[s, p], r, rec.EXIT_SIGNAL, cash, state, fees, fixed_fee, slippage, trades,
@@ -110,7 +102,7 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
                 n_trades += 1
                 n_open -= 1
             if open_side != 0.0:
-                state[_ORDER, s] = open_side
+                state[POS.order, s] = open_side
                 n_orders += 1
         if n_orders > 0:
             cash, opened, unfunded = _fill_entries(n_symbols, p, r, False, open_, close, cash, state, size, fees,
@@ -132,8 +124,8 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
             value = cash
             if n_open > 0:
                 for s in range(n_symbols):
-                    if state[_UNITS, s] > 0.0:
-                        value += _position_value(state[_UNITS, s], state[_SIDE, s], state[_ENTRY, s], close[s, p])
+                    if state[POS.units, s] > 0.0:
+                        value += _position_value(state[POS.units, s], state[POS.side, s], state[POS.entry, s], close[s, p])
             if scanning:
                 n_buffered = _buffer_run(value, r, following, n_buffered, values, slots, curve, scan)
             else:
@@ -151,11 +143,11 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
     # Positions still open: marked to market at the last close, no exit fee.
     last = bar0 + n_bars - 1
     for s in range(n_symbols):
-        units = state[_UNITS, s]
+        units = state[POS.units, s]
         if units > 0.0:
-            pnl = _position_value(units, state[_SIDE, s], state[_ENTRY, s], close[s, last]) - state[_COMMITTED, s]
-            _record(trades, n_trades, s, state[_SIDE, s], state[_ENTRY_BAR, s], n_bars - 1, state[_ENTRY, s],
-                    close[s, last], units, state[_ENTRY_FEES, s], pnl, pnl / state[_COMMITTED, s],
+            pnl = _position_value(units, state[POS.side, s], state[POS.entry, s], close[s, last]) - state[POS.committed, s]
+            _record(trades, n_trades, s, state[POS.side, s], state[POS.entry_bar, s], n_bars - 1, state[POS.entry, s],
+                    close[s, last], units, state[POS.entry_fees, s], pnl, pnl / state[POS.committed, s],
                     rec.EXIT_OPEN_AT_END)
             n_trades += 1
     return n_trades, bars_in_market, n_unfunded

@@ -5,21 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from raybt import _records as rec
-from raybt._kernel.state import (
-    _COMMITTED,
-    _DUST,
-    _ENTRY,
-    _ENTRY_BAR,
-    _ENTRY_FEES,
-    _EXTREME,
-    _LONG_ONLY,
-    _ORDER,
-    _SHORT_ONLY,
-    _SIDE,
-    _STOPS_FROM,
-    _UNITS,
-    _helper,
-)
+from raybt._kernel.state import POS, _DUST, _LONG_ONLY, _SHORT_ONLY, _helper
+
 
 @_helper
 def _position_value(units: float, side: float, entry: float, price: float) -> float:
@@ -35,11 +22,11 @@ def _equity_at(cash, state, open_, close, p, at_open):
     if the symbol has no bar there), else at its close."""
     equity = cash
     for s in range(state.shape[1]):
-        if state[_UNITS, s] > 0.0:
+        if state[POS.units, s] > 0.0:
             price = close[s, p]
             if at_open:
                 price = open_[s, p] if not np.isnan(open_[s, p]) else close[s, p - 1]
-            equity += _position_value(state[_UNITS, s], state[_SIDE, s], state[_ENTRY, s], price)
+            equity += _position_value(state[POS.units, s], state[POS.side, s], state[POS.entry, s], price)
     return equity
 
 
@@ -54,14 +41,14 @@ def _open(s, side, p, r, at_open, open_, close, cash, state, size, fees, fixed_f
     if not n > 0.0 or invest < _DUST * equity:
         return cash
     cost = n * price * (1.0 + fees) + fixed_fee
-    state[_UNITS, s] = n
-    state[_SIDE, s] = side
-    state[_ENTRY, s] = price
-    state[_ENTRY_BAR, s] = r
-    state[_COMMITTED, s] = cost
-    state[_ENTRY_FEES, s] = n * price * fees + fixed_fee
-    state[_EXTREME, s] = price
-    state[_STOPS_FROM, s] = r if at_open else r + 1
+    state[POS.units, s] = n
+    state[POS.side, s] = side
+    state[POS.entry, s] = price
+    state[POS.entry_bar, s] = r
+    state[POS.committed, s] = cost
+    state[POS.entry_fees, s] = n * price * fees + fixed_fee
+    state[POS.extreme, s] = price
+    state[POS.stops_from, s] = r if at_open else r + 1
     if invest == cash:
         return 0.0  # all the cash is spent: no rounding residue (~1e-13) left to fund a dust order elsewhere
     return cash - cost
@@ -71,15 +58,15 @@ def _open(s, side, p, r, at_open, open_, close, cash, state, size, fees, fixed_f
 def _close(s, raw_price, r, reason, cash, state, fees, fixed_fee, slippage, trades, n_trades):
     """Close symbol ``s``'s position at ``raw_price`` (before slippage) on simulated bar ``r``, record the trade;
     returns the new cash."""
-    side = state[_SIDE, s]
+    side = state[POS.side, s]
     price = raw_price * (1.0 - slippage) if side > 0 else raw_price * (1.0 + slippage)
-    n = state[_UNITS, s]
+    n = state[POS.units, s]
     exit_fees = n * price * fees + fixed_fee
-    proceeds = _position_value(n, side, state[_ENTRY, s], price) - exit_fees
-    pnl = proceeds - state[_COMMITTED, s]
-    _record(trades, n_trades, s, side, state[_ENTRY_BAR, s], r, state[_ENTRY, s], price, n,
-            state[_ENTRY_FEES, s] + exit_fees, pnl, pnl / state[_COMMITTED, s], reason)
-    state[_UNITS, s] = 0.0
+    proceeds = _position_value(n, side, state[POS.entry, s], price) - exit_fees
+    pnl = proceeds - state[POS.committed, s]
+    _record(trades, n_trades, s, side, state[POS.entry_bar, s], r, state[POS.entry, s], price, n,
+            state[POS.entry_fees, s] + exit_fees, pnl, pnl / state[POS.committed, s], reason)
+    state[POS.units, s] = 0.0
     return cash + proceeds
 
 
@@ -119,17 +106,17 @@ def _signal_order(is_entry: bool, is_exit: bool, side: float, direction: int) ->
 
 @_helper
 def _fill_entries(n_symbols, p, r, at_open, open_, close, cash, state, size, fees, fixed_fee, slippage):
-    """The entry pass of a bar: open every entry the exit pass decided (``state[_ORDER]``), in symbol order (the
+    """The entry pass of a bar: open every entry the exit pass decided (``state[POS.order]``), in symbol order (the
     column order of the data), each sized on the equity at that moment. Returns ``(cash, opened, unfunded)``:
     positions opened, and entries skipped because the cash left could not fund them."""
     opened = 0
     unfunded = 0
     for s in range(n_symbols):
-        side = state[_ORDER, s]
+        side = state[POS.order, s]
         if side != 0.0:
-            state[_ORDER, s] = 0.0
+            state[POS.order, s] = 0.0
             cash = _open(s, side, p, r, at_open, open_, close, cash, state, size, fees, fixed_fee, slippage)
-            if state[_UNITS, s] > 0.0:
+            if state[POS.units, s] > 0.0:
                 opened += 1
             else:
                 unfunded += 1

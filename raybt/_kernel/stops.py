@@ -7,24 +7,25 @@ import numpy as np
 
 from raybt import _records as rec
 from raybt._kernel.orders import _close
-from raybt._kernel.state import _ENTRY, _EXTREME, _N_SYMBOLS, _SIDE, _UNITS, _helper
+from raybt._kernel.state import POS, _N_SYMBOLS, _helper
 from raybt._kernel.stretches import _next_signal
+
 
 @_helper
 def _check_stop(s, p, r, cash, state, open_, high, low, stop_loss, take_profit, trailing_stop, fees, fixed_fee,
                 slippage, trades, n_trades):
     """Check symbol ``s``'s open position against its stops on price bar ``p`` (simulated bar ``r``): close it
     at the stop's fill if one triggers, else move its extreme (for the trailing stop). Returns ``(cash, closed)``."""
-    side = state[_SIDE, s]
-    level, reason, target = _stop_levels(side, state[_ENTRY, s], state[_EXTREME, s], stop_loss, take_profit,
+    side = state[POS.side, s]
+    level, reason, target = _stop_levels(side, state[POS.entry, s], state[POS.extreme, s], stop_loss, take_profit,
                                          trailing_stop)
     fill, why = _stop_fill(side, open_[s, p], high[s, p], low[s, p], level, reason, target)
     if not np.isnan(fill):
         return _close(s, fill, r, why, cash, state, fees, fixed_fee, slippage, trades, n_trades), True
     if side > 0:
-        state[_EXTREME, s] = max(state[_EXTREME, s], high[s, p])
+        state[POS.extreme, s] = max(state[POS.extreme, s], high[s, p])
     else:
-        state[_EXTREME, s] = min(state[_EXTREME, s], low[s, p])
+        state[POS.extreme, s] = min(state[POS.extreme, s], low[s, p])
     return cash, False
 
 
@@ -77,9 +78,9 @@ def _stop_scan(open_, high, low, state, s, p0, p1, stop_loss, take_profit, trail
     with ``keep_extreme`` the position's extreme (for trailing stops) moves over the bars before it, as the bar loop
     would move it. The same levels and tests as :func:`_stop_levels` and :func:`_stop_fill` (identical arithmetic),
     in a tight loop: an absent stop is an infinite level; missing bars (NaN open) are skipped."""
-    side = state[_SIDE, s]
-    entry = state[_ENTRY, s]
-    extreme = state[_EXTREME, s]
+    side = state[POS.side, s]
+    entry = state[POS.entry, s]
+    extreme = state[POS.extreme, s]
     if side > 0:
         fixed = entry * (1.0 - stop_loss) if not np.isnan(stop_loss) else -np.inf
         target = entry * (1.0 + take_profit)
@@ -105,7 +106,7 @@ def _stop_scan(open_, high, low, state, s, p0, p1, stop_loss, take_profit, trail
             if low[s, p] < extreme and not np.isnan(price):
                 extreme = low[s, p]
     if keep_extreme:
-        state[_EXTREME, s] = extreme
+        state[POS.extreme, s] = extreme
     return p1
 
 
@@ -117,12 +118,12 @@ def _next_stop_watch(entries, exits, open_, high, low, state, bar0, sig0, r, n_b
     n_symbols = state.shape[1] if _N_SYMBOLS == 0 else _N_SYMBOLS
     first = _next_signal(entries, exits, sig0 + r, sig0 + n_bars) - sig0
     for s in range(n_symbols):
-        if state[_UNITS, s] > 0.0:
+        if state[POS.units, s] > 0.0:
             first = _stop_scan(open_, high, low, state, s, bar0 + r, bar0 + first, stop_loss, take_profit,
                                trailing_stop, n_symbols == 1) - bar0
     if n_symbols > 1:
         for s in range(n_symbols):
-            if state[_UNITS, s] > 0.0:
+            if state[POS.units, s] > 0.0:
                 _stop_scan(open_, high, low, state, s, bar0 + r, bar0 + first, stop_loss, take_profit, trailing_stop,
                            True)
     return first

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from raybt._accel.llvm import SIGNAL_LANES, lowest_set_bit, signal_mask
-from raybt._kernel.state import _ENTRY, _N_SYMBOLS, _SIDE, _UNITS, _helper
-from raybt.metrics import _BLOCK_BARS, _N_FLAT, _scan_block
+from raybt._kernel.state import POS, _N_SYMBOLS, _helper
+from raybt.metrics import COUNT, _BLOCK_BARS, _scan_block
+
 
 def _next_signal(entries, exits, q, stop):
     """First signal column in ``q:stop`` with an entry or exit for any symbol (``stop`` if none), SIGNAL_LANES
@@ -37,10 +38,10 @@ def _value_stretch(out, j0, r0, r1, bar0, cash, close, state, slots):
     are unsigned so numba emits no negative-index wraparound, which would block vectorisation."""
     shift = np.uint64(j0) - np.uint64(r0)
     prices = np.uint64(bar0)
-    if _N_SYMBOLS == 1 and state[_UNITS, 0] > 0.0:
-        units = state[_UNITS, 0]
-        offset = 0.0 if state[_SIDE, 0] > 0 else 2.0 * units * state[_ENTRY, 0]
-        slope = units if state[_SIDE, 0] > 0 else -units
+    if _N_SYMBOLS == 1 and state[POS.units, 0] > 0.0:
+        units = state[POS.units, 0]
+        offset = 0.0 if state[POS.side, 0] > 0 else 2.0 * units * state[POS.entry, 0]
+        slope = units if state[POS.side, 0] > 0 else -units
         if slots.size > 0:
             for r in range(np.uint64(r0), np.uint64(r1)):
                 out[r + shift] = cash + (offset + slope * close[0, r + prices])
@@ -55,10 +56,10 @@ def _value_stretch(out, j0, r0, r1, bar0, cash, close, state, slots):
         for r in range(np.uint64(r0), np.uint64(r1)):
             slots[r + shift - np.uint64(1)] = r
     for s in range(state.shape[1] if _N_SYMBOLS == 0 else _N_SYMBOLS):
-        units = state[_UNITS, s]
+        units = state[POS.units, s]
         if units > 0.0:
-            offset = 0.0 if state[_SIDE, s] > 0 else 2.0 * units * state[_ENTRY, s]
-            slope = units if state[_SIDE, s] > 0 else -units
+            offset = 0.0 if state[POS.side, s] > 0 else 2.0 * units * state[POS.entry, s]
+            slope = units if state[POS.side, s] > 0 else -units
             for r in range(np.uint64(r0), np.uint64(r1)):
                 out[r + shift] += offset + slope * close[s, r + prices]
 
@@ -67,9 +68,8 @@ def _value_stretch(out, j0, r0, r1, bar0, cash, close, state, slots):
 def _flush(values, slots, size, block_end, scan):
     """Hand the ``size`` buffered runs (equity ``values[1:size+1]`` from bars ``slots[:size]`` on, the last one up to
     ``block_end``) to the metrics scan; the last equity moves to ``values[0]``."""
-    times, month_last, month_values, year_last, year_values, stats, counts, returns, tail = scan
-    _scan_block(values, slots, size, block_end, times, stats, counts, returns, tail, month_last, month_values,
-                year_last, year_values)
+    _scan_block(values, slots, size, block_end, scan.times, scan.stats, scan.counts, scan.returns, scan.tail,
+                scan.month_last, scan.month_values, scan.year_last, scan.year_values)
     values[0] = values[size]
 
 
@@ -83,8 +83,7 @@ def _buffer_run(value, bar, run_end, n_buffered, values, slots, curve, scan):
     if curve.size > 0:
         for r in range(np.uint64(bar), np.uint64(run_end)):
             curve[r] = value
-    times, month_last, month_values, year_last, year_values, stats, counts, returns, tail = scan
-    counts[_N_FLAT] += run_end - bar - 1
+    scan.counts[COUNT.flat] += run_end - bar - 1
     n_buffered += 1
     if n_buffered == _BLOCK_BARS:
         _flush(values, slots, n_buffered, run_end, scan)

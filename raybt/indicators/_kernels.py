@@ -8,6 +8,7 @@ import numpy as np
 from raybt._jit import jit
 from raybt.indicators._columns import _ARR2D, _JIT, _OUT2D, _OUT_ROWS, _ROWS, _sma_col, _smooth_col, _std_col, _wma_col
 
+
 @jit((_ARR2D, nb.int64, _OUT2D), **_JIT)
 def _sma_2d(x: np.ndarray, n: int, out: np.ndarray) -> None:
     for j in range(x.shape[1]):

@@ -91,7 +91,16 @@ from __future__ import annotations
 
 
 # Private names that raybt.engine and the tests import from here:
-from raybt.metrics._base import _BLOCK_BARS, _CURVE_BLOCK_BARS, _N_FLAT, _N_TAIL, METRIC_NAMES, EquityLike, TimesLike
+from raybt.metrics._base import (
+    _BLOCK_BARS,
+    _CURVE_BLOCK_BARS,
+    COUNT,
+    METRIC_NAMES,
+    STAT,
+    EquityLike,
+    ScanArrays,
+    TimesLike,
+)
 from raybt.metrics.calendar import RangeCalendar, infer_periods_per_year
 from raybt.metrics.compute import CurveScan, compute_metrics, metric_values
 from raybt.metrics.functions import (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -97,9 +97,76 @@ _jit_vector = jit(error_model="numpy", fastmath={"reassoc", "contract"})
 _jit_scan = jit(error_model="numpy", fastmath={"reassoc", "contract"}, **NO_REFCOUNT)
 
 
-# A curve scan's running state, advanced block by block by :func:`_scan_block`: float64 values ...
-_FIRST, _SUM_DEV, _SUM_DEV2, _SUM_DOWN2, _RF_BAR, _LIMIT, _PEAK, _WORST, _FLOOR = range(9)
-_N_FLOATS = 9
-# ... and int64 counts. _N_FLAT: zero returns counted, not computed (bars repeating the previous bar's equity).
-_N_SEEN, _N_TAIL, _N_FLAT, _PEAK_BAR, _PEAK_TIME, _LONGEST, _MONTH, _YEAR = range(8)
-_N_COUNTS = 8
+
+
+class ScanStats(NamedTuple):
+    """Positions in a curve scan's float64 running state ``stats`` (``len(STAT)`` values), advanced block by block
+    by :func:`~raybt.metrics.scan._scan_block`: ``stats[STAT.peak]``. numba folds them in as constants."""
+
+    first: int = 0
+    """The first return (the sums below are of deviations from it)."""
+    sum_dev: int = 1
+    """Sum of the returns' deviations from the first."""
+    sum_dev2: int = 2
+    """Sum of their squares."""
+    sum_down2: int = 3
+    """Sum of the squared shortfalls below the risk-free rate per bar."""
+    rf_bar: int = 4
+    """Risk-free rate per bar."""
+    limit: int = 5
+    """Returns below this are kept in the tail for var/cvar."""
+    peak: int = 6
+    """Running peak of the equity."""
+    worst: int = 7
+    """Max drawdown so far (negative fraction)."""
+    floor: int = 8
+    """Equity level under the peak that would deepen the max drawdown."""
+
+
+class ScanCounts(NamedTuple):
+    """Positions in a curve scan's int64 running counts ``counts`` (``len(COUNT)`` values): ``counts[COUNT.seen]``."""
+
+    seen: int = 0
+    """Bars scanned."""
+    tail: int = 1
+    """Returns kept in the tail."""
+    flat: int = 2
+    """Zero returns counted, not computed (bars repeating the previous bar's equity)."""
+    peak_bar: int = 3
+    """Last bar at the peak (-1: the initial amount)."""
+    peak_time: int = 4
+    """Its time (int64 UTC ns)."""
+    longest: int = 5
+    """Longest drawdown so far (ns)."""
+    month: int = 6
+    """Next month end to record."""
+    year: int = 7
+    """Next year end to record."""
+
+
+STAT = ScanStats()
+COUNT = ScanCounts()
+
+
+class ScanArrays(NamedTuple):
+    """The arrays a curve scan runs on inside the simulation kernel (:meth:`~raybt.metrics.CurveScan.take`); numba
+    passes them as one argument."""
+
+    times: np.ndarray
+    """int64 UTC nanoseconds of each bar of the range (read-only)."""
+    month_last: np.ndarray
+    """int64 positions of the last bar of each calendar month (read-only)."""
+    month_values: np.ndarray
+    """float64 equity at those bars, written by the scan."""
+    year_last: np.ndarray
+    """int64 positions of the last bar of each calendar year (read-only)."""
+    year_values: np.ndarray
+    """float64 equity at those bars, written by the scan."""
+    stats: np.ndarray
+    """float64 running state, positions :data:`STAT` (empty: no scan)."""
+    counts: np.ndarray
+    """int64 running counts, positions :data:`COUNT`."""
+    returns: np.ndarray
+    """float64 work space for a block's returns."""
+    tail: np.ndarray
+    """float64 returns below ``stats[STAT.limit]``, in bar order."""

@@ -10,6 +10,7 @@ import pandas as pd
 from raybt import _records as rec
 from raybt.metrics._base import TimesLike, _CURVE_WORK_SIZE, _LANES, _SCRATCH_KEPT, _thread_local
 
+
 def _scratch_size(n_bars: int) -> int:
     """Values of scratch :func:`_equity_stats` needs for ``n_bars``: a block and twice room for the returns."""
     return _CURVE_WORK_SIZE + 2 * ((n_bars + 2 * _LANES - 1) // _LANES * _LANES)

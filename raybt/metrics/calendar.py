@@ -10,6 +10,7 @@ import numpy as np
 from raybt.metrics._base import TimesLike, _NS_PER_YEAR
 from raybt.metrics._inputs import _as_times_ns, _check_periods, _readonly
 
+
 def infer_periods_per_year(times_ns: TimesLike) -> float:
     """Bars per 365-day year from the median spacing of ``times_ns``: 1h -> 8760.0, 1d -> 365.0, 5min -> 105120.0.
 

@@ -7,13 +7,12 @@ import math
 import numpy as np
 
 from raybt.metrics._base import (
+    ScanArrays,
+    COUNT,
+    STAT,
     METRIC_NAMES,
     _BLOCK_BARS,
     _LANES,
-    _N_COUNTS,
-    _N_FLOATS,
-    _N_SEEN,
-    _RF_BAR,
     _VALUES_SIZE,
     _VAR_QUANTILE,
     _WORK_SIZE,
@@ -32,6 +31,7 @@ from raybt.metrics.calendar import RangeCalendar
 from raybt.metrics.scan import _scan_start, _scan_summary
 from raybt.metrics.tail import _scan_tail
 from raybt.metrics.values import _curve_values, _metrics_row, _rf_per_bar, _trade_stats
+
 
 def compute_metrics(
     equity: np.ndarray,
@@ -103,6 +103,7 @@ def metric_values(
 # as the quantile needs lie below it, so a backtest with a thinner tail (less time in the market) than the previous
 # one still finds its quantile there; _LIMITS_KEPT ranges are remembered.
 _LIMIT_FACTOR = 0.7
+_VAR_95 = METRIC_NAMES.index("var_95")  # its position in a row
 _LIMITS_KEPT = 64
 
 
@@ -112,13 +113,13 @@ def _scan_row(stats, counts, tail, values, times, month_values, year_values, tra
     """``(found, values of METRIC_NAMES)`` of a finished kernel scan; found is False (and the row meaningless)
     when the tail quantile's order statistics were not below the scan's limit."""
     summary = _scan_summary(stats, counts, times)
-    n = counts[_N_SEEN]
+    n = counts[COUNT.seen]
     found, var, cvar = True, np.nan, np.nan
     if not math.isnan(summary[0]):
         found, var, cvar = _scan_tail(stats, counts, tail, _VAR_QUANTILE)
     final = values[0] if n > 0 else np.nan
     equity_part = _curve_values(summary, var, cvar, final, initial, n, bars_in_market, month_values, year_values,
-                                periods_per_year, stats[_RF_BAR])
+                                periods_per_year, stats[STAT.rf_bar])
     return found, equity_part + _trade_stats(trades, times, n / periods_per_year) + (buy_and_hold_return,)
 
 
@@ -142,8 +143,8 @@ class CurveScan:
         self._work = _cache_aligned(_WORK_SIZE)
         self.slots = np.zeros(_BLOCK_BARS, dtype=np.int64)
         """First bar of each run buffered in :attr:`values`."""
-        self._stats = np.zeros(_N_FLOATS)
-        self._counts = np.zeros(_N_COUNTS, dtype=np.int64)
+        self._stats = np.zeros(len(STAT))
+        self._counts = np.zeros(len(COUNT), dtype=np.int64)
         self._tail = np.empty(0)
         self._months = np.empty(0)
         self._years = np.empty(0)
@@ -151,7 +152,7 @@ class CurveScan:
         self._calendar: RangeCalendar | None = None
         self._initial = math.nan
         self._size = 1.0
-        self._kernel_arrays: tuple = ()
+        self._kernel_arrays: ScanArrays | None = None
 
     @property
     def values(self) -> np.ndarray:
@@ -181,19 +182,18 @@ class CurveScan:
         limit = math.inf if exact else self._unit_limits.get(calendar, math.inf) * self._size
         _scan_start(self._initial, times[0] if times.size else 0, rf_bar, limit, self.values, self._stats,
                     self._counts)
-        self._kernel_arrays = (times, calendar.month_last_bar, self._months, calendar.year_last_bar, self._years,
-                               self._stats, self._counts, self._work[_VALUES_SIZE:], self._tail)
+        self._kernel_arrays = ScanArrays(times, calendar.month_last_bar, self._months, calendar.year_last_bar,
+                                         self._years, self._stats, self._counts, self._work[_VALUES_SIZE:], self._tail)
 
-    def take(self, n_bars: int) -> tuple:
-        """What the simulation kernel takes for a run of ``n_bars`` bars: ``(times, month ends, equity at them, year
-        ends, equity at them, stats, counts, returns work space, tail)``. Once per :meth:`begin` (the tail has room
+    def take(self, n_bars: int) -> ScanArrays:
+        """What the simulation kernel takes for a run of ``n_bars`` bars. Once per :meth:`begin` (the tail has room
         for one run's returns only)."""
         arrays = self._kernel_arrays
-        if not arrays:
+        if arrays is None:
             raise ValueError("the scan must be begun (CurveScan.begin) before each simulation")
-        if arrays[0].size != n_bars:
-            raise ValueError(f"the scan was begun for {arrays[0].size} bars, the simulation has {n_bars}")
-        self._kernel_arrays = ()
+        if arrays.times.size != n_bars:
+            raise ValueError(f"the scan was begun for {arrays.times.size} bars, the simulation has {n_bars}")
+        self._kernel_arrays = None
         return arrays
 
     def row(self, trades: np.ndarray, bars_in_market: int, unfunded_entries: int = 0) -> tuple[float, ...] | None:
@@ -205,7 +205,7 @@ class CurveScan:
                                calendar.buy_and_hold_return)
         if not found:
             return None
-        var = row[9]
+        var = row[_VAR_95]
         if len(self._unit_limits) >= _LIMITS_KEPT and calendar not in self._unit_limits:
             self._unit_limits.clear()
         self._unit_limits[calendar] = var * _LIMIT_FACTOR / self._size if var < 0.0 else math.inf

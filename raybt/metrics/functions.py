@@ -7,16 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from raybt.metrics._base import (
-    EquityLike,
-    TimesLike,
-    _CURVE_WORK_SIZE,
-    _LANES,
-    _NS_PER_DAY,
-    _N_COUNTS,
-    _N_FLOATS,
-    _VAR_QUANTILE,
-)
+from raybt.metrics._base import COUNT, STAT, EquityLike, TimesLike, _CURVE_WORK_SIZE, _LANES, _NS_PER_DAY, _VAR_QUANTILE
 from raybt.metrics._inputs import (
     _as_float_array,
     _as_times_ns,
@@ -29,6 +20,7 @@ from raybt.metrics.calendar import _period_last_bars
 from raybt.metrics.scan import _fill_returns, _scan_curve
 from raybt.metrics.tail import _tail_risk
 from raybt.metrics.values import _annualised_ratio, _cagr, _calmar, _fill_period_returns, _growth, _rf_per_bar
+
 
 def bar_returns(equity: EquityLike, initial_amount: float | None = None) -> np.ndarray:
     """Per-bar returns: ``equity[i] / equity[i-1] - 1``, the first against ``initial_amount``.
@@ -181,8 +173,8 @@ def _scan(
     returns = np.empty(curve.size)
     _fill_returns(curve, initial, returns)
     no_periods = np.empty(0, dtype=np.int64)
-    summary = _scan_curve(curve, initial, stamps, t0, rf_bar, -np.inf, np.empty(_CURVE_WORK_SIZE), np.empty(_N_FLOATS),
-                          np.empty(_N_COUNTS, dtype=np.int64), np.empty(_LANES), no_periods, np.empty(0), no_periods,
+    summary = _scan_curve(curve, initial, stamps, t0, rf_bar, -np.inf, np.empty(_CURVE_WORK_SIZE), np.empty(len(STAT)),
+                          np.empty(len(COUNT), dtype=np.int64), np.empty(_LANES), no_periods, np.empty(0), no_periods,
                           np.empty(0))
     return returns, summary
 

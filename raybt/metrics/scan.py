@@ -8,32 +8,18 @@ import numpy as np
 
 from raybt._accel.llvm import compress_below, float_from_bits
 from raybt.metrics._base import (
+    COUNT,
+    STAT,
     _CURVE_BLOCK_BARS,
     _CURVE_VALUES_SIZE,
-    _FIRST,
-    _FLOOR,
     _INT64_MAX,
     _INT64_MIN,
     _LANES_U,
-    _LIMIT,
-    _LONGEST,
-    _MONTH,
-    _N_FLAT,
-    _N_SEEN,
-    _N_TAIL,
     _ONE,
-    _PEAK,
-    _PEAK_BAR,
-    _PEAK_TIME,
-    _RF_BAR,
-    _SUM_DEV,
-    _SUM_DEV2,
-    _SUM_DOWN2,
-    _WORST,
-    _YEAR,
     _jit,
     _jit_scan,
 )
+
 
 @_jit_scan
 def _scan_start(initial, t0, rf_bar, limit, values, stats, counts):
@@ -41,13 +27,13 @@ def _scan_start(initial, t0, rf_bar, limit, values, stats, counts):
     and ``values[0]``, the equity before the first bar."""
     stats[:] = 0.0
     counts[:] = 0
-    stats[_FIRST] = np.nan
-    stats[_RF_BAR] = rf_bar
-    stats[_LIMIT] = limit
-    stats[_PEAK] = initial
-    stats[_FLOOR] = initial
-    counts[_PEAK_BAR] = -1
-    counts[_PEAK_TIME] = t0
+    stats[STAT.first] = np.nan
+    stats[STAT.rf_bar] = rf_bar
+    stats[STAT.limit] = limit
+    stats[STAT.peak] = initial
+    stats[STAT.floor] = initial
+    counts[COUNT.peak_bar] = -1
+    counts[COUNT.peak_time] = t0
     values[0] = initial
 
 
@@ -68,15 +54,15 @@ def _walk_drawdown(values, slots, size, block_end, times, stats, counts):
     """Advance the drawdown state run by run over a block (see :func:`_scan_block`), as a bar-by-bar walk would.
 
     A drawdown lasts from the last bar at a peak until the first bar back at or above it; a run at or above the
-    peak ends at the peak, so its last bar becomes the peak bar. ``_FLOOR`` is the equity level that would deepen
+    peak ends at the peak, so its last bar becomes the peak bar. ``STAT.floor`` is the equity level that would deepen
     the max drawdown under the current peak (no division above it).
     """
-    peak = stats[_PEAK]
-    worst = stats[_WORST]
-    floor = stats[_FLOOR]
-    peak_bar = counts[_PEAK_BAR]
-    peak_time = counts[_PEAK_TIME]
-    longest = counts[_LONGEST]
+    peak = stats[STAT.peak]
+    worst = stats[STAT.worst]
+    floor = stats[STAT.floor]
+    peak_bar = counts[COUNT.peak_bar]
+    peak_time = counts[COUNT.peak_time]
+    longest = counts[COUNT.longest]
     for j in range(size):
         value = values[1 + j]
         if value >= peak:
@@ -90,12 +76,12 @@ def _walk_drawdown(values, slots, size, block_end, times, stats, counts):
         elif value < floor:
             worst = min(worst, value / peak - 1.0)
             floor = value
-    stats[_PEAK] = peak
-    stats[_WORST] = worst
-    stats[_FLOOR] = floor
-    counts[_PEAK_BAR] = peak_bar
-    counts[_PEAK_TIME] = peak_time
-    counts[_LONGEST] = longest
+    stats[STAT.peak] = peak
+    stats[STAT.worst] = worst
+    stats[STAT.floor] = floor
+    counts[COUNT.peak_bar] = peak_bar
+    counts[COUNT.peak_time] = peak_time
+    counts[COUNT.longest] = longest
 
 
 @_jit_scan
@@ -151,73 +137,72 @@ def _scan_block(values, slots, size, block_end, times, stats, counts, returns, t
     for the last); ``values[0]`` is the equity of the bar before the block (the initial amount before the first
     bar). Without ``slots`` (empty) the runs are the single bars before ``block_end``: a stored curve is scanned
     so, its slices serving as ``values``. The simulation kernel hands a stretch with nothing open over as one run,
-    whose bars after the first repeat its equity: their zero returns are counted in ``_N_FLAT`` by the caller and
+    whose bars after the first repeat its equity: their zero returns are counted in ``COUNT.flat`` by the caller and
     added by :func:`_scan_summary`.
 
     The returns are ``r = equity / previous - 1``. A vectorised loop (:func:`_block_returns`) computes them into
     ``returns`` (work space of ``size + _LANES`` values), adds their deviations from the first return (shifted
     data: accurate, and identical returns give a standard deviation of exactly 0), their squares and their squared
     shortfalls below ``rf_bar`` to the sums, and finds the largest and smallest equity bit patterns (the divisions
-    alone and the rest of the loop alone take about as long, ~1.6 cycles a bar each here, and overlap: removing
-    either saves little). The returns below ``_LIMIT`` are appended to ``tail`` (room for ``_N_TAIL + size +
-    _LANES`` values) by vector compress stores. Read as int64, the patterns of floats without sign bit order as
+    and the rest of the loop overlap). The returns below ``stats[STAT.limit]`` are appended to ``tail`` (room for
+    ``counts[COUNT.tail] + size + _LANES`` values) by vector compress stores. Read as int64, the patterns of floats without sign bit order as
     the values (NaN above inf) and those with one are negative; so when the smallest pattern is not negative the
     two are the block's largest and smallest equity (integer min/max reductions vectorise, float ones do not).
     Only blocks with a value at or above the peak (or a negative or NaN equity) are walked run by run; one that
     only deepens the drawdown needs just its minimum (what the walk would find, value / peak being monotonic for
     the positive peak). The equity at month and year ends is recorded to ``month_values`` and ``year_values``.
     """
-    if counts[_N_SEEN] == 0:
-        stats[_FIRST] = values[1] / values[0] - 1.0
+    if counts[COUNT.seen] == 0:
+        stats[STAT.first] = values[1] / values[0] - 1.0
     n = np.uint64(size)
-    sum_dev, sum_dev2, sum_down2, high, low = _block_returns(values, _ONE, n + _ONE, returns, stats[_FIRST],
-                                                             stats[_RF_BAR])
-    stats[_SUM_DEV] += sum_dev
-    stats[_SUM_DEV2] += sum_dev2
-    stats[_SUM_DOWN2] += sum_down2
-    counts[_N_TAIL] = np.int64(_append_below(returns, n, stats[_LIMIT], tail, np.uint64(counts[_N_TAIL])))
+    sum_dev, sum_dev2, sum_down2, high, low = _block_returns(values, _ONE, n + _ONE, returns, stats[STAT.first],
+                                                             stats[STAT.rf_bar])
+    stats[STAT.sum_dev] += sum_dev
+    stats[STAT.sum_dev2] += sum_dev2
+    stats[STAT.sum_down2] += sum_down2
+    counts[COUNT.tail] = np.int64(_append_below(returns, n, stats[STAT.limit], tail, np.uint64(counts[COUNT.tail])))
     highest = float_from_bits(high)
     lowest = float_from_bits(low)
-    peak = stats[_PEAK]
+    peak = stats[STAT.peak]
     if low < 0 or not highest < peak:
         if low >= 0 and lowest == peak and highest == peak:  # flat at the peak: only the peak bar moves
             first_bar = _run_start(slots, size, block_end, 0)
-            if counts[_PEAK_BAR] != first_bar - 1:
-                counts[_LONGEST] = max(counts[_LONGEST], times[first_bar] - counts[_PEAK_TIME])
-            counts[_PEAK_BAR] = block_end - 1
-            counts[_PEAK_TIME] = times[block_end - 1]
+            if counts[COUNT.peak_bar] != first_bar - 1:
+                counts[COUNT.longest] = max(counts[COUNT.longest], times[first_bar] - counts[COUNT.peak_time])
+            counts[COUNT.peak_bar] = block_end - 1
+            counts[COUNT.peak_time] = times[block_end - 1]
         else:
             _walk_drawdown(values, slots, size, block_end, times, stats, counts)
-    elif lowest < stats[_FLOOR]:
-        stats[_WORST] = min(stats[_WORST], lowest / peak - 1.0)
-        stats[_FLOOR] = lowest
-    counts[_MONTH] = _record_periods(month_last, month_values, counts[_MONTH], values, slots, size, block_end)
-    counts[_YEAR] = _record_periods(year_last, year_values, counts[_YEAR], values, slots, size, block_end)
-    counts[_N_SEEN] = block_end
+    elif lowest < stats[STAT.floor]:
+        stats[STAT.worst] = min(stats[STAT.worst], lowest / peak - 1.0)
+        stats[STAT.floor] = lowest
+    counts[COUNT.month] = _record_periods(month_last, month_values, counts[COUNT.month], values, slots, size, block_end)
+    counts[COUNT.year] = _record_periods(year_last, year_values, counts[COUNT.year], values, slots, size, block_end)
+    counts[COUNT.seen] = block_end
 
 
 @_jit
 def _scan_summary(stats, counts, times):
     """``(mean(r), std(r, ddof=1), sqrt(mean(min(r - rf_bar, 0) ** 2)), max drawdown, longest drawdown in ns)`` of
-    a finished scan, its ``_N_FLAT`` zero returns included; the deviations are NaN below 2 returns, everything is
+    a finished scan, its ``COUNT.flat`` zero returns included; the deviations are NaN below 2 returns, everything is
     NaN without bars."""
-    n = counts[_N_SEEN]
+    n = counts[COUNT.seen]
     if n == 0:
         return np.nan, np.nan, np.nan, np.nan, np.nan
-    longest = counts[_LONGEST]
-    if counts[_PEAK_BAR] != n - 1:
-        longest = max(longest, times[n - 1] - counts[_PEAK_TIME])
-    first = stats[_FIRST]
-    n_flat = counts[_N_FLAT]
-    down = min(-stats[_RF_BAR], 0.0)
-    sum_dev = stats[_SUM_DEV] - n_flat * first
-    sum_dev2 = stats[_SUM_DEV2] + n_flat * (first * first)
-    sum_down2 = stats[_SUM_DOWN2] + n_flat * (down * down)
+    longest = counts[COUNT.longest]
+    if counts[COUNT.peak_bar] != n - 1:
+        longest = max(longest, times[n - 1] - counts[COUNT.peak_time])
+    first = stats[STAT.first]
+    n_flat = counts[COUNT.flat]
+    down = min(-stats[STAT.rf_bar], 0.0)
+    sum_dev = stats[STAT.sum_dev] - n_flat * first
+    sum_dev2 = stats[STAT.sum_dev2] + n_flat * (first * first)
+    sum_down2 = stats[STAT.sum_down2] + n_flat * (down * down)
     mean = first + sum_dev / n
     if n < 2:
-        return mean, np.nan, np.nan, stats[_WORST], float(longest)
+        return mean, np.nan, np.nan, stats[STAT.worst], float(longest)
     var = max((sum_dev2 - sum_dev * sum_dev / n) / (n - 1), 0.0)
-    return mean, math.sqrt(var), math.sqrt(sum_down2 / n), stats[_WORST], float(longest)
+    return mean, math.sqrt(var), math.sqrt(sum_down2 / n), stats[STAT.worst], float(longest)
 
 
 @_jit_scan

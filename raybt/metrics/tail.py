@@ -8,12 +8,10 @@ import numpy as np
 
 from raybt._accel.llvm import compress_split
 from raybt.metrics._base import (
+    COUNT,
+    STAT,
     _LANES,
     _LANES_U,
-    _LIMIT,
-    _N_FLAT,
-    _N_SEEN,
-    _N_TAIL,
     _ONE,
     _SAMPLED_SELECT_MIN,
     _SAMPLE_SIGMAS,
@@ -23,6 +21,7 @@ from raybt.metrics._base import (
     _jit_vector,
 )
 from raybt.metrics.scan import _append_below
+
 
 @_jit
 def _minimum(values, size):
@@ -246,12 +245,12 @@ def _scan_tail(stats, counts, tail, q):
     tail (and its uncounted zeros if below the limit); found only if the quantile's order statistics are there,
     which an exact scan (infinite limit) always finds: the only returns it does not store are +inf (after an equity
     of 0), the largest, counted here as :func:`_tail_below` counts the values equal to its limit."""
-    n = counts[_N_SEEN]
+    n = counts[COUNT.seen]
     k, k_next, gamma = _order_statistics(n, q)
-    n_zeros = counts[_N_FLAT] if 0.0 < stats[_LIMIT] else 0
-    collected = tail[: counts[_N_TAIL]]
+    n_zeros = counts[COUNT.flat] if 0.0 < stats[STAT.limit] else 0
+    collected = tail[: counts[COUNT.tail]]
     found, quantile, tail_mean = _tail_with_ties(collected, 0.0, n_zeros, k, k_next, gamma)
-    if found or stats[_LIMIT] != np.inf:
+    if found or stats[STAT.limit] != np.inf:
         return found, quantile, tail_mean
     known = collected.size + n_zeros
     at_k = _tail_with_ties(collected, 0.0, n_zeros, k, k, 0.0)[1] if k < known else np.inf

@@ -8,17 +8,18 @@ import numpy as np
 
 from raybt import _records as rec
 from raybt.metrics._base import (
+    COUNT,
+    STAT,
     _CURVE_WORK_SIZE,
     _LANES,
     _NS_PER_DAY,
-    _N_COUNTS,
-    _N_FLOATS,
     _SAMPLED_SELECT_MIN,
     _VAR_QUANTILE,
     _jit,
 )
 from raybt.metrics.scan import _fill_returns, _scan_curve
 from raybt.metrics.tail import _curve_sample_limit, _lower_tail, _scan_tail
+
 
 @_jit
 def _fill_period_returns(equity, initial, last_bars, out):
@@ -211,8 +212,8 @@ def _equity_stats(
     room = (n + 2 * _LANES - 1) // _LANES * _LANES
     tail = scratch[_CURVE_WORK_SIZE : _CURVE_WORK_SIZE + room]
     limit = _curve_sample_limit(equity, initial, _VAR_QUANTILE) if n >= _SAMPLED_SELECT_MIN else np.inf
-    stats = np.empty(_N_FLOATS)
-    counts = np.empty(_N_COUNTS, dtype=np.int64)
+    stats = np.empty(len(STAT))
+    counts = np.empty(len(COUNT), dtype=np.int64)
     month_values = np.empty(month_last.size)
     year_values = np.empty(year_last.size)
     summary = _scan_curve(equity, initial, times, times[0] if n > 0 else 0, rf_bar, limit, scratch[:_CURVE_WORK_SIZE],
