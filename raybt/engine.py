@@ -105,10 +105,10 @@ class Simulation:
 class Workspace:
     """Buffers :func:`simulate` reuses from one backtest to the next (a sweep runs thousands in a row).
 
-    Fresh output arrays cost a page fault per 4 KB on first touch (~9 µs for a 43,800-bar curve here); with a
-    workspace the curve and the trade records go into buffers kept between calls. A :class:`Simulation` made with a
-    workspace is a view of its buffers, valid until the next call with the same workspace: copy what you keep. The
-    trade buffer has room for one trade per symbol and bar (the most there can be); only the rows written are ever
+    Fresh output arrays cost a page fault per 4 KB on first touch; with a workspace the curve and the trade records go
+    into buffers kept between calls. A :class:`Simulation` made with a workspace is a view of its buffers, valid until
+    the next call with the same workspace: copy what you keep. The trade buffer has room for one trade per symbol and
+    bar (the most there can be); only the rows written are ever
     touched. ``scan`` is the :class:`~raybt.metrics.CurveScan` a sweep's backtests share. One workspace per thread.
     """
 

@@ -1,13 +1,12 @@
 """Memory for cached indicator outputs, carved from large mappings backed by transparent huge pages.
 
-An indicator output is written once into fresh memory, and each 4 KB page of it costs a page fault on first touch:
-~1.6-1.9 µs each on these VMs, ~150 µs for the 350 KB of a 43,800-bar column (four times the computation of its
-SMA). A sweep's worker computes each average it caches once, so those faults are a sizeable part of a short
-sweep. Outputs carved from 4 MiB slabs advised ``MADV_HUGEPAGE`` fault in 2 MiB at a time: an SMA computed into
-fresh memory costs 116-131 µs instead of ~166 µs here (``benchmarks/bench_core.py``, "sma miss, fresh memory"),
-and later reads of it take fewer TLB misses. Each output is a numpy array over part of a slab (``np.frombuffer``:
-the slab is at the end of its chain of bases); a slab is unmapped once no array over it is left and no new output
-goes into it (:meth:`SlabAllocator.release` retires the one being filled).
+An indicator output is written once into fresh memory, and each 4 KB page of it costs a page fault on first touch: for a
+43,800-bar column the faults cost more than computing its SMA. A sweep's worker computes each average it caches once, so
+those faults are a sizeable part of a short sweep. Outputs carved from 4 MiB slabs advised ``MADV_HUGEPAGE`` fault in 2
+MiB at a time, which makes an SMA computed into fresh memory faster (``benchmarks/bench_core.py``, "sma miss, fresh
+memory"; figures in the README, "Hot path"), and later reads of it take fewer TLB misses. Each output is a numpy array
+over part of a slab (``np.frombuffer``: the slab is at the end of its chain of bases); a slab is unmapped once no array
+over it is left and no new output goes into it (:meth:`SlabAllocator.release` retires the one being filled).
 
 Slabs are used only where the kernel backs advised memory with huge pages (Linux,
 ``/sys/kernel/mm/transparent_hugepage/enabled`` set to ``always`` or ``madvise``) and only for outputs of

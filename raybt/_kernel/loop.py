@@ -125,7 +125,8 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
             if n_open > 0:
                 for s in range(n_symbols):
                     if state[POS.units, s] > 0.0:
-                        value += _position_value(state[POS.units, s], state[POS.side, s], state[POS.entry, s], close[s, p])
+                        value += _position_value(state[POS.units, s], state[POS.side, s], state[POS.entry, s],
+                                                 close[s, p])
             if scanning:
                 n_buffered = _buffer_run(value, r, following, n_buffered, values, slots, curve, scan)
             else:
@@ -145,7 +146,8 @@ def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initi
     for s in range(n_symbols):
         units = state[POS.units, s]
         if units > 0.0:
-            pnl = _position_value(units, state[POS.side, s], state[POS.entry, s], close[s, last]) - state[POS.committed, s]
+            marked = _position_value(units, state[POS.side, s], state[POS.entry, s], close[s, last])
+            pnl = marked - state[POS.committed, s]
             _record(trades, n_trades, s, state[POS.side, s], state[POS.entry_bar, s], n_bars - 1, state[POS.entry, s],
                     close[s, last], units, state[POS.entry_fees, s], pnl, pnl / state[POS.committed, s],
                     rec.EXIT_OPEN_AT_END)

@@ -10,8 +10,8 @@ from raybt._jit import jit
 # Nothing in the kernel allocates (the caller passes every array in), so it is compiled without numba's reference
 # counting where that is available (raybt._accel.NO_REFCOUNT): with it, each call increfs and decrefs every array
 # argument (atomic operations behind calls), inlined helpers' array aliases too. The caller holds the arrays
-# meanwhile. Helpers are inlined into the bar loop at numba's level (faster per backtest, measured in pairs: see
-# benchmarks/bench_kernel.py).
+# meanwhile. Helpers are inlined into the bar loop at numba's level (faster per backtest: see the README's
+# "Hot path" figures).
 _helper = jit(inline="always", **NO_REFCOUNT)
 
 _DUST = 1e-9  # orders investing less than this fraction of equity are skipped (rounding residue)

@@ -11,9 +11,9 @@ from raybt.metrics import COUNT, _BLOCK_BARS, _scan_block
 
 
 def _next_signal(entries, exits, q, stop):
-    """First signal column in ``q:stop`` with an entry or exit for any symbol (``stop`` if none), SIGNAL_LANES
-    columns at a time (:func:`~raybt._accel.llvm.signal_mask`, the first hit by
-    :func:`~raybt._accel.llvm.lowest_set_bit`); the last columns, fewer than that, one by one. ``entries``/``exits``: C-contiguous (``simulate`` makes them so)."""
+    """First signal column in ``q:stop`` with an entry or exit for any symbol (``stop`` if none), SIGNAL_LANES columns
+    at a time (:func:`~raybt._accel.llvm.signal_mask`, the first hit by :func:`~raybt._accel.llvm.lowest_set_bit`); the
+    last columns, fewer than that, one by one. ``entries``/``exits``: C-contiguous (``simulate`` makes them so)."""
     n_symbols = entries.shape[0] if _N_SYMBOLS == 0 else _N_SYMBOLS
     while q + SIGNAL_LANES <= stop:
         column = np.uint64(q)

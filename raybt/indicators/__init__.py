@@ -82,8 +82,8 @@ evicts least-recently-used entries once the total exceeds the limit, 256 MiB
 per process by default.  Outputs of 64 KiB to 1 MiB (e.g. a 43,800-bar column,
 350 KB) are carved from 4 MiB slabs of memory the kernel backs with
 transparent huge pages, where it does (Linux with THP "always" or "madvise";
-see :mod:`raybt._accel.slabs`): first touches fault 2 MiB at a time (an SMA into
-fresh memory: 116-131 instead of ~166 µs here).  A slab counts whole (4 MiB)
+see :mod:`raybt._accel.slabs`): first touches fault 2 MiB at a time (figures:
+``benchmarks/bench_core.py``, "sma miss, fresh memory").  A slab counts whole (4 MiB)
 against the limit while it holds any stored output, so the bound holds for
 the memory kept mapped; only limits of at least 64 MiB carve.  The limit is
 read at import from the environment variable ``RAYBT_INDICATOR_CACHE_MB`` and

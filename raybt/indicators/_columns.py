@@ -83,8 +83,8 @@ def _window_sums(src: np.ndarray, out: np.ndarray, n: int, first: int, stop: int
     """``out[t]`` = the sum of ``src[t-n+1 : t+1]`` for ``first <= t < stop``
     (windows free of NaN), in chunks of ``every`` bars: exact from the window
     at each chunk's first bar, a running update ``+ (src[t] - src[t-n])``
-    after.  A running sum is a chain of dependent additions (~4 cycles
-    each); four chunks at a time are four independent chains.  Unsigned
+    after.  A running sum is a chain of dependent additions (each
+    waits for the previous); four chunks at a time are four independent chains.  Unsigned
     indices: numba wraps negative signed ones, a compare and select per
     access.
     """

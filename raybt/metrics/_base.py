@@ -67,7 +67,7 @@ _SAMPLE_SIZE = 1024
 _SAMPLE_SIGMAS = 4.0
 _SAMPLED_SELECT_MIN = 8 * _SAMPLE_SIZE
 # Curve scan in blocks (the largest and smallest equity of a block tell whether the drawdown needs to look at its runs
-# one by one): the kernel hands over blocks of up to _BLOCK_BARS runs (block sizes up to 1,024 measured no different).
+# one by one): the kernel hands over blocks of up to _BLOCK_BARS runs (larger blocks measured no faster).
 _BLOCK_BARS = 128
 # Selection: parts of at most _SMALL_SELECT values are sorted by insertion.
 _SMALL_SELECT = np.uint64(16)
@@ -93,7 +93,7 @@ _jit = jit(error_model="numpy")
 _jit_vector = jit(error_model="numpy", fastmath={"reassoc", "contract"})
 # The scan of an equity curve, block by block, also runs inside the simulation kernel: it allocates nothing and is
 # compiled without numba's reference counting (see raybt.engine), which would otherwise cost an atomic increment and
-# decrement per array argument and call (~0.5 µs per block).
+# decrement per array argument and call.
 _jit_scan = jit(error_model="numpy", fastmath={"reassoc", "contract"}, **NO_REFCOUNT)
 
 

@@ -18,8 +18,8 @@ def _scratch_size(n_bars: int) -> int:
 
 def _scratch(size: int) -> np.ndarray:
     """Float64 work space of at least ``size`` values starting on a cache line (64 bytes), kept per thread up to
-    _SCRATCH_KEPT values: writing a fresh array of that size would cost page faults on every call (about 9 µs for
-    44k bars); larger ones are not kept (their page faults are small next to the rest of the work)."""
+    _SCRATCH_KEPT values: writing a fresh array of that size would cost page faults on every call; larger ones are not
+    kept (their page faults are small next to the rest of the work)."""
     buffer = getattr(_thread_local, "scratch", None)
     if buffer is None or buffer.size < size:
         buffer = _cache_aligned(size)
@@ -45,7 +45,7 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 
 def _as_float_array(values: Any) -> np.ndarray:
     """C-contiguous float64 1-D equity, the input itself when it already is one (writable or not: numba compiles
-    a version for each; a read-only view would cost about 1 µs per call)."""
+    a version for each; making a read-only view would cost more than the metrics of a short curve)."""
     array = np.ascontiguousarray(values, dtype=np.float64)
     if array.ndim != 1:
         raise ValueError(f"equity must be one-dimensional, got shape {array.shape}")

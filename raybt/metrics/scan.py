@@ -141,19 +141,17 @@ def _scan_block(values, slots, size, block_end, times, stats, counts, returns, t
     added by :func:`_scan_summary`.
 
     The returns are ``r = equity / previous - 1``. A vectorised loop (:func:`_block_returns`) computes them into
-    ``returns`` (work space of ``size + _LANES`` values), adds their deviations from the first return (shifted
-    data: accurate, and identical returns give a standard deviation of exactly 0), their squares and their squared
-    shortfalls below ``rf_bar`` to the sums, and finds the largest and smallest equity bit patterns (the divisions
-    and the rest of the loop overlap). The returns below ``stats[STAT.limit]`` are appended to ``tail`` (room for
-    ``counts[COUNT.tail] + size + _LANES`` values) by vector compress stores. Read as int64, the patterns of floats without sign bit order as
-    the values (NaN above inf) and those with one are negative; so when the smallest pattern is not negative the
-    two are the block's largest and smallest equity (integer min/max reductions vectorise, float ones do not).
-    Only blocks with a value at or above the peak (or a negative or NaN equity) are walked run by run; one that
-    only deepens the drawdown needs just its minimum (what the walk would find, value / peak being monotonic for
-    the positive peak). The equity at month and year ends is recorded to ``month_values`` and ``year_values``.
-    """
-    if counts[COUNT.seen] == 0:
-        stats[STAT.first] = values[1] / values[0] - 1.0
+    ``returns`` (work space of ``size + _LANES`` values), adds their deviations from the first return (shifted data:
+    accurate, and identical returns give a standard deviation of exactly 0), their squares and their squared shortfalls
+    below ``rf_bar`` to the sums, and finds the largest and smallest equity bit patterns (the divisions and the rest of
+    the loop overlap). The returns below ``stats[STAT.limit]`` are appended to ``tail`` (room for ``counts[COUNT.tail] +
+    size + _LANES`` values) by vector compress stores. Read as int64, the patterns of floats without sign bit order as
+    the values (NaN above inf) and those with one are negative; so when the smallest pattern is not negative the two are
+    the block's largest and smallest equity (integer min/max reductions vectorise, float ones do not). Only blocks with
+    a value at or above the peak (or a negative or NaN equity) are walked run by run; one that only deepens the drawdown
+    needs just its minimum (what the walk would find, value / peak being monotonic for the positive peak). The equity at
+    month and year ends is recorded to ``month_values`` and ``year_values``. """ if counts[COUNT.seen] == 0:
+    stats[STAT.first] = values[1] / values[0] - 1.0
     n = np.uint64(size)
     sum_dev, sum_dev2, sum_down2, high, low = _block_returns(values, _ONE, n + _ONE, returns, stats[STAT.first],
                                                              stats[STAT.rf_bar])
