@@ -14,21 +14,38 @@ from raybt._kernel.stretches import _buffer_run, _buffer_stretch, _flush, _next_
 def _bar_loop(open_, high, low, close, entries, exits, bar0, n_bars, sig0, initial_cash, size, direction, fees,
               fixed_fee, slippage, next_open, stop_loss, take_profit, trailing_stop, curve, trades, state, pending,
               values, slots, scan):
-    """The bar loop (compiled by :func:`_compile`, with the helpers above). Simulated bar ``r`` reads prices at ``p
-    = bar0 + r`` and signals at ``q = sig0 + r``. On bar ``r``: (1) the exits queued by the previous bar's signals
-    fill at the open, (2) stops are checked intrabar, (3) the entries queued by the previous bar's signals fill at
-    the open (their stops checked on this bar too), (4) this bar's signal exits fill at the close, then its entries,
-    or they are queued; then (5) equity is valued at the close of ``r`` and of every following bar on which nothing
-    can happen (no signal, no queued order, no stop triggering), and the loop jumps to the next bar that needs
-    attention (found by the signal scan or the stop watch, the stretch valued in one vectorised pass). With a
-    metrics scan (``scan``: a :class:`~raybt.metrics.ScanArrays` from a :class:`~raybt.metrics.CurveScan`; one with
-    empty stats for none) the equity goes to a buffer of runs (``values``: equity, ``slots``: first bar of each run;
-    a stretch with nothing open is one run, its equity being the cash), handed to the scan block by block, and to
-    ``curve`` unless it is empty; without, the equity is stored to ``curve`` directly. ``trades`` must have room for
-    every trade: a position opens at most once per symbol and bar. ``state`` (float64 ``(len(POS), n_symbols)``,
-    rows :class:`~raybt._kernel.state.PositionRows`) and ``pending`` (bool ``(2, n_symbols)``: entry, exit queued
-    for the next open) come in zeroed, so that nothing is allocated here. Returns ``(n_trades, bars_in_market,
-    n_unfunded)``, the last the entries skipped for want of cash."""
+    """Simulate one backtest: the bar loop (compiled by :func:`raybt.engine._compile`, with the helpers it calls).
+
+    On simulated bar ``r``: (1) the exits queued by the previous bar's signals fill at the open, (2) stops are checked
+    intrabar, (3) the entries queued by the previous bar's signals fill at the open (their stops checked on this bar
+    too), (4) this bar's signal exits fill at the close, then its entries, or they are queued; then (5) equity is
+    valued at the close of ``r`` and of every following bar on which nothing can happen (no signal, no queued order,
+    no stop triggering), and the loop jumps to the next bar that needs attention (found by the signal scan or the
+    stop watch, the stretch valued in one vectorised pass). With a metrics scan the equity goes to a buffer of runs (a
+    stretch with nothing open is one run, its equity being the cash), handed to the scan block by block, and to
+    ``curve`` unless it is empty; without, the equity is stored to ``curve`` directly. Nothing is allocated here.
+
+    Args:
+        open_, high, low, close: float64 ``(n_symbols, n_price_bars)`` prices (NaN open: no bar for that symbol).
+        entries, exits: C-contiguous bool ``(n_symbols, n_signal_bars)`` signals.
+        bar0, n_bars, sig0: simulated bar ``r`` reads prices at ``bar0 + r`` and signals at ``sig0 + r``.
+        initial_cash, size, direction: cash to start with; fraction of equity per entry; direction code
+            (``raybt._kernel.state._LONG_ONLY`` ...).
+        fees, fixed_fee, slippage, next_open: costs (a fraction of traded value, quote currency per order, a
+            fraction of the price) and fill timing.
+        stop_loss, take_profit, trailing_stop: fractions of the entry price, NaN when off.
+        curve: float64 equity per bar, written; empty to keep none (then ``scan`` must be a real one).
+        trades: float64 ``(rows, N_TRADE_FIELDS)`` records (:mod:`raybt._records`), room for one per symbol and bar.
+        state: float64 ``(len(POS), n_symbols)``, rows :class:`~raybt._kernel.state.PositionRows`, zeroed.
+        pending: bool ``(2, n_symbols)``, entry and exit queued for the next open, zeroed.
+        values, slots: the run buffer: equity of each run (``values[0]`` the previous one) and its first bar.
+        scan: a :class:`~raybt.metrics.ScanArrays` (from a :class:`~raybt.metrics.CurveScan`), or one with empty
+            ``stats`` for no scan.
+
+    Returns:
+        ``(n_trades, bars_in_market, n_unfunded)``: trade rows written, bars with a position open at the close,
+        entries skipped for want of cash.
+    """
     n_symbols = close.shape[0] if _N_SYMBOLS == 0 else _N_SYMBOLS
     has_stops = not (np.isnan(stop_loss) and np.isnan(take_profit) and np.isnan(trailing_stop))
     cash = initial_cash

@@ -45,7 +45,7 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 
 def _as_float_array(values: Any) -> np.ndarray:
     """C-contiguous float64 1-D equity, the input itself when it already is one (writable or not: numba compiles
-    a version for each; making a read-only view would cost more than the metrics of a short curve)."""
+    a version for each, cheaper than making a read-only view on every call)."""
     array = np.ascontiguousarray(values, dtype=np.float64)
     if array.ndim != 1:
         raise ValueError(f"equity must be one-dimensional, got shape {array.shape}")

@@ -150,8 +150,10 @@ def _scan_block(values, slots, size, block_end, times, stats, counts, returns, t
     the block's largest and smallest equity (integer min/max reductions vectorise, float ones do not). Only blocks with
     a value at or above the peak (or a negative or NaN equity) are walked run by run; one that only deepens the drawdown
     needs just its minimum (what the walk would find, value / peak being monotonic for the positive peak). The equity at
-    month and year ends is recorded to ``month_values`` and ``year_values``. """ if counts[COUNT.seen] == 0:
-    stats[STAT.first] = values[1] / values[0] - 1.0
+    month and year ends is recorded to ``month_values`` and ``year_values``.
+    """
+    if counts[COUNT.seen] == 0:
+        stats[STAT.first] = values[1] / values[0] - 1.0
     n = np.uint64(size)
     sum_dev, sum_dev2, sum_down2, high, low = _block_returns(values, _ONE, n + _ONE, returns, stats[STAT.first],
                                                              stats[STAT.rf_bar])
