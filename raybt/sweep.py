@@ -210,7 +210,8 @@ def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, sto
                 profiles.append(result.profile)
             failed = [i for i, error in enumerate(result.errors) if error is not None]
             if failed and not continue_on_error:
-                buffered.append(result.without(failed))
+                if len(failed) < len(result.jobs):  # a batch of failures alone has no row to write
+                    buffered.append(result.without(failed))
                 job = int(result.jobs[failed[0]])
                 raise BacktestError(f"backtest of {plan.describe(job)} failed: {result.errors[failed[0]]}\n"
                                     f"Finished rows are kept{' in the checkpoint' if store.location else ''}; pass "
