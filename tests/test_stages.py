@@ -33,16 +33,18 @@ class NeverTrades(raybt.Strategy):
 
 
 class Momentum(raybt.Strategy):
-    """Long while the close is above its value ``n`` bars ago. Fails once, on a range starting in February, if the
-    environment variable RAYBT_TEST_FAIL names its id (an environment variable, not a module constant: constants are
-    part of the strategy's code, so changing one would change every id)."""
+    """Long while the close is above its value ``n`` bars ago. Stops the sweep once, on a range starting in February,
+    if the environment variable RAYBT_TEST_STOP is ``<its id>:<how>`` — how = ``error`` (an exception) or ``ctrl-c``
+    (a KeyboardInterrupt). An environment variable, not a module constant: constants are part of the strategy's
+    code, so changing one would change every id."""
 
     n: int = 1
 
     def signals(self, data):
-        if os.environ.get("RAYBT_TEST_FAIL") == self.id and data.close.index[0] >= pd.Timestamp("2023-02", tz="UTC"):
-            del os.environ["RAYBT_TEST_FAIL"]
-            raise RuntimeError("injected failure")
+        target, _, how = os.environ.get("RAYBT_TEST_STOP", "").partition(":")
+        if target == self.id and data.close.index[0] >= pd.Timestamp("2023-02", tz="UTC"):
+            del os.environ["RAYBT_TEST_STOP"]
+            raise KeyboardInterrupt if how == "ctrl-c" else RuntimeError("injected failure")
         return data.close > data.close.shift(self.n), data.close < data.close.shift(self.n)
 
 
@@ -140,13 +142,20 @@ def test_a_callable_gets_each_stage_in_strategy_order_and_may_return_rows_ids_or
     assert ids(rank_preset.kept[0]) == expected
 
 
-def test_a_stopped_sweep_resumes_in_its_stage_with_the_same_survivors_and_rows(tmp_path, monkeypatch):
+@pytest.mark.parametrize("how, error, message", [
+    ("error", raybt.BacktestError, r"stage 1 of 3 \('feb'\): backtest of Momentum\(n=\d+\).*injected failure"),
+    ("ctrl-c", KeyboardInterrupt, r"interrupted: 3 of 6 backtests saved in .*; run again to resume \(stage 1 of 3 "
+                                  r"\('feb'\); the stages before it are complete\)"),
+])
+def test_a_stopped_sweep_resumes_in_its_stage_with_the_same_survivors_and_rows(tmp_path, monkeypatch, how, error,
+                                                                               message):
     grid = [Momentum(n=n) for n in range(1, 13)]
     options = dict(keep=6, checkpoint_dir=str(tmp_path / "stopped"), continue_on_error=False, batch_size=1,
                    checkpoint_batch_size=1)
     uninterrupted = staged(grid, **dict(options, checkpoint_dir=str(tmp_path / "whole")))
-    monkeypatch.setenv("RAYBT_TEST_FAIL", uninterrupted.kept[0][3].id)  # the fourth strategy of stage 1 fails once
-    with pytest.raises(raybt.BacktestError, match=r"stage 1 of 3 \('feb'\).*injected failure"):
+    # the fourth strategy of stage 1 stops the sweep
+    monkeypatch.setenv("RAYBT_TEST_STOP", f"{uninterrupted.kept[0][3].id}:{how}")
+    with pytest.raises(error, match=message):
         staged(grid, **options)
     stored = raybt.load_results(options["checkpoint_dir"]).df
     assert stored["range"].value_counts().to_dict() == {"jan": 12, "feb": 3}  # stopped in the middle of stage 1
@@ -226,3 +235,18 @@ def test_keeping_nothing_stops_with_a_warning_and_pruning_nothing_is_reported():
     with pytest.warns(StageWarning, match=r"keep=12 pruned nothing: every stage kept all 12 strategies"):
         everything = staged(usable, keep=12)
     assert everything.stages["n_kept"].tolist() == [12, 12, 12]
+
+
+def test_rules_see_rows_in_strategy_order_whatever_order_the_store_holds_them_in(tmp_path):
+    """Rows come back from a checkpoint directory in the order they were written (an earlier sweep's order, Ray's
+    completion order): the rule must not depend on it, or a resumed sweep could keep other strategies."""
+    twin, original = SmaCrossTwin(fast=5, slow=20), SmaCross(fast=5, slow=20)
+    strategies = [NeverTrades(), twin, original]
+    raybt.run_backtests(strategies[::-1], DATA, STAGES[0], checkpoint_dir=str(tmp_path / "run"), batch_size=1,
+                        checkpoint_batch_size=1, show_progress=False, **COSTS)
+    assert list(raybt.load_results(str(tmp_path / "run")).df["strategy_id"]) == ids(strategies[::-1])
+    seen = []
+    by_rows = staged(strategies, keep=lambda stage: seen.append(list(stage.df["strategy_id"])) or [twin],
+                     checkpoint_dir=str(tmp_path / "run"))
+    assert seen[0] == ids(strategies) and by_rows.n_skipped == 3
+    assert ids(staged(strategies, keep=1, checkpoint_dir=str(tmp_path / "run")).survivors) == [twin.id]
