@@ -144,27 +144,26 @@ def test_a_callable_gets_each_stage_in_strategy_order_and_may_return_rows_ids_or
 
 @pytest.mark.parametrize("how, error, message", [
     ("error", raybt.BacktestError, r"stage 1 of 3 \('feb'\): backtest of Momentum\(n=\d+\).*injected failure"),
-    ("ctrl-c", KeyboardInterrupt, r"interrupted: 3 of 6 backtests saved in .*; run again to resume \(stage 1 of 3 "
+    ("ctrl-c", KeyboardInterrupt, r"interrupted: 2 of 4 backtests saved in .*; run again to resume \(stage 1 of 3 "
                                   r"\('feb'\); the stages before it are complete\)"),
-])
+], ids=["error", "ctrl-c"])
 def test_a_stopped_sweep_resumes_in_its_stage_with_the_same_survivors_and_rows(tmp_path, monkeypatch, how, error,
                                                                                message):
-    grid = [Momentum(n=n) for n in range(1, 13)]
-    options = dict(keep=6, checkpoint_dir=str(tmp_path / "stopped"), continue_on_error=False, batch_size=1,
-                   checkpoint_batch_size=1)
+    grid = [Momentum(n=n) for n in range(1, 9)]
+    options = dict(keep=4, checkpoint_dir=str(tmp_path / "stopped"), continue_on_error=False, batch_size=1)
     uninterrupted = staged(grid, **dict(options, checkpoint_dir=str(tmp_path / "whole")))
-    # the fourth strategy of stage 1 stops the sweep
-    monkeypatch.setenv("RAYBT_TEST_STOP", f"{uninterrupted.kept[0][3].id}:{how}")
+    # the third strategy of stage 1 stops the sweep
+    monkeypatch.setenv("RAYBT_TEST_STOP", f"{uninterrupted.kept[0][2].id}:{how}")
     with pytest.raises(error, match=message):
         staged(grid, **options)
     stored = raybt.load_results(options["checkpoint_dir"]).df
-    assert stored["range"].value_counts().to_dict() == {"jan": 12, "feb": 3}  # stopped in the middle of stage 1
+    assert stored["range"].value_counts().to_dict() == {"jan": 8, "feb": 2}  # stopped in the middle of stage 1
     resumed = staged(grid, **options)
     assert resumed.kept == uninterrupted.kept
     same_rows(resumed.df, uninterrupted.df)
-    assert resumed.stages[["n_computed", "n_skipped"]].values.tolist() == [[0, 12], [3, 3], [6, 0]]
+    assert resumed.stages[["n_computed", "n_skipped"]].values.tolist() == [[0, 8], [2, 2], [4, 0]]
     again = staged(grid, **options)  # a finished staged sweep: nothing computed, the same survivors
-    assert again.kept == uninterrupted.kept and again.n_computed == 0 and again.n_skipped == 24
+    assert again.kept == uninterrupted.kept and again.n_computed == 0 and again.n_skipped == 16
 
 
 def test_a_job_failing_alone_in_its_batch_stops_the_sweep_with_its_error(tmp_path):
