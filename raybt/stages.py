@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raybt.data import DataLike, DateRange, load_ohlcv
+from raybt.data import DataLike, DateRange, MarketData, load_ohlcv
 from raybt.results import Results
 from raybt.strategy import Strategy
 from raybt.sweep import BacktestError, run_backtests
@@ -108,14 +108,13 @@ def run_staged(strategies: Iterable[Strategy], data: DataLike,
                          "dropped for all symbols at once; run one staged sweep per symbol's data instead")
     strategies = _unique(strategies)
     market = load_ohlcv(data)  # validated once, not once per stage
-    position = {s.id: i for i, s in enumerate(strategies)}
     pruned_at: dict[str, int] = {}
     stage_results: list[Results] = []
     kept: list[tuple[Strategy, ...]] = []
     survivors = tuple(strategies)
     for number, stage in enumerate(stages):
         results = _run_stage(survivors, market, stage, number, len(stages), run_options)
-        _in_strategy_order(results, position)
+        _in_strategy_order(results, survivors)
         kept_ids = _apply(keep, results, survivors, pruned_at, number)
         stage_results.append(results)
         pruned_at.update((s.id, number) for s in survivors if s.id not in kept_ids)
@@ -133,7 +132,7 @@ def run_staged(strategies: Iterable[Strategy], data: DataLike,
     return StagedResults(stage_results, [_name(s) for s in stages[:len(stage_results)]], kept, strategies)
 
 
-def _run_stage(strategies: Sequence[Strategy], market: Any, stage: DateRange | None, number: int, n_stages: int,
+def _run_stage(strategies: Sequence[Strategy], market: MarketData, stage: DateRange | None, number: int, n_stages: int,
                run_options: Mapping[str, Any]) -> Results:
     """One stage: a plain sweep over one range. A stage that stops (a failed job, Ctrl-C) says which it was."""
     where = f"stage {number} of {n_stages} ({_name(stage)!r})"
@@ -145,9 +144,11 @@ def _run_stage(strategies: Sequence[Strategy], market: Any, stage: DateRange | N
         raise KeyboardInterrupt(f"{exc} ({where}; the stages before it are complete)") from None
 
 
-def _in_strategy_order(results: Results, position: Mapping[str, int]) -> None:
-    """Put a stage's rows in the order of ``strategies``: the order parts were written in (completion order, and
-    different again after a resume) must not reach a rule that reads ``df`` row by row."""
+def _in_strategy_order(results: Results, strategies: Sequence[Strategy]) -> None:
+    """Put a stage's rows in the order of its ``strategies``: the order parts were written in (completion order, and
+    different again after a resume) must not reach a rule that reads ``df`` row by row. (The ids are read after the
+    stage ran: a sweep refreshes the strategies' code digests, and so their ids, when a module was reloaded.)"""
+    position = {s.id: i for i, s in enumerate(strategies)}
     df = results.df
     order = np.argsort(df["strategy_id"].map(position).to_numpy(), kind="stable")
     results._df = df.iloc[order].reset_index(drop=True)

@@ -98,6 +98,9 @@ def test_top_k_equals_the_stages_run_by_hand(tmp_path):
     assert isinstance(results, StagedResults)
     assert [set(ids(k)) for k in results.kept] == expected_kept
     same_rows_any_column_order(results.df, expected_rows)
+    same_rows_any_column_order(results.df, raybt.load_results(str(tmp_path / "run")).df)  # as stored
+    last = results.df.iloc[-1]
+    assert results.backtest(last, DATA).metrics["sharpe"] == last["sharpe"]  # rows replay
     assert results.stages.to_dict("list") == {
         "stage": [0, 1, 2], "range": ["jan", "feb", "mar"], "n_in": [15, 4, 4], "n_failed": [1, 0, 0],
         "n_kept": [4, 4, 4], "n_computed": [15, 4, 4], "n_skipped": [0, 0, 0]}
