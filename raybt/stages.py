@@ -9,7 +9,9 @@ Rules:
 
 * ``keep=k`` (an int ≥ 1): the ``k`` strategies with the highest Sharpe ratio (the ``sharpe`` column) in the stage
   just finished. Failed rows and rows whose Sharpe is NaN (e.g. a strategy that never traded) are never kept; ties
-  go to the strategy that comes first in ``strategies``. A stage with fewer usable rows keeps them all.
+  go to the strategy that comes first in ``strategies``. A stage with fewer usable rows keeps them all — so a
+  constant ``k`` prunes in the first stage and later drops only failed or NaN rows; to narrow stage by stage use a
+  callable, e.g. ``keep=lambda r: r.best("sharpe", max(1, len(r) // 2))`` (halve each stage).
 * ``keep=callable``: called with the stage's :class:`~raybt.results.Results` (its ``df`` holds the stage's rows,
   failed ones included, in the order of ``strategies``), it returns what to keep: result rows (a DataFrame with a
   ``strategy_id`` column, e.g. ``r.best("sharpe", 100)`` or ``r.rank(preset="balanced").head(100)``), or an iterable
