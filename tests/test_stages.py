@@ -2,7 +2,12 @@
 and every odd keep rule reported."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,18 +38,21 @@ class NeverTrades(raybt.Strategy):
 
 
 class Momentum(raybt.Strategy):
-    """Long while the close is above its value ``n`` bars ago. Stops the sweep once, on a range starting in February,
+    """Long while the close is above its value ``n`` bars ago. On a range starting in February: stops the sweep once
     if the environment variable RAYBT_TEST_STOP is ``<its id>:<how>`` — how = ``error`` (an exception) or ``ctrl-c``
-    (a KeyboardInterrupt). An environment variable, not a module constant: constants are part of the strategy's
-    code, so changing one would change every id."""
+    (a KeyboardInterrupt) — and sleeps RAYBT_TEST_SLEEP_S seconds per backtest (a stage slow enough to be killed in).
+    Environment variables, not module constants: constants are part of the strategy's code, so changing one would
+    change every id."""
 
     n: int = 1
 
     def signals(self, data):
-        target, _, how = os.environ.get("RAYBT_TEST_STOP", "").partition(":")
-        if target == self.id and data.close.index[0] >= pd.Timestamp("2023-02", tz="UTC"):
-            del os.environ["RAYBT_TEST_STOP"]
-            raise KeyboardInterrupt if how == "ctrl-c" else RuntimeError("injected failure")
+        if data.close.index[0] >= pd.Timestamp("2023-02", tz="UTC"):
+            time.sleep(float(os.environ.get("RAYBT_TEST_SLEEP_S", "0")))
+            target, _, how = os.environ.get("RAYBT_TEST_STOP", "").partition(":")
+            if target == self.id:
+                del os.environ["RAYBT_TEST_STOP"]
+                raise KeyboardInterrupt if how == "ctrl-c" else RuntimeError("injected failure")
         return data.close > data.close.shift(self.n), data.close < data.close.shift(self.n)
 
 
@@ -167,6 +175,44 @@ def test_a_stopped_sweep_resumes_in_its_stage_with_the_same_survivors_and_rows(t
     assert resumed.stages[["n_computed", "n_skipped"]].values.tolist() == [[0, 8], [2, 2], [4, 0]]
     again = staged(grid, **options)  # a finished staged sweep: nothing computed, the same survivors
     assert again.kept == uninterrupted.kept and again.n_computed == 0 and again.n_skipped == 16
+
+
+def staged_momentum(checkpoint_dir):
+    """The staged sweep the SIGKILL test runs in a child process (``test_stages`` imported by name there, so that
+    its strategies have the ids they have here): one row per part."""
+    return staged([Momentum(n=n) for n in range(1, 9)], keep=4, checkpoint_dir=checkpoint_dir, batch_size=1,
+                  checkpoint_batch_size=1)
+
+
+def test_a_killed_sweep_resumes_in_its_stage_with_the_same_survivors_and_rows(tmp_path):
+    """The driver process is SIGKILLed (nothing flushed, nothing cleaned up) once stage 1 has stored a row."""
+    stopped = tmp_path / "killed"
+    child = subprocess.Popen([sys.executable, "-c", "import sys, test_stages; test_stages.staged_momentum(sys.argv[1])",
+                              str(stopped)], cwd=Path(__file__).parent,
+                             env=dict(os.environ, RAYBT_TEST_SLEEP_S="0.5"))  # stage 1: 4 backtests of 0.5 s
+    try:
+        deadline = time.monotonic() + 120
+        while _n_parts(stopped) <= 8 and child.poll() is None and time.monotonic() < deadline:  # 8: stage 0's
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL, "the sweep ended before it was killed"
+    assert 1 <= _rows_of(stopped, "feb") < 4  # killed in the middle of stage 1
+    resumed = staged_momentum(str(stopped))
+    uninterrupted = staged_momentum(str(tmp_path / "whole"))
+    assert resumed.kept == uninterrupted.kept
+    same_rows(resumed.df, uninterrupted.df)
+    assert resumed.stages["n_computed"].tolist()[0] == 0 and resumed.stages["n_skipped"].tolist()[1] >= 1
+
+
+def _n_parts(checkpoint_dir):
+    parts = checkpoint_dir / "parts"
+    return len([p for p in parts.iterdir() if p.name.startswith("part-")]) if parts.exists() else 0
+
+
+def _rows_of(checkpoint_dir, range_name):
+    return int((raybt.load_results(str(checkpoint_dir), columns=["range"]).df["range"] == range_name).sum())
 
 
 def test_a_job_failing_alone_in_its_batch_stops_the_sweep_with_its_error(tmp_path):
