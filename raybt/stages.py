@@ -26,7 +26,8 @@ Rules:
   read back, the rule applied to them again, so a deterministic rule gives the same survivors) and resumes the stage
   where the sweep stopped.
 * Pruned strategies' rows stay in the checkpoint directory: they are trials, and
-  :func:`raybt.stats.count_trials` counts them.
+  :func:`raybt.stats.count_trials` counts them. Pruning is selection: the deflated Sharpe ratio of a survivor takes
+  every strategy of the first stage as trials (``n_configurations``), not the last stage's (``by_range``).
 * ``per_symbol=True`` is refused: a strategy would be kept or dropped for every symbol at once. Run a staged sweep
   per symbol (its own data) instead.
 """
