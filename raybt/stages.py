@@ -154,7 +154,7 @@ def _in_strategy_order(results: Results, strategies: Sequence[Strategy]) -> None
     position = {s.id: i for i, s in enumerate(strategies)}
     df = results.df
     order = np.argsort(df["strategy_id"].map(position).to_numpy(), kind="stable")
-    results._df = df.iloc[order].reset_index(drop=True)
+    results._df = df.iloc[order].reset_index(drop=True)  # Results has no public way to reorder its rows
 
 
 def _apply(keep: KeepRule, results: Results, strategies: Sequence[Strategy], pruned_at: Mapping[str, int],
@@ -254,5 +254,6 @@ def _describe(keep: KeepRule) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return f"a {type(value).__name__} ({text[:60]}{'…' if len(text) > 60 else ''})"
+    text, kind = repr(value), type(value).__name__
+    article = "an" if kind[0].lower() in "aeiou" else "a"
+    return f"{article} {kind} ({text[:60]}{'…' if len(text) > 60 else ''})"

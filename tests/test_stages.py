@@ -251,9 +251,10 @@ def test_per_symbol_and_repeated_stages_are_refused():
 @pytest.mark.parametrize("returned, error, message", [
     (None, TypeError, r"keep returned a NoneType \(None\) after stage 0"),
     ("abc", TypeError, r"keep returned a str \('abc'\)"),
-    ([1, 2], TypeError, r"an iterable holding a int \(1\)"),
+    ([1, 2], TypeError, r"an iterable holding an int \(1\)"),
     (pd.DataFrame({"sharpe": [1.0]}), TypeError, r"DataFrame without a strategy_id column \(columns \['sharpe'\]\)"),
-    (["no-such-id"], ValueError, r"1 strategy id\(s\) that are not among the 15 strategies of stage 0: \['no-such-id'\]"),
+    (["no-such-id"], ValueError,
+     r"1 strategy id\(s\) that are not among the 15 strategies of stage 0: \['no-such-id'\]"),
 ])
 def test_what_a_keep_callable_returns_is_checked(returned, error, message):
     with pytest.raises(error, match=message):
