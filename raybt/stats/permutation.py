@@ -91,7 +91,7 @@ class PermutationTest:
 def permutation_test(strategies: Strategy | Iterable[Strategy], data: DataLike, n: int = 100, seed: int = 0,
                      date_range: DateRange | None = None, metric: str = "sharpe", *, n_workers: int | None = None,
                      checkpoint_dir: str | None = None, batch_size: int | None = None,
-                     show_progress: bool = False, address: str | None = None, initial_amount: float = 10_000,
+                     show_progress: bool = True, address: str | None = None, initial_amount: float = 10_000,
                      fees: float = 0.0, fixed_fee: float = 0.0, slippage: float = 0.0, fill: str = "close",
                      periods_per_year: float | None = None, risk_free_rate: float = 0.0) -> PermutationTest:
     """Test whether the best of ``strategies`` on ``date_range`` of ``data`` beats the same strategies on ``n``
