@@ -119,6 +119,8 @@ def test_permutations_depend_on_seed_and_i_alone():
     np.testing.assert_array_equal(fresh(5, 1), fresh(5, 1))
     assert not np.array_equal(fresh(5, 1), fresh(5, 2))
     assert not np.array_equal(fresh(5, 1), fresh(6, 1))
+    kept = [permute.permuted_market(TWO, RANGE, p).close for p in ((5, 1), (6, 1), (5, 2))]  # from the cache
+    assert not np.array_equal(kept[0], kept[1]) and not np.array_equal(kept[0], kept[2])
     # the i-th child of SeedSequence(seed), as SeedSequence.spawn hands them out
     child = np.random.SeedSequence(5).spawn(3)[2]
     np.testing.assert_array_equal(permute.bar_order(5, 2, 50),
@@ -220,3 +222,12 @@ def test_undefined_metrics_on_permuted_markets_count_against_the_strategy():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         raybt.stats.permutation._best_per_row(values, "volatility")  # no all-NaN RuntimeWarning
+
+
+def test_a_batch_split_to_find_a_crashing_job_keeps_each_jobs_permutation():
+    strategies = [FollowsLastBar(lag=k) for k in range(1, 6)]
+    batch = raybt.batch.Batch(np.arange(5), strategies, [None] * 5, [None] * 5,
+                              permutations=[None, (1, 0), (1, 1), (1, 2), (1, 3)])
+    first, second = batch.halves()
+    assert first.permutations == [None, (1, 0)] and second.permutations == [(1, 1), (1, 2), (1, 3)]
+    assert [s.lag for s in second.strategies] == [3, 4, 5]
