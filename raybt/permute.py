@@ -25,7 +25,9 @@ chaining the permuted close-to-close returns. Rules:
   does, bit for bit.
 
 Workers build a permuted market from the real one (already in their object store) and ``(seed, i)``; nothing but
-those two integers travels with a task. :func:`permuted_market` keeps the last few per process.
+those two integers travels with a task. :func:`permuted_market` keeps the last two per process (and, when it drops
+one, the per-range contexts of :func:`raybt.backtest.range_context` and the indicator cache, which hold it: copies of a
+large data set must not linger in a worker).
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from raybt import indicators
+from raybt.backtest import range_context
 from raybt.data import FIELDS, DataError, DateRange, MarketData
 
 Permutation = tuple[int, int]
 """``(seed, i)``: permutation ``i`` of the permutations drawn from ``seed``."""
 
-_KEPT = 4  # jobs run permutation by permutation, so a worker needs only the current one or two
+_KEPT = 2  # jobs run permutation by permutation, so a worker needs only the current one (and the next)
 _CACHE: OrderedDict[tuple[str, int, int, int, int], MarketData] = OrderedDict()
 
 
@@ -92,6 +96,10 @@ def permuted_market(market: MarketData, date_range: DateRange | None, permutatio
         known = _permute(market, first, end, bar_order(seed, i, end - first))
         while len(_CACHE) >= _KEPT:
             _CACHE.popitem(last=False)
+            # Their per-range contexts and cached indicators hold the dropped market and will never be asked for
+            # again: let the memory go (the real market's are rebuilt once).
+            range_context.cache_clear()
+            indicators.clear_cache()
     _CACHE[key] = known  # most recently used last
     return known
 

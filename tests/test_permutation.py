@@ -231,3 +231,14 @@ def test_a_batch_split_to_find_a_crashing_job_keeps_each_jobs_permutation():
     first, second = batch.halves()
     assert first.permutations == [None, (1, 0)] and second.permutations == [(1, 1), (1, 2), (1, 3)]
     assert [s.lag for s in second.strategies] == [3, 4, 5]
+
+
+def test_a_worker_lets_go_of_permuted_markets_it_no_longer_needs():
+    """A permuted copy of the data is dropped with what holds it (per-range contexts, cached indicators), so a
+    worker's memory stays at about two copies however many permutations it runs."""
+    for i in range(5):
+        market = permute.permuted_market(TWO, RANGE, (8, i))
+        raybt.run_backtest(SmaCross(fast=3, slow=10), market, RANGE)
+    assert len(permute._CACHE) == 2
+    assert raybt.backtest.range_context.cache_info().currsize <= 2
+    assert raybt.indicators.cache_info().entries <= 2 * 2  # two averages of the last market or two
