@@ -10,8 +10,8 @@ chaining the permuted close-to-close returns. Rules:
 
 * **Window.** The bars ``start:end`` of the date range (:meth:`raybt.data.MarketData.bounds`) are permuted; the
   data's first bar has no previous close, so it is kept when the range starts there. Bars before the window (a
-  strategy's warm-up) are the real ones, and so are bars after it (the window's log returns sum to the same total,
-  so the close after the window is the real one up to rounding): only the period under test is shuffled.
+  strategy's warm-up) and after it are the real ones (the window's returns keep their total, so its last close is
+  the real one up to rounding): only the period under test is shuffled.
 * **Several symbols.** One order of bar positions is shared by every symbol, so what happens across symbols on the
   same bar (correlation, a common shock) stays together.
 * **Missing bars.** A symbol without a bar somewhere in the window or on the bar before it (NaN open, high, low or

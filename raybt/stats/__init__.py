@@ -27,8 +27,8 @@ from raybt.stats.sharpe import (SharpeMoments, deflated_sharpe_ratio, effective_
 from raybt.stats.trials import TrialCount, TrialCountWarning, count_trials
 
 __all__ = [
-    "BootstrapTest", "PBOResult", "PermutationTest", "PermutationWarning", "SharpeMoments", "TrialCount", "TrialCountWarning", "count_trials",
-    "deflated_sharpe_ratio", "effective_trials", "expected_max_sharpe", "min_track_record_length",
-    "permutation_test", "probabilistic_sharpe_ratio", "probability_of_backtest_overfitting", "reality_check", "sharpe_moments",
-    "spa_test",
+    "BootstrapTest", "PBOResult", "PermutationTest", "PermutationWarning", "SharpeMoments", "TrialCount",
+    "TrialCountWarning", "count_trials", "deflated_sharpe_ratio", "effective_trials", "expected_max_sharpe",
+    "min_track_record_length", "permutation_test", "probabilistic_sharpe_ratio", "probability_of_backtest_overfitting",
+    "reality_check", "sharpe_moments", "spa_test",
 ]

@@ -21,8 +21,9 @@ the real data as one of the orders and keeps p > 0, which makes it an exact, val
 (Phipson, B. & Smyth, G. K. (2010), "Permutation P-values Should Never Be Zero: Calculating Exact P-values When
 Permutations Are Randomly Drawn", Statistical Applications in Genetics and Molecular Biology 9(1), Article 39). The
 smallest p-value ``n`` permutations can give is ``1 / (1 + n)`` (``n >= 19`` to reach 5 % at all, ``n >= 99`` for
-1 %), and the p-value itself is an estimate with a standard error of about ``sqrt(p (1 - p) / n)``. The design follows Masters, T. (2016), "Permutation and Randomization Tests for Trading
-System Development" (bar permutation keeping each bar's shape; the best of the candidates on each permutation).
+1 %), and the p-value itself is an estimate with a standard error of about ``sqrt(p (1 - p) / n)``. The design
+follows Masters, T. (2016), "Permutation and Randomization Tests for Trading System Development" (bars permuted
+keeping their shape; the best of the candidates on each permuted market).
 
 A permuted market where no strategy has a value of the metric (NaN: e.g. the Sharpe ratio of strategies that never
 trade) counts as at least as good as the real data — the p-value errs on the side of "not significant" — and the
