@@ -105,7 +105,7 @@ def permutation_test(strategies: Strategy | Iterable[Strategy], data: DataLike, 
     :class:`raybt.BacktestError` naming the strategy and the permutation.
 
     >>> test = raybt.stats.permutation_test(SmaCross(fast=10, slow=50), data, n=200, n_workers=-1)
-    >>> test.p_value  # small: the order of the bars mattered to it
+    >>> test.p_value, test.observed, test.permuted.max()  # p small: the order of the bars mattered to it
     """
     strategies = [strategies] if isinstance(strategies, Strategy) else list(strategies)
     for position, strategy in enumerate(strategies):
