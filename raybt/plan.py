@@ -129,8 +129,8 @@ def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | 
 def _permuted(plan: Plan, permutations: tuple[Permutation | None, ...]) -> Plan:
     """``plan``'s jobs once per permutation (permutation-major); a permuted job's key hashes its real key with the
     permutation."""
-    if not permutations:
-        raise ValueError("permutations is empty")
+    if not permutations or len(set(permutations)) != len(permutations):
+        raise ValueError(f"permutations must be distinct and at least one, got {permutations!r}")
     suffixes = [None if p is None else f"|permutation={int(p[0])}/{int(p[1])}".encode() for p in permutations]
     keys = [key if suffix is None else hashlib.blake2b(key + suffix, digest_size=12).hexdigest().encode()
             for suffix in suffixes for key in plan.keys]

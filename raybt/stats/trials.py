@@ -52,8 +52,9 @@ def count_trials(checkpoint_dir: str | os.PathLike[str], data_fingerprint: str |
 
     ``data_fingerprint`` (``raybt.load_ohlcv(data).fingerprint``) names the data the trials must have run on;
     when omitted, the directory's runs must all share one. A directory whose manifest lists runs on other data
-    too, or that has no manifest, is an error: its rows cannot be told apart by data. Unreadable parts are
-    skipped with a :class:`TrialCountWarning` naming them.
+    too, or that has no manifest, is an error: its rows cannot be told apart by data. So is a directory a
+    permutation test wrote (:func:`raybt.stats.permutation_test`): rows on permuted markets are not trials.
+    Unreadable parts are skipped with a :class:`TrialCountWarning` naming them.
     """
     location = os.fspath(checkpoint_dir)
     fs, root = _filesystem(location)
