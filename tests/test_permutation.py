@@ -242,3 +242,16 @@ def test_a_worker_lets_go_of_permuted_markets_it_no_longer_needs():
     assert len(permute._CACHE) == 2
     assert raybt.backtest.range_context.cache_info().currsize <= 2
     assert raybt.indicators.cache_info().entries <= 2 * 2  # two averages of the last market or two
+
+
+def test_real_data_jobs_keep_a_sweeps_keys_and_permuted_ones_key_their_permutation():
+    market = raybt.load_ohlcv(random_walk())
+    settings = raybt.plan.RunSettings(raybt.engine.CostModel(10_000, 0.001, 0.0, 0.0, "close"))
+    grid = [FollowsLastBar(lag=1), FollowsLastBar(lag=2)]
+    sweep = raybt.plan.plan_jobs(grid, None, market, settings)
+    test = raybt.plan.plan_jobs(grid, None, market, settings, permutations=[None, (0, 0), (0, 1), (1, 0)])
+    np.testing.assert_array_equal(test.keys[:2], sweep.keys)  # a sweep's rows are the test's real-data rows
+    assert len(set(test.keys)) == 8 and test.permutation_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert "permuted (permutation 1 of seed 0)" in test.describe(5)
+    with pytest.raises(ValueError, match="distinct"):
+        raybt.plan.plan_jobs(grid, None, market, settings, permutations=[(0, 1), (0, 1)])
