@@ -33,7 +33,10 @@ Execution is an ordinary sweep (:func:`raybt.run_backtests`: the same executors,
 the object store once); each job carries only ``(seed, i)`` and the worker builds permuted market ``i`` itself.
 Every permutation is drawn from ``(seed, i)`` alone, so the same seed gives the same p-value with any ``n_workers``
 and batch size. With ``checkpoint_dir`` each row is stored under a key of the strategy, range, data, settings and
-``(seed, i)``: calling again resumes, and a larger ``n`` with the same seed computes only the new permutations.
+``(seed, i)``: calling again resumes, and a larger ``n`` with the same seed computes only the new permutations. The
+stored rows look like a sweep's (strategy, range, metrics); only their keys tell which permutation each ran on, so
+read the outcome from the returned :class:`PermutationTest`. A permuted row cannot be replayed
+(``Results.backtest`` refuses it: its key is not reproduced on the real data); the real-data rows can.
 """
 
 from __future__ import annotations
