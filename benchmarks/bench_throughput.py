@@ -191,7 +191,7 @@ def tree_cpu_seconds() -> dict[int, float]:
 
 
 def timed_sweep(raybt, workload: Workload, *, n_workers: int | None, batch_size: int | None,
-                checkpoint_dir: str | None) -> dict:
+                checkpoint_dir: str | None, address: str | None = None) -> dict:
     """One ``run_backtests`` call, timed by wall clock, driver CPU (``time.process_time``) and the CPU of the
     processes this one started (Ray); its rows are checked complete and error-free, then its checkpoint removed.
     ``rows_in_driver``: rows whose ``worker`` says they were computed in this process."""
@@ -200,7 +200,7 @@ def timed_sweep(raybt, workload: Workload, *, n_workers: int | None, batch_size:
     cpu0, t0 = time.process_time(), time.perf_counter()
     results = raybt.run_backtests(workload.strategies, workload.data, date_ranges=workload.ranges,
                                   initial_amount=INITIAL_AMOUNT, fees=FEES, n_workers=n_workers,
-                                  batch_size=batch_size, checkpoint_dir=checkpoint_dir,
+                                  batch_size=batch_size, checkpoint_dir=checkpoint_dir, address=address,
                                   checkpoint_batch_size=workload.part_size, show_progress=False,
                                   continue_on_error=True)
     wall, driver_cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -226,15 +226,17 @@ def ray_cpus() -> int:
 
 def warm_ray(raybt, n_workers: int) -> dict:
     """Start Ray and get ``n_workers`` workers to run tasks (kernels loaded) with small sweeps on other data (seed 1),
-    repeated until the rows name that many Ray workers; then warm this process's kernels too (in-process sweep)."""
+    repeated until the rows name that many Ray workers; then warm this process's kernels too (in-process sweep).
+    The first sweep passes ``address="local"``: a local Ray starts at once (a raybt that computes small sweeps
+    in-process while Ray starts would otherwise never start it for these); later sweeps use the initialised Ray."""
     warm = hourly_workload(True, seed=1)
     warm.strategies, warm.batch_size = warm.strategies[:100], 10
     daily = daily_workload(True, seed=1)
     daily.strategies, daily.batch_size = daily.strategies[:100], 10
     started = time.perf_counter()
     for attempt in range(1, 7):
-        seen = {timed_sweep(raybt, w, n_workers=n_workers, batch_size=w.batch_size, checkpoint_dir=None)
-                ["n_workers_seen"] for w in (warm, daily)}
+        seen = {timed_sweep(raybt, w, n_workers=n_workers, batch_size=w.batch_size, checkpoint_dir=None,
+                            address=None if ray_cpus() else "local")["n_workers_seen"] for w in (warm, daily)}
         if ray_cpus() and min(seen) >= n_workers:
             break
         time.sleep(2)
