@@ -19,6 +19,7 @@ from raybt.backtest import evaluate
 from raybt.data import DateRange, MarketData
 from raybt.engine import Workspace
 from raybt.metrics import METRIC_NAMES
+from raybt.permute import Permutation, permuted_market
 from raybt.plan import RunSettings
 from raybt.strategy import Strategy
 
@@ -30,13 +31,15 @@ class Batch:
     """Jobs ``jobs`` (positions in the plan) with their strategies, date ranges and symbols (None: every symbol of
     the data as one portfolio; a name: that symbol's data alone). The strategy list is pickled once per batch (a
     strategy shared by several jobs of the batch is pickled once). With ``keep_curves`` (replaying stored rows) each
-    job's equity curve comes back too."""
+    job's equity curve comes back too. ``permutations`` (a permutation test's batch) names, per job, the
+    ``(seed, i)`` of the permuted market it runs on (None: the real data); the worker builds that market itself."""
 
     jobs: np.ndarray
     strategies: list[Strategy]
     date_ranges: list[DateRange | None]
     symbols: list[str | None]
     keep_curves: bool = False
+    permutations: list[Permutation | None] | None = None
 
     def halves(self) -> tuple[Batch, Batch]:
         """The first and second half of the jobs (a batch of at least two), to find a job that crashes its
@@ -46,7 +49,8 @@ class Batch:
 
     def _part(self, part: slice) -> Batch:
         return replace(self, jobs=self.jobs[part], strategies=self.strategies[part],
-                       date_ranges=self.date_ranges[part], symbols=self.symbols[part])
+                       date_ranges=self.date_ranges[part], symbols=self.symbols[part],
+                       permutations=None if self.permutations is None else self.permutations[part])
 
 
 @dataclass
@@ -104,10 +108,12 @@ def run_batch(market: MarketData, batch: Batch, settings: RunSettings, profile: 
     curves: list[np.ndarray] | None = [] if batch.keep_curves else None
     if profiler is not None:
         profiler.enable()
+    permutations = batch.permutations or [None] * n
     for i, (strategy, date_range, symbol) in enumerate(zip(batch.strategies, batch.date_ranges, batch.symbols)):
         started = time.perf_counter()
         try:
-            data = market if symbol is None else market.symbol_data(symbol)
+            data = market if permutations[i] is None else permuted_market(market, date_range, permutations[i])
+            data = data if symbol is None else data.symbol_data(symbol)
             metrics[i], sim, _ = evaluate(strategy, data, date_range, settings.costs, settings.periods_per_year,
                                           settings.risk_free_rate, workspace)
             if curves is not None:
