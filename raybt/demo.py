@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 import raybt
 from raybt import indicators
 from raybt.results import Results
@@ -17,6 +19,27 @@ class SmaCross(raybt.Strategy):
         fast = indicators.sma(data.close, self.fast)
         slow = indicators.sma(data.close, self.slow)
         return indicators.crossed_above(fast, slow), indicators.crossed_below(fast, slow)
+
+    @classmethod
+    def signals_many(cls, data, params):
+        """The signals of many (fast, slow) sets at once, bars × sets (sweeps use this; the result equals
+        :meth:`signals` set by set): each distinct window's average is computed once, each set's comparisons are
+        written straight into rows of the outputs, and the crossings are read from them for all sets at once —
+        ``crossed_above``'s rule: above now, at or below on the bar before (NaN compares False)."""
+        close = data.arrays.close
+        averages = {n: indicators.sma(close, n)[:, 0] for n in set(params["fast"]) | set(params["slow"])}
+        shape = (len(params), len(data))
+        above, below, at_or_above, at_or_below = (np.empty(shape, dtype=bool) for _ in range(4))
+        for i, (fast, slow) in enumerate(zip(params["fast"], params["slow"])):
+            f, s = averages[fast], averages[slow]
+            np.greater(f, s, out=above[i])
+            np.less(f, s, out=below[i])
+            np.greater_equal(f, s, out=at_or_above[i])
+            np.less_equal(f, s, out=at_or_below[i])
+        entries, exits = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+        np.logical_and(above[:, 1:], at_or_below[:, :-1], out=entries[:, 1:])
+        np.logical_and(below[:, 1:], at_or_above[:, :-1], out=exits[:, 1:])
+        return entries.T, exits.T
 
 
 class SmaCrossArrays(SmaCross):

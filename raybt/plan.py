@@ -62,6 +62,8 @@ class Plan:
     range_index: np.ndarray
     symbol_index: np.ndarray
     keys: np.ndarray  # fixed-width ASCII bytes, one per job
+    strategy_ids: tuple[str, ...] = ()
+    """``strategies[i].id``, computed once when planning (an id hashes the parameters as JSON: not free)."""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -69,11 +71,12 @@ class Plan:
     def describe(self, job: int) -> str:
         """``Strategy(params) on range 'name'`` (and ``symbol 'X'``) for error messages."""
         strategy = self.strategies[self.strategy_index[job]]
+        strategy_id = self.strategy_ids[self.strategy_index[job]] if self.strategy_ids else strategy.id
         date_range = self.date_ranges[self.range_index[job]]
         symbol = self.symbols[self.symbol_index[job]]
         name = date_range.name if date_range is not None else "all data"
         where = f" of symbol {symbol!r}" if symbol is not None else ""
-        return f"{strategy!r} (id {strategy.id}) on range {name!r}{where}"
+        return f"{strategy!r} (id {strategy_id}) on range {name!r}{where}"
 
 
 def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | None] | DateRange | None,
@@ -103,13 +106,14 @@ def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | 
     base = f"{market.fingerprint}|{settings.fingerprint()}|"
     range_keys = [(f"{r.key}|{r.name}" if r is not None else "all") for r in ranges]
     symbol_keys = [("" if symbol is None else f"|symbol={symbol}") for symbol in symbols]
-    keys = [hashlib.blake2b(f"{base}{s.id}|{rk}{sk}".encode(), digest_size=12).hexdigest().encode()
-            for sk in symbol_keys for s in kept for rk in range_keys]
+    keys = [hashlib.blake2b(f"{base}{strategy_id}|{rk}{sk}".encode(), digest_size=12).hexdigest().encode()
+            for sk in symbol_keys for strategy_id in unique for rk in range_keys]
     n_ranges, n_strategies = len(ranges), len(kept)
     symbol_index = np.repeat(np.arange(len(symbols), dtype=np.int64), n_strategies * n_ranges)
     strategy_index = np.tile(np.repeat(np.arange(n_strategies, dtype=np.int64), n_ranges), len(symbols))
     range_index = np.tile(np.arange(n_ranges, dtype=np.int64), n_strategies * len(symbols))
-    return Plan(kept, ranges, symbols, strategy_index, range_index, symbol_index, np.array(keys, dtype="S24"))
+    return Plan(kept, ranges, symbols, strategy_index, range_index, symbol_index, np.array(keys, dtype="S24"),
+                tuple(unique))
 
 
 def _as_ranges(date_ranges: Iterable[DateRange | None] | DateRange | None) -> tuple[DateRange | None, ...]:
