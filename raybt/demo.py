@@ -23,22 +23,19 @@ class SmaCross(raybt.Strategy):
     @classmethod
     def signals_many(cls, data, params):
         """The signals of many (fast, slow) sets at once, bars × sets (sweeps use this; the result equals
-        :meth:`signals` set by set): each distinct window's average is computed once, each set's comparisons are
-        written straight into rows of the outputs, and the crossings are read from them for all sets at once —
-        ``crossed_above``'s rule: above now, at or below on the bar before (NaN compares False)."""
+        :meth:`signals` set by set). Each distinct window's average is computed once; each set's ``fast - slow`` is
+        written into a row of one array, and the crossings of all rows are read from its signs at once:
+        ``crossed_above``'s rule, above now and at or below on the bar before (the sign of a difference of finite
+        numbers is that of their comparison; NaN compares False either way)."""
         close = data.arrays.close
         averages = {n: indicators.sma(close, n)[:, 0] for n in set(params["fast"]) | set(params["slow"])}
-        shape = (len(params), len(data))
-        above, below, at_or_above, at_or_below = (np.empty(shape, dtype=bool) for _ in range(4))
-        for i, (fast, slow) in enumerate(zip(params["fast"], params["slow"])):
-            f, s = averages[fast], averages[slow]
-            np.greater(f, s, out=above[i])
-            np.less(f, s, out=below[i])
-            np.greater_equal(f, s, out=at_or_above[i])
-            np.less_equal(f, s, out=at_or_below[i])
-        entries, exits = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
-        np.logical_and(above[:, 1:], at_or_below[:, :-1], out=entries[:, 1:])
-        np.logical_and(below[:, 1:], at_or_above[:, :-1], out=exits[:, 1:])
+        spread = np.empty((len(params), len(data)))
+        for row, fast, slow in zip(spread, params["fast"], params["slow"]):
+            np.subtract(averages[fast], averages[slow], out=row)
+        entries, exits = np.zeros(spread.shape, dtype=bool), np.zeros(spread.shape, dtype=bool)
+        now, before = spread[:, 1:], spread[:, :-1]
+        np.logical_and(now > 0, before <= 0, out=entries[:, 1:])
+        np.logical_and(now < 0, before >= 0, out=exits[:, 1:])
         return entries.T, exits.T
 
 
