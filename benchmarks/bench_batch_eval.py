@@ -2,6 +2,7 @@
 
     python benchmarks/bench_batch_eval.py               # hourly one-year and daily ranges, 10,000 backtests each
     python benchmarks/bench_batch_eval.py --n 2000      # smaller
+    python benchmarks/bench_batch_eval.py --driver 20000   # the driver's CPU per backtest, in-process and on Ray
 
 Workloads (the demo's SmaCross grid: fast 2.. × slow 60, 65, ..., fees 0.001, batches of 250 jobs):
 
@@ -18,11 +19,18 @@ of them alike; CPU time (``time.process_time``) per backtest:
 
 Every path's metrics are checked bit for bit against the one-by-one path's. Indicator caches are warm after the
 first round (as in a sweep's worker, which sees the same range for many batches); the first round is not timed.
+
+``--driver N``: the driver's cost instead. ``run_backtests`` of N hourly one-year backtests (the demo grid,
+batch_size=250, checkpoints on, checkpoint_batch_size=2,000) in-process and on a local Ray already warmed by a
+sweep of other data; prints wall time and the driver's ``time.process_time`` per backtest (which includes Ray's
+own threads in the driver process, and planning: ids and keys).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -80,11 +88,34 @@ def measure(name: str, market, ranges, n: int, rounds: int = 3) -> None:
         print(f"  {path:<11} {per:7.1f} µs CPU per backtest   ({base / seconds:4.2f}x the one-by-one path)")
 
 
+def measure_driver(n: int) -> None:
+    data = raybt.synthetic_ohlcv(symbols=["BTC/EUR"], start="2022-01-01", end="2024-01-01", freq="1h", seed=0)
+    other = raybt.synthetic_ohlcv(symbols=["BTC/EUR"], start="2022-01-01", end="2024-01-01", freq="1h", seed=1)
+    years = [raybt.DateRange("2022-01-01", "2023-01-01", name="2022"),
+             raybt.DateRange("2023-01-01", "2024-01-01", name="2023")]
+    options = dict(fees=0.001, batch_size=250, checkpoint_batch_size=2_000, show_progress=False)
+    with tempfile.TemporaryDirectory() as directory:
+        raybt.run_backtests(demo_strategies(1_000), other, years, n_workers=-1,
+                            checkpoint_dir=os.path.join(directory, "warm-up"), **options)
+        strategies = demo_strategies(n // len(years))
+        for label, n_workers in (("in-process", None), ("Ray, 2 workers", -1)):
+            wall, cpu = time.perf_counter(), time.process_time()
+            rows = len(raybt.run_backtests(strategies, data, years, n_workers=n_workers,
+                                           checkpoint_dir=os.path.join(directory, label), **options).df)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            print(f"{label}: {rows} backtests, wall {wall / rows * 1e6:.1f} µs per backtest, driver CPU "
+                  f"{cpu / rows * 1e6:.1f} µs per backtest")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="backtests per workload")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--driver", type=int, metavar="N", help="measure the driver's cost instead (N backtests)")
     args = parser.parse_args()
+    if args.driver:
+        measure_driver(args.driver)
+        return
     hourly = load_ohlcv(raybt.synthetic_ohlcv(symbols=["BTC/EUR"], start="2022-01-01", end="2024-01-01", freq="1h",
                                               seed=0))
     years = [raybt.DateRange("2022-01-01", "2023-01-01", name="2022"),

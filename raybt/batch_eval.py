@@ -90,6 +90,8 @@ def evaluate_group(strategies: Sequence[Strategy], market: MarketData, date_rang
 
 def _evaluate_chunk(strategies: Sequence[Strategy], market: MarketData, ctx: RangeContext, settings: RunSettings,
                     workspace: Workspace, result: GroupResult, part: slice) -> None:
+    """Signals of every job (the hook's or each ``signals()``), stacked ``(jobs, symbols, bars)``, then the compiled
+    call; the rows go to ``result`` at ``part``."""
     started = time.perf_counter()
     n, n_signal_bars = len(strategies), len(ctx.view)
     entries = np.empty((n, len(market.symbols), n_signal_bars), dtype=np.bool_)
@@ -97,7 +99,8 @@ def _evaluate_chunk(strategies: Sequence[Strategy], market: MarketData, ctx: Ran
     ok = np.zeros(n, dtype=np.bool_)
     errors: list[str | None] = [None] * n
     own_time = np.zeros(n)
-    if not _signals_from_hook(strategies, ctx, entries, exits, ok, errors):
+    hooked = _signals_from_hook(strategies, ctx, entries, exits, ok, errors)
+    if not hooked:
         for j, strategy in enumerate(strategies):
             signal_started = time.perf_counter()
             try:
@@ -106,10 +109,10 @@ def _evaluate_chunk(strategies: Sequence[Strategy], market: MarketData, ctx: Ran
             except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error row
                 errors[j] = describe_error(exc)
             own_time[j] = time.perf_counter() - signal_started
-    shared_started = time.perf_counter()
+    compiled_started = time.perf_counter()
     metrics = np.full((n, len(METRIC_NAMES)), np.nan)
     _run_compiled(strategies, market, ctx, settings, workspace, entries, exits, ok, metrics)
-    shared = (time.perf_counter() - shared_started if own_time.any() else time.perf_counter() - started) / n
+    shared = (time.perf_counter() - (started if hooked else compiled_started)) / n
     result.metrics[part] = metrics
     result.errors[part] = errors
     result.durations[part] = own_time + shared
