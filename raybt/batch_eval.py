@@ -38,7 +38,7 @@ from numba import njit
 from raybt.backtest import RangeContext, range_context
 from raybt.data import DateRange, MarketData
 from raybt.engine import DIRECTION_CODES, Workspace
-from raybt.engine import _N_STATE, _simulate_any, _simulate_one_symbol  # the bar loop itself, not its wrapper
+from raybt.engine import _N_STATE, _off, _simulate_any, _simulate_one_symbol  # the bar loop, not its wrapper
 from raybt.metrics import _LIMIT_FACTOR, METRIC_NAMES, _rf_per_bar, _scan_row, _scan_start
 from raybt.plan import RESULTS_VERSION, RunSettings
 from raybt.strategy import SignalError, Strategy, signal_arrays
@@ -206,10 +206,6 @@ def _run_compiled(strategies: Sequence[Strategy], market: MarketData, ctx: Range
                    np.ascontiguousarray(rules[:, 3]), curve, trades, np.zeros((_N_STATE, n_symbols)),
                    np.zeros((2, n_symbols), dtype=np.bool_), scan.values, scan.slots, scan_arrays, rf_bar,
                    ctx.calendar.periods_per_year, ctx.calendar.buy_and_hold_return, metrics)
-
-
-def _off(value: float | None) -> float:
-    return np.nan if value is None else float(value)
 
 
 def _evaluate_jobs_source(open_, high, low, close, entries, exits, ok, bar0, n_bars, sig0, initial, sizes, directions,
