@@ -63,6 +63,8 @@ class Plan:
     range_index: np.ndarray
     symbol_index: np.ndarray
     keys: np.ndarray  # fixed-width ASCII bytes, one per job
+    strategy_ids: tuple[str, ...] = ()
+    """``strategies[i].id``, computed once when planning (an id hashes the parameters as JSON: not free)."""
     # Permutation tests (raybt.stats.permutation_test): job i runs on permuted market permutations[permutation_index[i]]
     # (None: the real data). Only a permutation test's plan has any.
     permutations: tuple[Permutation | None, ...] = (None,)
@@ -74,6 +76,7 @@ class Plan:
     def describe(self, job: int) -> str:
         """``Strategy(params) on range 'name'`` (and ``symbol 'X'``) for error messages."""
         strategy = self.strategies[self.strategy_index[job]]
+        strategy_id = self.strategy_ids[self.strategy_index[job]] if self.strategy_ids else strategy.id
         date_range = self.date_ranges[self.range_index[job]]
         symbol = self.symbols[self.symbol_index[job]]
         name = date_range.name if date_range is not None else "all data"
@@ -81,7 +84,7 @@ class Plan:
         if self.permutation_index is not None and self.permutations[self.permutation_index[job]] is not None:
             seed, i = self.permutations[self.permutation_index[job]]
             where += f" permuted (permutation {i} of seed {seed})"
-        return f"{strategy!r} (id {strategy.id}) on range {name!r}{where}"
+        return f"{strategy!r} (id {strategy_id}) on range {name!r}{where}"
 
 
 def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | None] | DateRange | None,
@@ -116,13 +119,14 @@ def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | 
     base = f"{market.fingerprint}|{settings.fingerprint()}|"
     range_keys = [(f"{r.key}|{r.name}" if r is not None else "all") for r in ranges]
     symbol_keys = [("" if symbol is None else f"|symbol={symbol}") for symbol in symbols]
-    keys = [hashlib.blake2b(f"{base}{s.id}|{rk}{sk}".encode(), digest_size=12).hexdigest().encode()
-            for sk in symbol_keys for s in kept for rk in range_keys]
+    keys = [hashlib.blake2b(f"{base}{strategy_id}|{rk}{sk}".encode(), digest_size=12).hexdigest().encode()
+            for sk in symbol_keys for strategy_id in unique for rk in range_keys]
     n_ranges, n_strategies = len(ranges), len(kept)
     symbol_index = np.repeat(np.arange(len(symbols), dtype=np.int64), n_strategies * n_ranges)
     strategy_index = np.tile(np.repeat(np.arange(n_strategies, dtype=np.int64), n_ranges), len(symbols))
     range_index = np.tile(np.arange(n_ranges, dtype=np.int64), n_strategies * len(symbols))
-    plan = Plan(kept, ranges, symbols, strategy_index, range_index, symbol_index, np.array(keys, dtype="S24"))
+    plan = Plan(kept, ranges, symbols, strategy_index, range_index, symbol_index, np.array(keys, dtype="S24"),
+                tuple(unique))
     return plan if permutations is None else _permuted(plan, tuple(permutations))
 
 
@@ -137,7 +141,7 @@ def _permuted(plan: Plan, permutations: tuple[Permutation | None, ...]) -> Plan:
     n_jobs, n = len(plan), len(permutations)
     return Plan(plan.strategies, plan.date_ranges, plan.symbols, np.tile(plan.strategy_index, n),
                 np.tile(plan.range_index, n), np.tile(plan.symbol_index, n), np.array(keys, dtype="S24"),
-                permutations, np.repeat(np.arange(n, dtype=np.int64), n_jobs))
+                plan.strategy_ids, permutations, np.repeat(np.arange(n, dtype=np.int64), n_jobs))
 
 
 def _as_ranges(date_ranges: Iterable[DateRange | None] | DateRange | None) -> tuple[DateRange | None, ...]:

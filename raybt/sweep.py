@@ -161,9 +161,11 @@ def _executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: 
 def _batches(plan: Plan, todo: np.ndarray, batch_size: int) -> Iterator[Batch]:
     for start in range(0, len(todo), batch_size):
         jobs = todo[start:start + batch_size]
-        yield Batch(jobs, [plan.strategies[i] for i in plan.strategy_index[jobs]],
+        strategy_index = plan.strategy_index[jobs]
+        yield Batch(jobs, [plan.strategies[i] for i in strategy_index],
                     [plan.date_ranges[i] for i in plan.range_index[jobs]],
                     [plan.symbols[i] for i in plan.symbol_index[jobs]],
+                    keys=plan.keys[jobs], strategy_ids=[plan.strategy_ids[i] for i in strategy_index],
                     permutations=None if plan.permutation_index is None
                     else [plan.permutations[i] for i in plan.permutation_index[jobs]])
 
@@ -208,7 +210,7 @@ def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, sto
     def flush() -> None:
         nonlocal n_buffered
         if buffered:
-            store.write(rows_table(plan, market, buffered))
+            store.write(rows_table(buffered))
             buffered.clear()
             n_buffered = 0
 
