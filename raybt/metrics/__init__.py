@@ -90,7 +90,7 @@ per-metric functions), ``_inputs`` (input checks and work space).
 from __future__ import annotations
 
 
-# Private names that raybt.engine and the tests import from here:
+# Private names that raybt.engine, raybt.batch_eval and the tests import from here:
 from raybt.metrics._base import (
     _BLOCK_BARS,
     _CURVE_BLOCK_BARS,
@@ -118,7 +118,9 @@ from raybt.metrics.functions import (
     volatility,
     yearly_returns,
 )
-from raybt.metrics.scan import _scan_block
+from raybt.metrics.compute import _LIMIT_FACTOR, _scan_row
+from raybt.metrics.scan import _scan_block, _scan_start
+from raybt.metrics.values import _rf_per_bar
 from raybt.metrics.tail import _collect_below, _select_pair, _split
 
 __all__ = [
