@@ -117,8 +117,6 @@ class RayExecutor:
 
     def __init__(self, market: MarketData, settings: RunSettings, *, n_workers: int = -1, address: str | None = None,
                  profile: bool = False):
-        # Read by the driver's core worker (the owner of the tasks) when Ray is initialised in this process.
-        os.environ.setdefault("RAY_task_oom_retries", str(TASK_RETRIES))
         self.started_ray = connect(address, market.nbytes)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.n_workers = cpus if n_workers == -1 else n_workers
@@ -190,9 +188,12 @@ def _crashed(batch: Batch, exc: Exception) -> BatchResult:
 
 
 def connect(address: str | None, data_bytes: int) -> bool:
-    """Join the given or ambient cluster, or start a local Ray; returns True if a local Ray was started here."""
+    """Join the given or ambient cluster, or start a local Ray; returns True if a local Ray was started here. Another
+    thread than the main one may call it if it outlives the Ray it starts (:mod:`raybt.executors.hybrid`)."""
     if ray.is_initialized():
         return False
+    # Read by the driver's core worker (the owner of the tasks) when Ray is initialised in this process.
+    os.environ.setdefault("RAY_task_oom_retries", str(TASK_RETRIES))
     if address is not None or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=True)
         return False
