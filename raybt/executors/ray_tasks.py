@@ -190,10 +190,10 @@ def _crashed(batch: Batch, exc: Exception) -> BatchResult:
 def connect(address: str | None, data_bytes: int) -> bool:
     """Join the given or ambient cluster, or start a local Ray; returns True if a local Ray was started here. Another
     thread than the main one may call it if it outlives the Ray it starts (:mod:`raybt.executors.hybrid`)."""
-    if ray.is_initialized():
-        return False
     # Read by the driver's core worker (the owner of the tasks) when Ray is initialised in this process.
     os.environ.setdefault("RAY_task_oom_retries", str(TASK_RETRIES))
+    if ray.is_initialized():
+        return False
     if address is not None or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=True)
         return False
