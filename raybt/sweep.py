@@ -129,7 +129,7 @@ def _check_sizes(n_workers: int | None, batch_size: int | None, checkpoint_batch
     if n_workers is not None and (not isinstance(n_workers, int) or n_workers == 0 or n_workers < -1):
         raise ValueError(f"n_workers must be None, -1 (all CPUs) or a positive int, got {n_workers!r}")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be None (adaptive) or a positive int, got {batch_size!r}")
+        raise ValueError(f"batch_size must be a positive int or None (adaptive), got {batch_size!r}")
     if not isinstance(checkpoint_batch_size, int) or checkpoint_batch_size < 1:
         raise ValueError(f"checkpoint_batch_size must be a positive int, got {checkpoint_batch_size!r}")
 

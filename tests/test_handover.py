@@ -185,5 +185,5 @@ def test_a_sweep_with_batch_size_none_sizes_its_batches_from_their_timing(monkey
 
 
 def test_batch_size_must_be_none_or_positive():
-    with pytest.raises(ValueError, match="batch_size must be None .adaptive. or a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"batch_size must be a positive int or None \(adaptive\), got 0"):
         run(GRID, batch_size=0)
