@@ -160,20 +160,35 @@ def _ray_executor(plan: Plan, market: MarketData, settings: RunSettings, n_worke
 
 def _run(executor, plan: Plan, todo: np.ndarray, sizer: BatchSizer) -> Iterator[BatchResult]:
     """Run the jobs ``todo`` on ``executor``; each finished batch's timing sizes the batches still to come."""
-    for result in executor.run(_batches(plan, todo, sizer, lambda: executor.n_workers)):
+    for result in executor.run(_Batches(plan, todo, sizer, lambda: executor.n_workers)):
         sizer.observe(result.durations)
         yield result
 
 
-def _batches(plan: Plan, todo: np.ndarray, sizer: BatchSizer, n_workers: Callable[[], int]) -> Iterator[Batch]:
-    """Batches of consecutive jobs of ``todo``, each sized when the executor asks for it."""
-    start = 0
-    while start < len(todo):
-        jobs = todo[start:start + sizer.next_size(len(todo) - start, n_workers())]
-        start += len(jobs)
-        yield Batch(jobs, [plan.strategies[i] for i in plan.strategy_index[jobs]],
-                    [plan.date_ranges[i] for i in plan.range_index[jobs]],
-                    [plan.symbols[i] for i in plan.symbol_index[jobs]])
+class _Batches:
+    """The batches of consecutive jobs of ``todo``, each sized when the executor asks for it; ``jobs_left`` counts
+    the jobs not handed out yet (the hand-over executor estimates from it whether starting Ray pays)."""
+
+    def __init__(self, plan: Plan, todo: np.ndarray, sizer: BatchSizer, n_workers: Callable[[], int]):
+        self._plan, self._todo, self._sizer, self._n_workers = plan, todo, sizer, n_workers
+        self._start = 0
+
+    @property
+    def jobs_left(self) -> int:
+        return len(self._todo) - self._start
+
+    def __iter__(self) -> _Batches:
+        return self
+
+    def __next__(self) -> Batch:
+        if not self.jobs_left:
+            raise StopIteration
+        jobs = self._todo[self._start:self._start + self._sizer.next_size(self.jobs_left, self._n_workers())]
+        self._start += len(jobs)
+        plan = self._plan
+        return Batch(jobs, [plan.strategies[i] for i in plan.strategy_index[jobs]],
+                     [plan.date_ranges[i] for i in plan.range_index[jobs]],
+                     [plan.symbols[i] for i in plan.symbol_index[jobs]])
 
 
 _LOST_JOB_ROUNDS = 3

@@ -1,6 +1,6 @@
-"""Small sweeps never pay for Ray: with ``n_workers=-1`` and no Ray to join, the driver computes while Ray starts in
-the background and hands the remaining batches over once Ray is up (raybt.executors.hybrid); and ``batch_size=None``
-sizes batches from measured ones (raybt.resources.BatchSizer).
+"""Small sweeps never pay for Ray: with ``n_workers=-1`` and no Ray to join, the driver computes, starts Ray in the
+background only if the work left is worth it, and hands the remaining batches over once Ray is up
+(raybt.executors.hybrid); and ``batch_size=None`` sizes batches from measured ones (raybt.resources.BatchSizer).
 
 The hand-over tests replace the background start with a stand-in that reports Ray "up" after a chosen number of
 local batches (the session's Ray then takes the rest), so the moment of the hand-over is under the test's control.
@@ -51,6 +51,7 @@ def start_after(monkeypatch):
     def install(local_batches, error=None):
         start = StartAfter(local_batches, error)
         monkeypatch.setattr(hybrid, "wanted", lambda address: address is None)
+        monkeypatch.setattr(hybrid, "START_RAY_ABOVE_S", 0.0)  # these sweeps are small: start Ray all the same
         monkeypatch.setattr(hybrid, "start_in_background", lambda data_bytes: start)
         return start
     return install
@@ -62,7 +63,8 @@ def _rows_by_place(df):
 
 
 def test_hand_over_mid_sweep_gives_the_in_process_rows_once_each(ray_cluster, start_after, tmp_path):
-    start_after(local_batches=3)
+    # the start is asked for after the first (timed) batch; "finished" at the third look: 3 batches here
+    start_after(local_batches=2)
     handed = run(GRID, n_workers=-1, batch_size=2, checkpoint_dir=tmp_path / "ck")
     alone = run(GRID)
     df = handed.df
@@ -81,15 +83,16 @@ def test_a_sweep_done_before_ray_is_up_runs_in_process_and_does_not_wait(start_a
 
 
 def test_a_failed_start_is_raised_at_the_hand_over_and_rows_computed_before_are_kept(start_after, tmp_path):
-    start_after(local_batches=1, error=LocalRayError("no Ray today"))
+    start_after(local_batches=0, error=LocalRayError("no Ray today"))
     with pytest.raises(LocalRayError, match="no Ray today"):
         run(GRID, n_workers=-1, batch_size=5, checkpoint_dir=tmp_path / "ck", checkpoint_batch_size=1000)
-    assert len(raybt.load_results(tmp_path / "ck").df) == 5  # the one batch computed here
+    assert len(raybt.load_results(tmp_path / "ck").df) == 5  # the one batch computed here, the probe
 
 
 def test_a_start_that_failed_after_the_sweep_finished_is_a_warning(start_after):
-    # 24 jobs in batches of 5: five looks before the batches, all "not yet"; the sixth, at the end, finds the failure
-    start_after(local_batches=5, error=LocalRayError("no Ray today"))
+    # 24 jobs in batches of 5: the start is asked for after the first; four looks before the next batches, all "not
+    # yet"; the fifth, at the end, finds the failure
+    start_after(local_batches=4, error=LocalRayError("no Ray today"))
     with pytest.warns(hybrid.RayStartWarning, match="no Ray today.*this sweep ran in this process"):
         results = run(GRID, n_workers=-1, batch_size=5)
     assert _rows_by_place(results.df) == (2 * len(GRID), 0)
@@ -99,17 +102,50 @@ def test_an_environment_ray_would_refuse_fails_before_anything_is_computed(monke
     monkeypatch.setenv("RAY_AUTH_MODE", "legacy")
     monkeypatch.setattr(hybrid, "wanted", lambda address: True)
     monkeypatch.setattr(hybrid, "_current", None)
+    monkeypatch.setattr(local, "run_batch", lambda *args: pytest.fail("computed"))
     with pytest.raises(LocalRayError, match="RAY_AUTH_MODE='legacy'"):
         run(GRID, n_workers=-1)
     assert hybrid._current is None  # no start attempted
+
+
+def _timed_at(seconds_per_job, monkeypatch):
+    """Every job "takes" ``seconds_per_job`` (injected into the results of the in-process executor); returns the
+    sizes of the batches it ran."""
+    sizes = []
+    real = local.run_batch
+
+    def timed(market, batch, settings, profile, worker):
+        sizes.append(len(batch.jobs))
+        result = real(market, batch, settings, profile, worker)
+        return BatchResult(result.jobs, result.metrics, result.errors, np.full(len(batch.jobs), seconds_per_job),
+                           worker)
+
+    monkeypatch.setattr(local, "run_batch", timed)
+    return sizes
+
+
+def test_ray_is_started_only_when_the_work_left_would_take_longer_than_the_start(monkeypatch):
+    asked = []
+    monkeypatch.setattr(hybrid, "wanted", lambda address: True)
+    monkeypatch.setattr(hybrid, "start_in_background", lambda data_bytes: asked.append(1) or StartAfter(None))
+    sizes = _timed_at(0.001, monkeypatch)  # 24 jobs of 1 ms: nowhere near START_RAY_ABOVE_S
+    run(GRID, n_workers=-1, batch_size=5)
+    assert sizes == [5, 5, 5, 5, 4] and asked == []
+    # at 1 s per job the 19 jobs left after the first batch (19 s) are worth a start, asked for once
+    sizes = _timed_at(1.0, monkeypatch)
+    run(GRID, n_workers=-1, batch_size=5)
+    assert sizes == [5, 5, 5, 5, 4] and asked == [1]
+    assert hybrid.worth_starting(0.001, 10_001) and not hybrid.worth_starting(0.001, 10_000)  # 10 s
 
 
 SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     import raybt
+    from raybt.executors import hybrid
     from sweeps import GRID, DATA, RANGES
 
+    hybrid.START_RAY_ABOVE_S = 0.0  # start Ray for this small sweep all the same
     started = time.perf_counter()
     results = raybt.run_backtests(GRID, DATA, RANGES, n_workers=-1, show_progress=False)
     took = time.perf_counter() - started
@@ -167,15 +203,7 @@ def test_sizer_probes_then_follows_the_median_job_time_and_keeps_an_explicit_siz
 def test_a_sweep_with_batch_size_none_sizes_its_batches_from_their_timing(monkeypatch):
     """Every job "takes" 10 ms (injected): the probe, then 0.5 s batches (50 jobs), shrinking towards 0.2 s (20 jobs)
     as the end nears; every job runs once."""
-    sizes = []
-
-    def timed(market, batch, settings, profile, worker):
-        sizes.append(len(batch.jobs))
-        result = real(market, batch, settings, profile, worker)
-        return BatchResult(result.jobs, result.metrics, result.errors, np.full(len(batch.jobs), 0.010), worker)
-
-    real = local.run_batch
-    monkeypatch.setattr(local, "run_batch", timed)
+    sizes = _timed_at(0.010, monkeypatch)
     strategies = [SmaCross(fast=f, slow=s) for f in range(2, 12) for s in range(20, 50)]  # 300 × 2 ranges
     results = run(strategies, batch_size=None)
     # 580 left after the probe: 50s while 4 batches of them fit (the in-process executor is 1 worker), then a
@@ -187,3 +215,9 @@ def test_a_sweep_with_batch_size_none_sizes_its_batches_from_their_timing(monkey
 def test_batch_size_must_be_none_or_positive():
     with pytest.raises(ValueError, match=r"batch_size must be a positive int or None \(adaptive\), got 0"):
         run(GRID, batch_size=0)
+
+
+def test_warming_up_the_session_rays_workers_runs_a_backtest_on_each_cpu(ray_cluster):
+    from raybt.executors import ray_tasks
+
+    ray_tasks.warm_up_workers()  # raises if a worker cannot import raybt or run its kernels

@@ -249,3 +249,22 @@ def object_store_bytes(data_bytes: int) -> int:
     quarter of the memory available now."""
     available = psutil.virtual_memory().available
     return int(min(max(256 * 2**20, 8 * data_bytes), max(available // 4, 128 * 2**20)))
+
+
+def _warm_up() -> int:
+    """Import raybt's compute path and run one tiny backtest, loading the compiled kernels from numba's cache."""
+    import raybt
+    from raybt.demo import SmaCross
+
+    data = raybt.synthetic_ohlcv(["WARM"], "2023-01-01", "2023-01-08", "1h", seed=0)
+    raybt.run_backtest(SmaCross(fast=3, slow=12), data)
+    return os.getpid()
+
+
+def warm_up_workers() -> None:
+    """Run :func:`_warm_up` once per CPU of the cluster and wait for them: a fresh worker spends a second or more
+    importing raybt and loading kernels, and a sweep handed to Ray (:mod:`raybt.executors.hybrid`) should not wait
+    for that while the driver could have computed."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    warm = ray.remote(num_cpus=1)(_warm_up)
+    ray.get([warm.remote() for _ in range(cpus)])
