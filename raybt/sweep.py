@@ -15,8 +15,7 @@ from raybt.checkpoint import CheckpointError, CheckpointStore, CheckpointWarning
 from raybt.code_digest import refresh as refresh_code_digests
 from raybt.data import DataLike, DateRange, MarketData, load_ohlcv
 from raybt.engine import CostModel
-from raybt.executors import LocalExecutor
-from raybt.executors import hybrid
+from raybt.executors import LocalExecutor, hybrid
 from raybt.plan import Plan, RunSettings, plan_jobs
 from raybt.resources import BatchSizer
 from raybt.results import Results, merge_profiles, rows_table, settings_record
@@ -44,10 +43,12 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
 
     Execution: ``n_workers=None`` or ``1`` runs in this process without Ray; ``-1`` runs Ray tasks on every CPU of
     the Ray cluster; ``N`` runs at most N Ray tasks at once. ``address`` joins an existing Ray cluster (otherwise an
-    initialised Ray, ``RAY_ADDRESS``, or a new local Ray is used). A new local Ray starts in the background while
-    this process computes the first batches itself; the remaining batches go to Ray once it is up, and a sweep done
-    before that never waits for it (:mod:`raybt.executors.hybrid`; the rows are the same either way). Each task
-    runs ``batch_size`` jobs; ``None`` (the default) sizes tasks from measured ones, to about 0.2-0.5 s of work each
+    initialised Ray, ``RAY_ADDRESS``, or a new local Ray is used). Where a local Ray would have to start, this
+    process computes the first batches itself, starts Ray in the background only if the work left would take it
+    more than ~10 s, and hands the remaining batches to Ray once Ray is up; a sweep done before that never waits for
+    it (:mod:`raybt.executors.hybrid`; the rows are the same either way); ``address="local"`` starts the local Ray
+    at once and runs every batch on it. Each task runs ``batch_size`` jobs;
+    ``None`` (the default) sizes tasks from measured ones, to about 0.2-0.5 s of work each
     (:class:`raybt.resources.BatchSizer`).
 
     Checkpoints: with ``checkpoint_dir`` (a path or a pyarrow filesystem URI) every ``checkpoint_batch_size`` rows

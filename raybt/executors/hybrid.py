@@ -5,7 +5,9 @@ remaining batches to Ray once Ray is up and its workers are warm.
 Rules:
 
 * **When.** Only when raybt would start a local Ray itself: no ``address``, no ``RAY_ADDRESS``, no initialised Ray
-  (:func:`wanted`). Joining a cluster or an initialised Ray is quick, so those sweeps go to Ray from the start.
+  (:func:`wanted`). Joining a cluster or an initialised Ray is quick, so those sweeps go to Ray from the start; so
+  do sweeps with ``address="local"``, which start the local Ray at once and wait for it (what a notebook that wants
+  its Ray up for later sweeps, or its workers' output, asks for).
 * **Whether to start Ray.** The first batch runs here and is timed; Ray is started once the work left, at that
   pace, would take longer than :data:`START_RAY_ABOVE_S` (:func:`worth_starting`, looked at before every batch):
   a small sweep never starts Ray and runs as it would with ``n_workers=None``.
@@ -123,7 +125,8 @@ _current_lock = threading.Lock()
 def check_can_start() -> None:
     """The checks of :mod:`raybt.executors.ray_env` that need no running Ray (Ray's version, the authentication
     mode), so that a sweep that would refuse to start Ray says so before it computes anything."""
-    ray_env.check_ray_version(importlib.metadata.version("ray"))
+    imported = sys.modules.get("ray")  # the version the starting thread will use, if already imported
+    ray_env.check_ray_version(getattr(imported, "__version__", None) or importlib.metadata.version("ray"))
     ray_env.require_token_auth()
 
 

@@ -4,7 +4,8 @@
   it, an already initialised Ray (a notebook, ``ray job submit``) or ``RAY_ADDRESS`` is used; otherwise a new local
   Ray starts (never silently joining a ``ray start`` cluster that happens to run on the machine) with small-machine
   defaults: no dashboard, an explicit object store size, every server bound to 127.0.0.1 and token authentication
-  (see :mod:`raybt.executors.ray_env`). A Ray started here is left running for later sweeps in the same process.
+  (see :mod:`raybt.executors.ray_env`); ``address="local"`` asks for that local Ray even where ``RAY_ADDRESS`` is set.
+  A Ray started here is left running for later sweeps in the same process.
 * **Data.** ``ray.put(market)`` once; every task receives the ObjectRef as a top-level argument, which Ray resolves to
   a zero-copy, read-only view of the arrays.
 * **Flow control.** At most ``window`` tasks are in flight (``ray.wait``), so driver memory stays flat however many
@@ -188,13 +189,14 @@ def _crashed(batch: Batch, exc: Exception) -> BatchResult:
 
 
 def connect(address: str | None, data_bytes: int) -> bool:
-    """Join the given or ambient cluster, or start a local Ray; returns True if a local Ray was started here. Another
-    thread than the main one may call it if it outlives the Ray it starts (:mod:`raybt.executors.hybrid`)."""
+    """Join the given or ambient cluster, or start a local Ray (also when ``address="local"``, as ``ray.init`` does,
+    whatever ``RAY_ADDRESS`` says); returns True if a local Ray was started here. Another thread than the main one
+    may call it if it outlives the Ray it starts (:mod:`raybt.executors.hybrid`)."""
     # Read by the driver's core worker (the owner of the tasks) when Ray is initialised in this process.
     os.environ.setdefault("RAY_task_oom_retries", str(TASK_RETRIES))
     if ray.is_initialized():
         return False
-    if address is not None or os.environ.get("RAY_ADDRESS"):
+    if address != "local" and (address is not None or os.environ.get("RAY_ADDRESS")):
         ray.init(address=address, log_to_driver=True)
         return False
     import_path = tuple(dict.fromkeys(os.path.realpath(p or os.getcwd()) for p in sys.path))
