@@ -260,7 +260,8 @@ class _Judge:
             reading = (f"PSR {value:.2f}: were it the only strategy tried, a Sharpe of {annual:.2f} a year over "
                        f"{moments.n_periods:,} bars would be significant (needs ≥ {need:g})")
         else:
-            mintrl = stats.min_track_record_length(sharpe, moments.skew, moments.kurtosis, confidence=need)
+            mintrl = (stats.min_track_record_length(sharpe, moments.skew, moments.kurtosis, confidence=need)
+                      if need < 1 else math.inf)
             years = "never" if math.isinf(mintrl) else f"{mintrl:,.0f} bars ({mintrl / ppy:.1f} years)"
             reading = (f"PSR {value:.2f}: even as the only strategy tried, {moments.n_periods:,} bars are too short "
                        f"to tell a Sharpe of {annual:.2f} a year from 0 (needs ≥ {need:g}; track record needed: "
