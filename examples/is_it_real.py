@@ -1,6 +1,6 @@
 """Is it real? The best of 10,000 SMA-crossover strategies, on a random walk and on a market with a planted trend.
 
-    python examples/is_it_real.py              # 10,000 strategies per market (about 3 minutes on 2 busy cores)
+    python examples/is_it_real.py              # 10,000 strategies per market (about 4 minutes on 2 busy cores)
     python examples/is_it_real.py --small      # 400 strategies per market, in seconds
 
 Both markets are two years of hourly bars made by :func:`market` below (not ``raybt.synthetic_ohlcv``, which has a
@@ -28,6 +28,11 @@ START, END = "2022-01-01", "2024-01-01"
 WARMUP = 605
 """Bars of data before each window for the slow averages (the longest slow SMA of the full grid is 601 bars)."""
 FEES = 0.0005
+CASES = {
+    "a pure random walk (no strategy can have an edge)": dict(seed=4),
+    "a market with a planted, persistent trend": dict(seed=1, trend=0.0015),
+}
+"""The two markets: title → :func:`market` arguments."""
 
 
 class SmaCross(raybt.Strategy):
@@ -86,9 +91,8 @@ def main() -> None:
     parser.add_argument("--n-workers", type=int, default=None, help="None: this process; -1: Ray on every CPU")
     args = parser.parse_args()
     strategies = sma_grid(20, 20, step=5) if args.small else sma_grid()
-    cases = [("a pure random walk (no strategy can have an edge)", market(seed=4)),
-             ("a market with a planted, persistent trend", market(seed=1, trend=0.002))]
-    for title, data in cases:
+    for title, arguments in CASES.items():
+        data = market(**arguments)
         with tempfile.TemporaryDirectory() as directory:
             best, verdict = is_it_real(data, strategies, directory, args.n_workers)
         print(f"\n=== {title}: the best of {len(strategies):,} strategies made {best['total_return']:+.0%} "
