@@ -87,7 +87,8 @@ def is_it_real(data: raybt.MarketData, strategies: list[SmaCross], checkpoint_di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="20 × 20 strategies over the same span instead of 100 × 100")
+    parser.add_argument("--small", action="store_true",
+                        help="20 × 20 strategies over the same span instead of 100 × 100")
     parser.add_argument("--n-workers", type=int, default=None, help="None: this process; -1: Ray on every CPU")
     args = parser.parse_args()
     strategies = sma_grid(20, 20, step=5) if args.small else sma_grid()

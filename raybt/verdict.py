@@ -18,6 +18,9 @@ What is judged, and on what:
   included, first), or the rows of a DataFrame passed as ``candidates``. Their returns come from
   :meth:`Results.returns <raybt.results.Results.returns>`, compounded per ``freq`` period (default daily:
   the bootstrap and CSCV then work on 365 periods a year instead of 8,760 bars; periods without bars are dropped).
+  PBO judges the choice *among* the candidates: when the best ones are near-twins (neighbouring parameters riding
+  one real effect), picking among them is a coin toss and PBO comes out high although the family is real; pass
+  ``candidates=`` rows of your own (e.g. the best of each parameter region) to ask about a wider choice.
 * **PBO** of choosing the best of the candidates: :func:`raybt.stats.probability_of_backtest_overfitting`
   (CSCV, ``n_splits`` blocks).
 * **SPA and Reality Check** p-values of the candidates against ``benchmark``: ``"zero"`` (cash) or
@@ -152,8 +155,8 @@ class Verdict:
         where = f"range {self.row.get('range')}" + (f", symbol {self.row['symbol']}" if self.row.get("symbol") else "")
         return [f"Is it real? {self.row.get('strategy')} {self.row.get('parameters')} ({where})",
                 f"Sharpe {self.sharpe:.3g} a year ({self.sharpe_per_period:.4g} per bar, {self.n_periods:,} bars, "
-                f"{self.periods_per_year:,.0f} bars a year); best of {self.n_trials:,} trials ({self.trials_source}); "
-                f"{self.n_candidates} candidates for PBO/SPA"]
+                f"{self.periods_per_year:,.0f} bars a year); best of {_count(self.n_trials, 'trial')} "
+                f"({self.trials_source}); {_count(self.n_candidates, 'candidate')} for PBO/SPA"]
 
     def __str__(self) -> str:
         width = max(len(c.name) for c in self.checks)
@@ -280,11 +283,12 @@ class _Judge:
                                             n_trials=trials, sharpe_variance=variance)
         luck = expected * math.sqrt(ppy)
         if self.passes("dsr", value):
-            reading = (f"DSR {value:.2f}: after {n_trials:,} trials (best expected by luck alone: Sharpe {luck:.2f} a "
-                       f"year), a Sharpe this high is unlikely to be luck (needs ≥ {self.limits['dsr']:g})")
+            reading = (f"DSR {value:.2f}: after {_count(n_trials, 'trial')} (best expected by luck alone: Sharpe "
+                       f"{luck:.2f} a year), a Sharpe this high is unlikely to be luck "
+                       f"(needs ≥ {self.limits['dsr']:g})")
         else:
-            reading = (f"DSR {value:.2f}: after {n_trials:,} trials (best expected by luck alone: Sharpe {luck:.2f} a "
-                       f"year), a Sharpe this high is likely luck (needs ≥ {self.limits['dsr']:g})")
+            reading = (f"DSR {value:.2f}: after {_count(n_trials, 'trial')} (best expected by luck alone: Sharpe "
+                       f"{luck:.2f} a year), a Sharpe this high is likely luck (needs ≥ {self.limits['dsr']:g})")
         return self.check("dsr", value, reading)
 
     def pbo(self, returns: pd.DataFrame, n_splits: int) -> Check:
@@ -293,9 +297,9 @@ class _Judge:
         except ValueError as exc:
             return self.unknown("pbo", f"PBO not computed: {exc}")
         verb = "generalises" if self.passes("pbo", result.pbo) else "is overfit: no better than a random pick"
-        reading = (f"PBO {result.pbo:.2f}: the in-sample best of {result.n_candidates} candidates ranks at or below "
-                   f"the median out of sample in {result.pbo:.0%} of {len(result.logits):,} CSCV splits — selection "
-                   f"{verb} (needs < {self.limits['pbo']:g})")
+        reading = (f"PBO {result.pbo:.2f}: the in-sample best of {_count(result.n_candidates, 'candidate')} ranks at "
+                   f"or below the median out of sample in {result.pbo:.0%} of {len(result.logits):,} CSCV splits — "
+                   f"selection {verb} (needs < {self.limits['pbo']:g})")
         return self.check("pbo", result.pbo, reading)
 
     def bootstrap(self, returns: pd.DataFrame, bench: pd.Series | float, benchmark: str, reps: int,
@@ -314,9 +318,9 @@ class _Judge:
                 checks.append(self.unknown(name, f"{label} not computed: {exc}"))
                 continue
             if self.passes(name, result.pvalue):
-                meaning = f"the best of the {result.n_candidates} candidates beats {against} beyond data snooping"
+                meaning = f"the best of {_count(result.n_candidates, 'candidate')} beats {against} beyond data snooping"
             else:
-                meaning = (f"no candidate of {result.n_candidates} beats {against} once the search over them is "
+                meaning = (f"no candidate of {result.n_candidates:,} beats {against} once the search over them is "
                            f"accounted for")
             checks.append(self.check(name, result.pvalue, f"{label} p = {result.pvalue:.3f}: {meaning} (needs ≤ "
                                                           f"{self.limits[name]:g})"))
@@ -339,11 +343,15 @@ class _Judge:
             return []
         n_folds = len(wf.folds)
         efficiency, correlation = float(wf.efficiency), float(wf.rank_correlation)
-        kept = "kept most" if self.passes("wf_efficiency", efficiency) else "lost most"
+        if self.passes("wf_efficiency", efficiency):
+            kept = f"kept {efficiency:.0%} of their in-sample Sharpe out of sample"
+        elif efficiency >= 0:
+            kept = f"lost most of their in-sample Sharpe out of sample (kept {efficiency:.0%})"
+        else:
+            kept = f"turned negative out of sample (mean OOS Sharpe = {efficiency:.2f} × mean IS Sharpe)"
         eff = self.check("wf_efficiency", efficiency,
                          f"walk-forward efficiency {efficiency:.2f}: over {n_folds} folds the strategies selected in "
-                         f"sample {kept} of their Sharpe out of sample ({efficiency:.0%} of it; needs ≥ "
-                         f"{self.limits['wf_efficiency']:g})" if np.isfinite(efficiency) else
+                         f"sample {kept} (needs ≥ {self.limits['wf_efficiency']:g})" if np.isfinite(efficiency) else
                          "walk-forward efficiency unknown: no fold has both Sharpe ratios")
         ranked = ("better in sample tends to mean better out of sample"
                   if self.passes("wf_rank_correlation", correlation)
@@ -363,6 +371,10 @@ def _key(row: Any) -> str:
     if isinstance(row, (pd.Series, Mapping)) and "key" in row:
         return str(row["key"])
     raise TypeError(f"row must be a result row (with a 'key') or a key, got {type(row).__name__}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _plain(value: Any) -> Any:
@@ -386,11 +398,7 @@ def _candidates(peers: pd.DataFrame, chosen: pd.Series, candidates: int | pd.Dat
         rows = usable.sort_values([metric, "key"], ascending=[False, True], kind="stable").head(candidates - 1)
     else:
         raise ValueError(f"candidates must be an int >= 2 or a DataFrame of rows, got {candidates!r}")
-    keys = list(dict.fromkeys([chosen["key"], *map(str, rows["key"])]))
-    if len(keys) < 2:
-        raise ValueError(f"PBO and the bootstrap tests need 2+ candidates; range {chosen['range']!r} has only the "
-                         f"chosen row")
-    return pd.DataFrame({"key": keys})
+    return pd.DataFrame({"key": list(dict.fromkeys([chosen["key"], *map(str, rows["key"])]))})
 
 
 def _trials(results: Results, chosen: pd.Series, market: MarketData, n_trials: int | None) -> tuple[int, str]:

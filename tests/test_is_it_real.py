@@ -143,6 +143,8 @@ def test_decisions_at_the_thresholds_and_the_optional_checks(sweep):
     assert above["pbo"].status == "pass" and "generalises" in above["pbo"].reading
     assert above["permutation"].status == "fail" and "adds nothing" in above["permutation"].reading
     assert above["wf_efficiency"].status == "fail" and "lost most" in above["wf_efficiency"].reading
+    negative = judged(sweep, walk_forward=StandInWalkForward(efficiency=-0.3, rank_correlation=-0.1))
+    assert "turned negative" in negative["wf_efficiency"].reading and negative["wf_rank_correlation"].status == "fail"
     assert above["wf_rank_correlation"].status == "unknown" and math.isnan(above["wf_rank_correlation"].value)
     assert above.passed is False and "NOT CONVINCING" in above.conclusion and "dsr" in above.conclusion
 
