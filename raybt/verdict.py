@@ -200,6 +200,8 @@ def verdict(results: Results, row: Any, data: DataLike, *, strategy: StrategyCla
     if benchmark not in ("zero", "buy_and_hold"):
         raise ValueError(f"benchmark must be 'zero' or 'buy_and_hold', got {benchmark!r}")
     market = load_ohlcv(data)
+    # Results' own helpers: every column of the row even from a lazily loaded directory, and the run's settings
+    # (periods_per_year) that reproduce its key.
     chosen = results._full_rows([_key(row)]).iloc[0]
     if isinstance(chosen.get("error"), str):
         raise ValueError(f"row {chosen['key']} is a failed job: nothing to judge")
@@ -407,7 +409,10 @@ def _trials(results: Results, chosen: pd.Series, market: MarketData, n_trials: i
             raise ValueError(f"n_trials must be a positive int, got {n_trials!r}")
         return n_trials, "as given"
     if results.checkpoint_dir:
-        count = stats.count_trials(results.checkpoint_dir, market.fingerprint)
+        try:
+            count = stats.count_trials(results.checkpoint_dir, market.fingerprint)
+        except ValueError as exc:
+            raise ValueError(f"the number of trials cannot be counted: {exc}; pass n_trials= yourself") from exc
         return count.n_configurations, "counted in the checkpoint directory, failed and pruned ones included"
     df = results.df
     columns = ["strategy_id", "symbol"] if "symbol" in df.columns else ["strategy_id"]
