@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -62,6 +63,7 @@ import pandas as pd
 from raybt import stats
 from raybt.data import DataLike, MarketData, load_ohlcv
 from raybt.metrics import infer_periods_per_year
+from raybt.results import LOWER_IS_BETTER, _key_of
 
 if TYPE_CHECKING:
     from raybt.results import Results, StrategyClasses
@@ -114,7 +116,7 @@ class Verdict:
     sharpe_per_period: float
     n_periods: int
     periods_per_year: float
-    n_trials: int
+    n_trials: float
     trials_source: str
     n_candidates: int
     checks: tuple[Check, ...]
@@ -185,7 +187,7 @@ class Verdict:
 
 def verdict(results: Results, row: Any, data: DataLike, *, strategy: StrategyClasses = None, metric: str = "sharpe",
             candidates: int | pd.DataFrame = 100, benchmark: Benchmark = "zero", permutation: Any = None,
-            walk_forward: Any = None, n_trials: int | None = None, freq: str | None = "1D", n_splits: int = 16,
+            walk_forward: Any = None, n_trials: float | None = None, freq: str | None = "1D", n_splits: int = 16,
             reps: int = 1000, seed: int = 0, thresholds: Mapping[str, float] | None = None,
             n_workers: int | None = None) -> Verdict:
     """Judge ``row`` (a row of ``results`` or its key) of a sweep on ``data``; see the module docstring.
@@ -199,10 +201,12 @@ def verdict(results: Results, row: Any, data: DataLike, *, strategy: StrategyCla
         raise KeyError(f"unknown threshold(s) {unknown_names}; thresholds are {list(THRESHOLDS)}")
     if benchmark not in ("zero", "buy_and_hold"):
         raise ValueError(f"benchmark must be 'zero' or 'buy_and_hold', got {benchmark!r}")
+    if metric not in results.df.columns:
+        raise KeyError(f"unknown metric {metric!r} to rank the candidates by")
     market = load_ohlcv(data)
     # Results' own helpers: every column of the row even from a lazily loaded directory, and the run's settings
     # (periods_per_year) that reproduce its key.
-    chosen = results._full_rows([_key(row)]).iloc[0]
+    chosen = results._full_rows([_key_of(row)]).iloc[0]
     if isinstance(chosen.get("error"), str):
         raise ValueError(f"row {chosen['key']} is a failed job: nothing to judge")
     if not np.isfinite(chosen[metric]) or not np.isfinite(chosen["sharpe"]):
@@ -273,16 +277,15 @@ class _Judge:
                        f"{years})")
         return self.check("psr", value, reading)
 
-    def dsr(self, sharpe: float, moments: stats.SharpeMoments, n_trials: int, peer_sharpes: pd.Series,
+    def dsr(self, sharpe: float, moments: stats.SharpeMoments, n_trials: float, peer_sharpes: pd.Series,
             ppy: float) -> Check:
         if len(peer_sharpes) < 2:
             return self.unknown("dsr", f"DSR needs the Sharpe ratios of 2+ trials in this range to estimate their "
                                        f"variance; {len(peer_sharpes)} found")
         variance = float(np.var(peer_sharpes, ddof=1))
-        trials = max(n_trials, 1)
-        expected = stats.expected_max_sharpe(trials, variance)
+        expected = stats.expected_max_sharpe(n_trials, variance)
         value = stats.deflated_sharpe_ratio(sharpe, moments.n_periods, moments.skew, moments.kurtosis,
-                                            n_trials=trials, sharpe_variance=variance)
+                                            n_trials=n_trials, sharpe_variance=variance)
         luck = expected * math.sqrt(ppy)
         if self.passes("dsr", value):
             reading = (f"DSR {value:.2f}: after {_count(n_trials, 'trial')} (best expected by luck alone: Sharpe "
@@ -367,16 +370,10 @@ class _Judge:
 
 # ------------------------------------------------------------------------------------------- inputs
 
-def _key(row: Any) -> str:
-    if isinstance(row, (str, bytes)):
-        return row.decode() if isinstance(row, bytes) else row
-    if isinstance(row, (pd.Series, Mapping)) and "key" in row:
-        return str(row["key"])
-    raise TypeError(f"row must be a result row (with a 'key') or a key, got {type(row).__name__}")
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+def _count(n: float, noun: str) -> str:
+    """``1 trial``, ``1,000,000 trials``, ``12.5 trials`` (an effective number of trials can be fractional)."""
+    number = f"{int(n):,}" if float(n).is_integer() else f"{n:,.1f}"
+    return f"{number} {noun}{'' if n == 1 else 's'}"
 
 
 def _plain(value: Any) -> Any:
@@ -397,16 +394,18 @@ def _candidates(peers: pd.DataFrame, chosen: pd.Series, candidates: int | pd.Dat
         rows = candidates
     elif isinstance(candidates, int) and not isinstance(candidates, bool) and candidates >= 2:
         usable = peers[np.isfinite(peers[metric]) & (peers["key"] != chosen["key"])]
-        rows = usable.sort_values([metric, "key"], ascending=[False, True], kind="stable").head(candidates - 1)
+        best_first = metric in LOWER_IS_BETTER  # ascending for metrics where lower is better, as Results.best
+        rows = usable.sort_values([metric, "key"], ascending=[best_first, True], kind="stable").head(candidates - 1)
     else:
         raise ValueError(f"candidates must be an int >= 2 or a DataFrame of rows, got {candidates!r}")
     return pd.DataFrame({"key": list(dict.fromkeys([chosen["key"], *map(str, rows["key"])]))})
 
 
-def _trials(results: Results, chosen: pd.Series, market: MarketData, n_trials: int | None) -> tuple[int, str]:
+def _trials(results: Results, chosen: pd.Series, market: MarketData,
+            n_trials: float | None) -> tuple[float, str]:
     if n_trials is not None:
-        if not isinstance(n_trials, int) or n_trials < 1:
-            raise ValueError(f"n_trials must be a positive int, got {n_trials!r}")
+        if not isinstance(n_trials, numbers.Real) or isinstance(n_trials, bool) or not n_trials >= 1:
+            raise ValueError(f"n_trials must be a number >= 1 (e.g. stats.effective_trials), got {n_trials!r}")
         return n_trials, "as given"
     if results.checkpoint_dir:
         try:

@@ -73,6 +73,19 @@ def bar_returns(backtest, initial=10_000.0):
                      index=backtest.equity.index)
 
 
+def daily_compounded(r):
+    return (1 + r).groupby(r.index.floor("D")).prod() - 1
+
+
+def daily_returns(sweep, rows):
+    """Daily returns of ``rows``, each run again with run_backtest (not Results.returns)."""
+    data, date_range, strategies, _, _ = sweep
+    by_id = {s.id: s for s in strategies}
+    return pd.DataFrame({
+        key: daily_compounded(bar_returns(raybt.run_backtest(by_id[sid], data, date_range, fees=example.FEES)))
+        for key, sid in zip(rows["key"], rows["strategy_id"])})
+
+
 def test_sharpe_trials_and_dsr_equal_a_computation_by_hand(sweep):
     data, date_range, strategies, results, best = sweep
     verdict = judged(sweep)
@@ -104,13 +117,7 @@ def test_pbo_and_bootstrap_tests_are_those_of_the_top_candidates_daily_returns(s
     verdict = judged(sweep, candidates=10, benchmark="buy_and_hold")
     top = results.df.sort_values(["sharpe", "key"], ascending=[False, True]).head(10)
     assert top["key"].iloc[0] == best["key"]
-    by_id = {s.id: s for s in strategies}
-    def daily_compounded(r):
-        return (1 + r).groupby(r.index.floor("D")).prod() - 1
-
-    daily = pd.DataFrame({
-        key: daily_compounded(bar_returns(raybt.run_backtest(by_id[sid], data, date_range, fees=example.FEES)))
-        for key, sid in zip(top["key"], top["strategy_id"])})
+    daily = daily_returns(sweep, top)
     close = pd.Series(data.close[0], index=data.index)
     held = close.pct_change().loc[daily.index[0]:]
     benchmark = daily_compounded(held[held.index < pd.Timestamp(example.END, tz="UTC")]).to_numpy()
@@ -199,3 +206,17 @@ def test_the_example_rejects_the_random_walk_and_accepts_the_planted_trend(title
         assert verdict["wf_efficiency"].value < 0.2
     else:
         assert verdict.passed is True, str(verdict)
+
+
+def test_an_effective_number_of_trials_and_a_lower_is_better_metric(sweep):
+    data, _, _, results, best = sweep
+    verdict = judged(sweep, n_trials=12.5)
+    assert verdict.n_trials == 12.5 and "after 12.5 trials" in verdict["dsr"].reading
+    calm = judged(sweep, metric="volatility", candidates=5)  # candidates: the 4 least volatile rows besides `best`
+    others = results.df[results.df["key"] != best["key"]]
+    me = results.df[results.df["key"] == best["key"]]
+    least, most = (pd.concat([me, pick(4, "volatility")]) for pick in (others.nsmallest, others.nlargest))
+    assert calm["pbo"].value == stats.probability_of_backtest_overfitting(daily_returns(sweep, least)).pbo
+    assert calm["pbo"].value != stats.probability_of_backtest_overfitting(daily_returns(sweep, most)).pbo
+    with pytest.raises(KeyError, match="unknown metric 'nope'"):
+        results.verdict(best, data, metric="nope")
