@@ -2,7 +2,7 @@
 
 ``results.verdict(row, data)`` replays the row and its rival candidates, runs the statistics of :mod:`raybt.stats`
 on them and returns one :class:`Check` per test, each with its value, the threshold it is held to, a status
-(``"pass"``, ``"fail"`` or ``"unknown"`` — could not be computed, or not run) and one line of plain English.
+(``"pass"``, ``"fail"`` or ``"unknown"``: could not be computed) and one line of plain English.
 
 What is judged, and on what:
 
@@ -13,7 +13,9 @@ What is judged, and on what:
   checkpoint directory (every (strategy, symbol) ever run there, failed and pruned ones included), or, for a sweep
   without a directory, the distinct configurations among the rows in memory; ``n_trials=`` overrides both.
 * **DSR.** :func:`raybt.stats.deflated_sharpe_ratio` with those trials and the variance of the per-bar Sharpe
-  ratios of the rows of the same range (and symbol) that have one.
+  ratios of the rows of the same range (and symbol) that have one. That variance is the paper's: it holds real
+  differences between trials too, so when many trials catch a real effect the hurdle (the best Sharpe expected by
+  luck) rises with their spread.
 * **Candidates.** The best ``candidates`` rows by ``metric`` in the row's range and symbol (the row itself
   included, first), or the rows of a DataFrame passed as ``candidates``. Their returns come from
   :meth:`Results.returns <raybt.results.Results.returns>`, compounded per ``freq`` period (default daily:
