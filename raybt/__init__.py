@@ -7,7 +7,8 @@ The public API::
     raybt.load_ohlcv          validate CSV/Parquet/DataFrame/dict input into MarketData
     raybt.synthetic_ohlcv     deterministic synthetic OHLCV
     raybt.run_backtest        one strategy on one range → Backtest (metrics, equity, trades)
-    raybt.run_backtests       strategies × date ranges in parallel (Ray), with Parquet checkpoints → Results
+    raybt.run_backtests       strategies × date ranges in parallel (Ray), with Parquet checkpoints → Results;
+                              with keep=, ranges run as stages that prune strategies (raybt.stages)
     raybt.load_results        the rows stored in a checkpoint directory (lazily: columns, filter) → Results
     raybt.grid                every combination of parameter values → strategies
     raybt.random_grid         a seeded random sample of parameter values → strategies
@@ -20,7 +21,7 @@ The public API::
     raybt.walk_forward        walk-forward optimisation over windows.rolling folds → WalkForward
 """
 
-from raybt import indicators, metrics, stats, windows
+from raybt import indicators, metrics, stages, stats, windows
 from raybt.backtest import Backtest, run_backtest
 from raybt.data import DataError, DateRange, MarketData, load_ohlcv, synthetic_ohlcv
 from raybt.grid import grid, random_grid
@@ -36,6 +37,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Backtest", "BacktestError", "DataError", "DateRange", "FailedBacktestsWarning", "MarketData", "Recommendation",
     "Results", "SignalError", "Strategy", "WalkForward", "grid", "indicators", "load_ohlcv", "load_results",
-    "metrics", "plot_equity", "random_grid", "recommended_workers", "run_backtest", "run_backtests", "stats",
+    "metrics", "plot_equity", "random_grid", "recommended_workers", "run_backtest", "run_backtests", "stages", "stats",
     "synthetic_ohlcv", "walk_forward", "windows",
 ]

@@ -37,7 +37,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                   continue_on_error: bool = False, rerun_errors: bool = False, force: bool = False,
                   address: str | None = None,
                   profile: bool = False, periods_per_year: float | None = None,
-                  risk_free_rate: float = 0.0, per_symbol: bool = False) -> Results:
+                  risk_free_rate: float = 0.0, per_symbol: bool = False,
+                  keep: int | Callable[[Results], object] | None = None) -> Results:
     """Run every strategy on every date range and return :class:`~raybt.results.Results`.
 
     Execution: ``n_workers=None`` or ``1`` runs in this process without Ray; ``-1`` runs Ray tasks on every CPU of
@@ -70,7 +71,16 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
 
     Costs and settings are those of :func:`raybt.run_backtest`; ``profile=True`` runs each batch under cProfile and
     puts the merged statistics in ``results.profile``.
+
+    Staged sweep: with ``keep`` (top-k by Sharpe, or a callable given each stage's Results) the date ranges run one
+    after another and only the strategies ``keep`` retains go on; see :mod:`raybt.stages` (returns its
+    :class:`~raybt.stages.StagedResults`).
     """
+    if keep is not None:
+        options = {k: v for k, v in locals().items() if k not in ("strategies", "data", "date_ranges", "keep")}
+        from raybt.stages import run_staged  # after locals(): that holds only the arguments
+
+        return run_staged(strategies, data, date_ranges, keep, **options)
     _check_sizes(n_workers, batch_size, checkpoint_batch_size)
     market = load_ohlcv(data)
     settings = RunSettings(CostModel(initial_amount, fees, fixed_fee, slippage, fill), periods_per_year,
@@ -200,7 +210,8 @@ def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, sto
                 profiles.append(result.profile)
             failed = [i for i, error in enumerate(result.errors) if error is not None]
             if failed and not continue_on_error:
-                buffered.append(result.without(failed))
+                if len(failed) < len(result.jobs):  # a batch of failures alone has no row to write
+                    buffered.append(result.without(failed))
                 job = int(result.jobs[failed[0]])
                 raise BacktestError(f"backtest of {plan.describe(job)} failed: {result.errors[failed[0]]}\n"
                                     f"Finished rows are kept{' in the checkpoint' if store.location else ''}; pass "
