@@ -604,6 +604,10 @@ def run_child(args) -> None:
 # ====================================================================================================== parent
 
 class Runner:
+    script = Path(__file__).resolve()
+    """The script each scenario subprocess runs (``script --scenario NAME``); a subclass in another benchmark sets
+    its own file."""
+
     def __init__(self, args):
         self.args = args
         self.tmp = tempfile.mkdtemp(prefix="bench_sweep_")
@@ -612,7 +616,7 @@ class Runner:
         self.records: list[dict] = []
 
     def run(self, scenario: str, label: str, timeout: float, **options) -> dict:
-        command = [sys.executable, str(Path(__file__).resolve()), "--scenario", scenario]
+        command = [sys.executable, str(self.script), "--scenario", scenario]
         for key, value in options.items():
             command += [f"--{key.replace('_', '-')}", str(value)]
         if self.args.quick:

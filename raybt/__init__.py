@@ -17,7 +17,7 @@ The public API::
     raybt.indicators          fast, cached indicators (sma, ema, rsi, ...)
     raybt.metrics             performance metrics on any equity curve
     raybt.windows             walk-forward train/test windows (windows.rolling)
-    raybt.stats               is it real? PSR, DSR, PBO, Reality Check, SPA, the true number of trials
+    raybt.stats               is it real? PSR, DSR, PBO, Reality Check, SPA, permutation test, the true number of trials
     raybt.walk_forward        walk-forward optimisation over windows.rolling folds → WalkForward
 """
 

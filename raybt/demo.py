@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 import raybt
 from raybt import indicators
 from raybt.results import Results
@@ -17,6 +19,24 @@ class SmaCross(raybt.Strategy):
         fast = indicators.sma(data.close, self.fast)
         slow = indicators.sma(data.close, self.slow)
         return indicators.crossed_above(fast, slow), indicators.crossed_below(fast, slow)
+
+    @classmethod
+    def signals_many(cls, data, params):
+        """The signals of many (fast, slow) sets at once, bars × sets (sweeps use this; the result equals
+        :meth:`signals` set by set). Each distinct window's average is computed once; each set's ``fast - slow`` is
+        written into a row of one array, and the crossings of all rows are read from its signs at once:
+        ``crossed_above``'s rule, above now and at or below on the bar before (the sign of a difference of finite
+        numbers is that of their comparison; NaN compares False either way)."""
+        close = data.arrays.close
+        averages = {n: indicators.sma(close, n)[:, 0] for n in set(params["fast"]) | set(params["slow"])}
+        spread = np.empty((len(params), len(data)))
+        for row, fast, slow in zip(spread, params["fast"], params["slow"]):
+            np.subtract(averages[fast], averages[slow], out=row)
+        entries, exits = np.zeros(spread.shape, dtype=bool), np.zeros(spread.shape, dtype=bool)
+        now, before = spread[:, 1:], spread[:, :-1]
+        np.logical_and(now > 0, before <= 0, out=entries[:, 1:])
+        np.logical_and(now < 0, before >= 0, out=exits[:, 1:])
+        return entries.T, exits.T
 
 
 class SmaCrossArrays(SmaCross):

@@ -24,6 +24,7 @@ import numpy as np
 from raybt.code_digest import raybt_digest
 from raybt.data import DateRange, DateRangeWarning, MarketData
 from raybt.engine import CostModel
+from raybt.permute import Permutation
 from raybt.strategy import Strategy
 
 RESULTS_VERSION: str = raybt_digest()
@@ -62,6 +63,12 @@ class Plan:
     range_index: np.ndarray
     symbol_index: np.ndarray
     keys: np.ndarray  # fixed-width ASCII bytes, one per job
+    strategy_ids: tuple[str, ...] = ()
+    """``strategies[i].id``, computed once when planning (an id hashes the parameters as JSON: not free)."""
+    # Permutation tests (raybt.stats.permutation_test): job i runs on permuted market permutations[permutation_index[i]]
+    # (None: the real data). Only a permutation test's plan has any.
+    permutations: tuple[Permutation | None, ...] = (None,)
+    permutation_index: np.ndarray | None = None  # None: every job on the real data
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -69,20 +76,29 @@ class Plan:
     def describe(self, job: int) -> str:
         """``Strategy(params) on range 'name'`` (and ``symbol 'X'``) for error messages."""
         strategy = self.strategies[self.strategy_index[job]]
+        strategy_id = self.strategy_ids[self.strategy_index[job]] if self.strategy_ids else strategy.id
         date_range = self.date_ranges[self.range_index[job]]
         symbol = self.symbols[self.symbol_index[job]]
         name = date_range.name if date_range is not None else "all data"
         where = f" of symbol {symbol!r}" if symbol is not None else ""
-        return f"{strategy!r} (id {strategy.id}) on range {name!r}{where}"
+        if self.permutation_index is not None and self.permutations[self.permutation_index[job]] is not None:
+            seed, i = self.permutations[self.permutation_index[job]]
+            where += f" permuted (permutation {i} of seed {seed})"
+        return f"{strategy!r} (id {strategy_id}) on range {name!r}{where}"
 
 
 def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | None] | DateRange | None,
-              market: MarketData, settings: RunSettings, per_symbol: bool = False) -> Plan:
+              market: MarketData, settings: RunSettings, per_symbol: bool = False,
+              permutations: Sequence[Permutation | None] | None = None) -> Plan:
     """Cross strategies with date ranges (and with the data's symbols, each alone, if ``per_symbol``) and key every
     job. Duplicate strategies (same id) and duplicate ranges are planned once. Every range must select at least one
     bar of the data (checked here, before any work starts; a per-symbol job whose symbol has no bar in its range
     fails on its own, naming both); a range that reaches past the data is reported once with a
-    :class:`~raybt.data.DateRangeWarning`."""
+    :class:`~raybt.data.DateRangeWarning`.
+
+    ``permutations`` (for :func:`raybt.stats.permutation_test`) crosses the jobs once more, with markets permuted
+    by ``(seed, i)`` (:mod:`raybt.permute`; None: the real data), outermost, so that a batch's jobs mostly share
+    one permuted market; the permutation is part of a permuted job's key."""
     strategies = list(strategies)
     for position, strategy in enumerate(strategies):
         if not isinstance(strategy, Strategy):
@@ -103,13 +119,29 @@ def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | 
     base = f"{market.fingerprint}|{settings.fingerprint()}|"
     range_keys = [(f"{r.key}|{r.name}" if r is not None else "all") for r in ranges]
     symbol_keys = [("" if symbol is None else f"|symbol={symbol}") for symbol in symbols]
-    keys = [hashlib.blake2b(f"{base}{s.id}|{rk}{sk}".encode(), digest_size=12).hexdigest().encode()
-            for sk in symbol_keys for s in kept for rk in range_keys]
+    keys = [hashlib.blake2b(f"{base}{strategy_id}|{rk}{sk}".encode(), digest_size=12).hexdigest().encode()
+            for sk in symbol_keys for strategy_id in unique for rk in range_keys]
     n_ranges, n_strategies = len(ranges), len(kept)
     symbol_index = np.repeat(np.arange(len(symbols), dtype=np.int64), n_strategies * n_ranges)
     strategy_index = np.tile(np.repeat(np.arange(n_strategies, dtype=np.int64), n_ranges), len(symbols))
     range_index = np.tile(np.arange(n_ranges, dtype=np.int64), n_strategies * len(symbols))
-    return Plan(kept, ranges, symbols, strategy_index, range_index, symbol_index, np.array(keys, dtype="S24"))
+    plan = Plan(kept, ranges, symbols, strategy_index, range_index, symbol_index, np.array(keys, dtype="S24"),
+                tuple(unique))
+    return plan if permutations is None else _permuted(plan, tuple(permutations))
+
+
+def _permuted(plan: Plan, permutations: tuple[Permutation | None, ...]) -> Plan:
+    """``plan``'s jobs once per permutation (permutation-major); a permuted job's key hashes its real key with the
+    permutation."""
+    if not permutations or len(set(permutations)) != len(permutations):
+        raise ValueError(f"permutations must be distinct and at least one, got {permutations!r}")
+    suffixes = [None if p is None else f"|permutation={int(p[0])}/{int(p[1])}".encode() for p in permutations]
+    keys = [key if suffix is None else hashlib.blake2b(key + suffix, digest_size=12).hexdigest().encode()
+            for suffix in suffixes for key in plan.keys]
+    n_jobs, n = len(plan), len(permutations)
+    return Plan(plan.strategies, plan.date_ranges, plan.symbols, np.tile(plan.strategy_index, n),
+                np.tile(plan.range_index, n), np.tile(plan.symbol_index, n), np.array(keys, dtype="S24"),
+                plan.strategy_ids, permutations, np.repeat(np.arange(n, dtype=np.int64), n_jobs))
 
 
 def _as_ranges(date_ranges: Iterable[DateRange | None] | DateRange | None) -> tuple[DateRange | None, ...]:

@@ -35,7 +35,8 @@ from raybt.checkpoint import CheckpointStore, MemoryStore, recorded_runs, scan_f
 from raybt.data import DataError, DataLike, DateRange, DateRangeWarning, MarketData, load_ohlcv
 from raybt.engine import CostModel
 from raybt.metrics import METRIC_NAMES
-from raybt.plan import RESULTS_VERSION, Plan, RunSettings, plan_jobs
+from raybt.plan import RESULTS_VERSION, RunSettings, plan_jobs
+from raybt.result_rows import concat_rows
 from raybt.strategy import RESULT_COLUMNS, Strategy
 
 
@@ -43,70 +44,10 @@ class ResultsVersionWarning(UserWarning):
     """A checkpoint directory holds rows written by other raybt code (another results version)."""
 
 
-def rows_table(plan: Plan, market: MarketData, results: Sequence[BatchResult]) -> pa.Table:
-    """The result rows of finished batches as an Arrow table (what a checkpoint part holds)."""
-    jobs = np.concatenate([r.jobs for r in results])
-    strategies = [plan.strategies[i] for i in plan.strategy_index[jobs]]
-    ranges = [plan.date_ranges[i] for i in plan.range_index[jobs]]
-    symbols = [plan.symbols[i] for i in plan.symbol_index[jobs]]
-    bar_times = {(r, sym): _bar_times(market, r, sym) for r, sym in set(zip(ranges, symbols))}
-    spans = [bar_times[r, sym] for r, sym in zip(ranges, symbols)]
-    utc = pa.timestamp("ns", tz="UTC")
-    columns: dict[str, pa.Array | list] = {
-        "key": pa.array(plan.keys[jobs].astype(str)),
-        "strategy_id": [s.id for s in strategies],
-        "strategy": [type(s).__qualname__ for s in strategies],
-    }
-    param_names = list(dict.fromkeys(name for s in strategies for name in s._params))
-    for name in param_names:
-        columns[name] = _param_column([s._params.get(name) for s in strategies])
-    columns["parameters"] = pa.array([parameters_json(s) for s in strategies], type=pa.string())
-    columns["symbol"] = pa.array(symbols, type=pa.string())
-    columns["range"] = [r.name if r is not None else "all" for r in ranges]
-    columns["range_start"] = pa.array([_instant(r.start if r is not None else None) for r in ranges], type=utc)
-    columns["range_end"] = pa.array([_instant(r.end if r is not None else None) for r in ranges], type=utc)
-    columns["start"] = pa.array([span[0] for span in spans], type=utc)
-    columns["end"] = pa.array([span[1] for span in spans], type=utc)
-    metrics = np.concatenate([r.metrics for r in results])
-    for position, name in enumerate(METRIC_NAMES):
-        columns[name] = pa.array(metrics[:, position])
-    columns["error"] = pa.array([e for r in results for e in r.errors], type=pa.string())
-    columns["duration_s"] = pa.array(np.concatenate([r.durations for r in results]))
-    columns["worker"] = pa.array([r.worker for r in results for _ in range(len(r.jobs))], type=pa.string())
-    return pa.table(columns)
-
-
-def _param_column(values: list) -> pa.Array:
-    """A parameter's values as one Arrow column; values of mixed kinds (a name shared by different strategy classes
-    with different types) are stored as text."""
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
-
-
-def _bar_times(market: MarketData, date_range: DateRange | None, symbol: str | None) -> tuple[int | None, int | None]:
-    """UTC nanoseconds of the first and last simulated bar; None for a symbol without a bar in the range."""
-    data = market if symbol is None else market.symbol_data(symbol)
-    try:
-        _, start, end = data.bounds(date_range)
-    except DataError:
-        return None, None
-    return int(data.times_ns[start]), int(data.times_ns[end - 1])
-
-
-def _instant(ts: pd.Timestamp | None) -> int | None:
-    return None if ts is None else int(ts.as_unit("ns").value)
-
-
-def parameters_json(strategy: Strategy) -> str:
-    """A strategy's parameters as canonical JSON text (keys sorted): bool, int, float, str and None keep their
-    types through :func:`json.loads` (``5`` and ``5.0`` differ; NaN and infinities as Python's json writes them).
-
-    >>> parameters_json(raybt.demo.SmaCross(fast=5, slow=20))
-    '{"fast":5,"slow":20}'
-    """
-    return json.dumps(strategy._params, sort_keys=True, separators=(",", ":"))
+def rows_table(results: Sequence[BatchResult]) -> pa.Table:
+    """The result rows of finished batches as one Arrow table (what a checkpoint part holds): the record batches the
+    workers built (:func:`raybt.result_rows.job_rows`), concatenated."""
+    return concat_rows([r.rows for r in results])
 
 
 class RowInputs(NamedTuple):

@@ -31,7 +31,7 @@ import json
 import numbers
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -64,6 +64,15 @@ class Strategy:
     trailing_stop: ClassVar[float | None] = None
     warmup = 0
 
+    signals_many: ClassVar[Callable[[MarketView, pd.DataFrame], tuple[Any, Any]] | None] = None
+    """Optional vectorised hook, a class method ``signals_many(cls, data, params)``: the signals of many parameter
+    sets at once on one symbol's data. ``params`` is a DataFrame with one row per parameter set (columns: the
+    parameters); it returns ``(entries, exits)``, boolean arrays or DataFrames of shape bars × sets (column ``i`` for
+    row ``i``), equal to what ``signals()`` returns for each set. Sweeps use it for single-symbol data (and fall back
+    to ``signals()`` per set if it raises); results are identical either way, so it only saves time. It is checked
+    against ``signals()`` on one parameter set per group of jobs (see :mod:`raybt.batch_eval`); a subclass that
+    overrides ``signals()`` does not use a hook it inherits."""
+
     version: ClassVar[int | str] = 0
     """Bump it (``version = 2``, not annotated) when results change for a reason raybt cannot see in the code: a data
     file the strategy reads, an installed package's upgrade. Part of the id, never a parameter."""
@@ -86,7 +95,7 @@ class Strategy:
             if name == "version":
                 raise TypeError(f"{cls.__qualname__}: 'version' is the strategy's code version, not a parameter; "
                                 f"set it without an annotation (version = 2)")
-            if name in RESULT_COLUMNS or name in METRIC_NAMES or name in ("params", "id", "signals"):
+            if name in RESULT_COLUMNS or name in METRIC_NAMES or name in ("params", "id", "signals", "signals_many"):
                 raise TypeError(f"{cls.__qualname__}: parameter {name!r} collides with a result column or a "
                                 f"Strategy attribute; rename it")
             cls._param_types[name] = annotation

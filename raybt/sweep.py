@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from raybt.code_digest import refresh as refresh_code_digests
 from raybt.data import DataLike, DateRange, MarketData, load_ohlcv
 from raybt.engine import CostModel
 from raybt.executors import LocalExecutor
+from raybt.permute import Permutation, permutations_record
 from raybt.plan import Plan, RunSettings, plan_jobs
 from raybt.results import Results, merge_profiles, rows_table, settings_record
 from raybt.strategy import Strategy
@@ -38,7 +39,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                   address: str | None = None,
                   profile: bool = False, periods_per_year: float | None = None,
                   risk_free_rate: float = 0.0, per_symbol: bool = False,
-                  keep: int | Callable[[Results], object] | None = None) -> Results:
+                  keep: int | Callable[[Results], object] | None = None,
+                  _permutations: Sequence[Permutation | None] | None = None) -> Results:
     """Run every strategy on every date range and return :class:`~raybt.results.Results`.
 
     Execution: ``n_workers=None`` or ``1`` runs in this process without Ray; ``-1`` runs Ray tasks on every CPU of
@@ -75,6 +77,9 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     Staged sweep: with ``keep`` (top-k by Sharpe, or a callable given each stage's Results) the date ranges run one
     after another and only the strategies ``keep`` retains go on; see :mod:`raybt.stages` (returns its
     :class:`~raybt.stages.StagedResults`).
+
+    ``_permutations`` is :func:`raybt.stats.permutation_test`'s: every job once per permuted market (see
+    :func:`raybt.plan.plan_jobs`), recorded as such in the manifest.
     """
     if keep is not None:
         options = {k: v for k, v in locals().items() if k not in ("strategies", "data", "date_ranges", "keep")}
@@ -89,7 +94,7 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
         raise TypeError(f"per_symbol must be True or False, got {per_symbol!r}")
     strategies = list(strategies)
     refresh_code_digests(type(s) for s in strategies)  # user code may have been edited and reloaded since
-    plan = plan_jobs(strategies, date_ranges, market, settings, per_symbol)
+    plan = plan_jobs(strategies, date_ranges, market, settings, per_symbol, _permutations)
     store = CheckpointStore(checkpoint_dir, writer=True) if checkpoint_dir is not None else MemoryStore()
     todo = np.arange(len(plan)) if force else np.flatnonzero(~np.isin(plan.keys, store.done_keys(rerun_errors)))
     n_skipped = len(plan) - len(todo)
@@ -104,7 +109,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                               "data_fingerprint": market.fingerprint,
                               "settings": repr(settings), "run_settings": settings_record(settings),
                               "jobs": len(plan), "to_run": int(len(todo)),
-                              "executor": type(executor).__name__, "n_workers": executor.n_workers})
+                              "executor": type(executor).__name__, "n_workers": executor.n_workers,
+                              **permutations_record(_permutations)})
             try:
                 n_failed = _collect(executor.run(_batches(plan, todo, batch_size)), plan, market, store,
                                     checkpoint_batch_size, continue_on_error, progress, n_skipped, profiles)
@@ -155,9 +161,13 @@ def _executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: 
 def _batches(plan: Plan, todo: np.ndarray, batch_size: int) -> Iterator[Batch]:
     for start in range(0, len(todo), batch_size):
         jobs = todo[start:start + batch_size]
-        yield Batch(jobs, [plan.strategies[i] for i in plan.strategy_index[jobs]],
+        strategy_index = plan.strategy_index[jobs]
+        yield Batch(jobs, [plan.strategies[i] for i in strategy_index],
                     [plan.date_ranges[i] for i in plan.range_index[jobs]],
-                    [plan.symbols[i] for i in plan.symbol_index[jobs]])
+                    [plan.symbols[i] for i in plan.symbol_index[jobs]],
+                    keys=plan.keys[jobs], strategy_ids=[plan.strategy_ids[i] for i in strategy_index],
+                    permutations=None if plan.permutation_index is None
+                    else [plan.permutations[i] for i in plan.permutation_index[jobs]])
 
 
 _LOST_JOB_ROUNDS = 3
@@ -200,7 +210,7 @@ def _collect(results: Iterable[BatchResult], plan: Plan, market: MarketData, sto
     def flush() -> None:
         nonlocal n_buffered
         if buffered:
-            store.write(rows_table(plan, market, buffered))
+            store.write(rows_table(buffered))
             buffered.clear()
             n_buffered = 0
 

@@ -97,7 +97,7 @@ def test_pickle_preflight_names_the_attribute(ray_cluster):
 def test_profile_merges_worker_stats(ray_cluster):
     results = run(GRID[:4], n_workers=-1, profile=True)
     functions = {f[2] for f in results.profile.stats}
-    assert "evaluate" in functions and "simulate" in functions
+    assert "evaluate_group" in functions and "signals" in functions  # the batch path and the user's code
 
 
 # ------------------------------------------------------------------------------------------------ resuming

@@ -123,6 +123,7 @@ class RayExecutor:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.n_workers = cpus if n_workers == -1 else n_workers
         self.window = 2 * cpus if n_workers == -1 else n_workers
+        self._market = market  # for the rows of jobs whose worker died (built here)
         self._market_ref = ray.put(market)
         self._settings, self._profile = settings, profile
         task = ray.remote(num_cpus=1)(_run_remote)
@@ -162,7 +163,7 @@ class RayExecutor:
             try:
                 result = ray.get(done[0])
             except _WORKER_DIED as exc:
-                result = _crashed(batch, exc) if ran_alone else None
+                result = _crashed(batch, exc, self._market) if ran_alone else None
                 if len(batch.jobs) > 1:
                     reruns.extend((half, False) for half in batch.halves())
                 elif not ran_alone:
@@ -176,17 +177,19 @@ class RayExecutor:
 
     def close(self) -> None:
         """Release the data in the object store (Ray itself keeps running)."""
-        del self._market_ref
+        del self._market_ref, self._market
 
 
-def _crashed(batch: Batch, exc: Exception) -> BatchResult:
+def _crashed(batch: Batch, exc: Exception, market: MarketData) -> BatchResult:
     """The error result of a one-job batch whose worker process died each time it ran."""
     strategy, date_range, symbol = batch.strategies[0], batch.date_ranges[0], batch.symbols[0]
     name = date_range.name if date_range is not None else "all data"
     where = f" of symbol {symbol!r}" if symbol is not None else ""
     cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    strategy_id = batch.strategy_ids[0] if batch.strategy_ids is not None else strategy.id
     return BatchResult.failed(batch, f"worker process died: {type(exc).__name__} while running {strategy!r} "
-                                     f"(id {strategy.id}) on range {name!r}{where}, twice when run alone: {cause}")
+                                     f"(id {strategy_id}) on range {name!r}{where}, twice when run alone: {cause}",
+                              market=market)
 
 
 def connect(address: str | None, data_bytes: int) -> bool:

@@ -52,8 +52,9 @@ def count_trials(checkpoint_dir: str | os.PathLike[str], data_fingerprint: str |
 
     ``data_fingerprint`` (``raybt.load_ohlcv(data).fingerprint``) names the data the trials must have run on;
     when omitted, the directory's runs must all share one. A directory whose manifest lists runs on other data
-    too, or that has no manifest, is an error: its rows cannot be told apart by data. Unreadable parts are
-    skipped with a :class:`TrialCountWarning` naming them.
+    too, or that has no manifest, is an error: its rows cannot be told apart by data. So is a directory a
+    permutation test wrote (:func:`raybt.stats.permutation_test`): rows on permuted markets are not trials.
+    Unreadable parts are skipped with a :class:`TrialCountWarning` naming them.
     """
     location = os.fspath(checkpoint_dir)
     fs, root = _filesystem(location)
@@ -70,6 +71,11 @@ def count_trials(checkpoint_dir: str | os.PathLike[str], data_fingerprint: str |
         raise ValueError(f"{location}: mixes runs on {len(fingerprints)} data sets ({', '.join(fingerprints)}); its "
                          f"rows do not record their data, so the trials on {data_fingerprint} cannot be counted "
                          f"apart. Keep one checkpoint directory per data set.")
+    permuted = [run for run in runs if "permutations" in run]
+    if permuted:
+        raise ValueError(f"{location}: holds the rows of {len(permuted)} permutation test run(s) (strategies on "
+                         f"permuted markets, raybt.stats.permutation_test), which are not trials of a search; "
+                         f"count the trials in the sweep's own directory")
     table = _read_rows(fs, root)
     rows = table.to_pandas() if table.num_rows else pd.DataFrame(columns=list(_COLUMNS))
     for column in _COLUMNS:

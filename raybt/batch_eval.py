@@ -1,0 +1,262 @@
+"""Evaluate many jobs at once: the signals of every job of a group, then ONE compiled call that simulates and scores
+them all (many signal columns in, one metrics matrix out).
+
+A *group* is the jobs of a batch that share a strategy class, a date range, a symbol (or all symbols) and a warm-up:
+they see the same market view and the same range calendar, so their only differences are their signals and their
+trading rules (``size``, ``direction``, stops), which travel as per-job arrays. The per-job Python left is the user's
+``signals()`` call and its conversion (:func:`raybt.strategy.signal_arrays`), or nothing at all when the class has a
+vectorised :meth:`~raybt.strategy.Strategy.signals_many` hook.
+
+Rules:
+
+* **Bit-identical.** :func:`_evaluate_jobs` runs, job by job, the very kernels the one-by-one path runs
+  (:func:`raybt.engine.simulate`'s bar loop with a :class:`~raybt.metrics.CurveScan`, then the scan's row), on
+  arrays of the same types, with the same var/cvar retry (a job whose tail quantile lies above the limit the
+  previous job suggested runs again with every return kept). Its rows equal :func:`raybt.backtest.evaluate`'s bit
+  for bit (``tests/test_batch_eval.py``).
+* **Errors stay per job.** A job whose ``signals()`` raises or returns something unusable gets its own error text;
+  its neighbours run. A failing ``signals_many`` hook makes the group fall back to per-instance ``signals()`` (so a
+  parameter set that breaks the hook fails alone); a hook whose output has the wrong shape, or disagrees with
+  ``signals()`` on the group's first job, is a :class:`~raybt.strategy.SignalError` for every job of the group:
+  a hook that computes other signals than the strategy's own would be silently wrong.
+* **Durations.** A job's ``duration`` is its own ``signals()`` time plus an equal share of the group's compiled
+  call (with a hook: an equal share of the whole group).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import types
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numba import njit
+
+from raybt.backtest import RangeContext, range_context
+from raybt.data import DateRange, MarketData
+from raybt.engine import DIRECTION_CODES, Workspace
+from raybt.engine import _N_STATE, _off, _simulate_any, _simulate_one_symbol  # the bar loop, not its wrapper
+from raybt.metrics import _LIMIT_FACTOR, METRIC_NAMES, _rf_per_bar, _scan_row, _scan_start
+from raybt.plan import RESULTS_VERSION, RunSettings
+from raybt.strategy import SignalError, Strategy, signal_arrays
+
+_TRACEBACK_CHARS = 2_000
+_SIGNAL_BYTES = 32 * 2**20
+"""Signals of at most this many bytes (entries and exits together) are stacked for one compiled call; a larger group
+(many symbols × long ranges) is cut into chunks."""
+_HOOK_CELLS = 2**18
+"""A ``signals_many`` hook is called for at most this many bars × parameter sets at a time: its temporaries (stacked
+averages and the like) then stay in the CPU caches instead of streaming through memory."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """A job's error text: the exception type, message and the tail of its traceback."""
+    tail = "".join(traceback.format_exception(exc)[-4:])
+    return f"{type(exc).__name__}: {exc}\n{tail[-_TRACEBACK_CHARS:]}"
+
+
+@dataclass
+class GroupResult:
+    """``metrics[i]`` are the :data:`~raybt.metrics.METRIC_NAMES` values of the group's job ``i`` (NaN when it
+    failed, with ``errors[i]`` set); ``durations[i]`` in seconds (see the module docstring)."""
+
+    metrics: np.ndarray
+    errors: list[str | None]
+    durations: np.ndarray
+
+
+def evaluate_group(strategies: Sequence[Strategy], market: MarketData, date_range: DateRange | None,
+                   settings: RunSettings, workspace: Workspace) -> GroupResult:
+    """Evaluate strategies of one class and one warm-up on one range of ``market`` (the data of one symbol, or of
+    every symbol as one portfolio). Rows are those :func:`raybt.backtest.evaluate` gives, bit for bit."""
+    n = len(strategies)
+    result = GroupResult(np.full((n, len(METRIC_NAMES)), np.nan), [None] * n, np.zeros(n))
+    started = time.perf_counter()
+    try:
+        ctx = range_context(market, date_range, int(strategies[0].warmup), settings.periods_per_year)
+    except Exception as exc:  # noqa: BLE001 - e.g. a per-symbol job whose symbol has no bar in the range
+        result.errors[:] = [describe_error(exc)] * n
+        result.durations[:] = (time.perf_counter() - started) / n
+        return result
+    per_chunk = max(1, _SIGNAL_BYTES // (2 * len(market.symbols) * len(ctx.view)))
+    for first in range(0, n, per_chunk):
+        part = slice(first, min(n, first + per_chunk))
+        _evaluate_chunk(strategies[part], market, ctx, settings, workspace, result, part)
+    return result
+
+
+def _evaluate_chunk(strategies: Sequence[Strategy], market: MarketData, ctx: RangeContext, settings: RunSettings,
+                    workspace: Workspace, result: GroupResult, part: slice) -> None:
+    """Signals of every job (the hook's or each ``signals()``), stacked ``(jobs, symbols, bars)``, then the compiled
+    call; the rows go to ``result`` at ``part``."""
+    started = time.perf_counter()
+    n, n_signal_bars = len(strategies), len(ctx.view)
+    entries = np.empty((n, len(market.symbols), n_signal_bars), dtype=np.bool_)
+    exits = np.empty_like(entries)
+    ok = np.zeros(n, dtype=np.bool_)
+    errors: list[str | None] = [None] * n
+    own_time = np.zeros(n)
+    hooked = _signals_from_hook(strategies, ctx, entries, exits, ok, errors)
+    if not hooked:
+        for j, strategy in enumerate(strategies):
+            signal_started = time.perf_counter()
+            try:
+                entries[j], exits[j] = signal_arrays(strategy, ctx.view)
+                ok[j] = True
+            except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error row
+                errors[j] = describe_error(exc)
+            own_time[j] = time.perf_counter() - signal_started
+    compiled_started = time.perf_counter()
+    metrics = np.full((n, len(METRIC_NAMES)), np.nan)
+    _run_compiled(strategies, market, ctx, settings, workspace, entries, exits, ok, metrics)
+    shared = (time.perf_counter() - (started if hooked else compiled_started)) / n
+    result.metrics[part] = metrics
+    result.errors[part] = errors
+    result.durations[part] = own_time + shared
+
+
+def _signals_from_hook(strategies: Sequence[Strategy], ctx: RangeContext, entries: np.ndarray, exits: np.ndarray,
+                       ok: np.ndarray, errors: list[str | None]) -> bool:
+    """Fill ``entries``/``exits`` from the class's ``signals_many`` hook (one-symbol data only); returns False when
+    the per-instance path must run instead (no hook, several symbols, or the hook raised)."""
+    cls = type(strategies[0])
+    if not has_own_hook(cls) or entries.shape[1] != 1:
+        return False
+    params = pd.DataFrame([s._params for s in strategies], columns=list(cls._param_types))
+    n_bars = entries.shape[2]
+    per_call = max(1, _HOOK_CELLS // n_bars)
+    try:
+        for first in range(0, len(strategies), per_call):
+            part = slice(first, min(len(strategies), first + per_call))
+            try:
+                many = cls.signals_many(ctx.view, params.iloc[part].reset_index(drop=True))
+            except Exception:  # noqa: BLE001 - a parameter set that breaks the hook must fail alone: one by one
+                return False
+            hook_entries, hook_exits = _hook_arrays(cls, many, n_bars, part.stop - part.start)
+            entries[part, 0, :], exits[part, 0, :] = hook_entries.T, hook_exits.T
+        _check_hook_agrees(strategies[0], ctx, entries[0], exits[0])
+    except SignalError as exc:
+        errors[:] = [describe_error(exc)] * len(strategies)
+        return True
+    ok[:] = True
+    return True
+
+
+def has_own_hook(cls: type[Strategy]) -> bool:
+    """Whether ``cls`` has a ``signals_many`` hook that speaks for its ``signals()``: one defined by the class that
+    defines ``signals()`` or by a subclass of it. A subclass that overrides ``signals()`` and inherits the hook
+    does not use it (the inherited hook computes its parent's signals)."""
+    if getattr(cls, "signals_many", None) is None:
+        return False
+    hook_owner = next(k for k in cls.__mro__ if "signals_many" in vars(k))
+    signals_owner = next(k for k in cls.__mro__ if "signals" in vars(k))
+    return issubclass(hook_owner, signals_owner)
+
+
+def _hook_arrays(cls: type, many: object, n_bars: int, n_sets: int) -> tuple[np.ndarray, np.ndarray]:
+    """The hook's ``(entries, exits)`` as boolean ``(bars, sets)`` arrays, or a :class:`SignalError` naming the
+    class."""
+    if not isinstance(many, tuple) or len(many) != 2:
+        raise SignalError(f"{cls.__qualname__}.signals_many must return a tuple (entries, exits), got "
+                          f"{type(many).__name__}")
+    arrays = []
+    for what, signal in zip(("entries", "exits"), many):
+        values = np.asarray(signal)
+        if values.dtype != np.bool_ or values.shape != (n_bars, n_sets):
+            raise SignalError(f"{cls.__qualname__}.signals_many {what} must be boolean of shape (bars, parameter "
+                              f"sets) = ({n_bars}, {n_sets}), got {values.dtype} {values.shape}")
+        arrays.append(values)
+    return arrays[0], arrays[1]
+
+
+def _check_hook_agrees(strategy: Strategy, ctx: RangeContext, entries: np.ndarray, exits: np.ndarray) -> None:
+    """The hook's signals of the group's first parameter set must be those of ``signals()`` (one call per group, a
+    cheap guard against a hook that drifted from the strategy it speeds up)."""
+    own_entries, own_exits = signal_arrays(strategy, ctx.view)
+    for what, hook, own in (("entries", entries, own_entries), ("exits", exits, own_exits)):
+        if not np.array_equal(hook, own):
+            bar = int(np.argmax(np.any(hook != own, axis=0)))
+            raise SignalError(f"{type(strategy).__qualname__}.signals_many {what} differ from {strategy!r}.signals() "
+                              f"at bar {ctx.view.index[bar]}: the hook must compute the same signals")
+
+
+def _run_compiled(strategies: Sequence[Strategy], market: MarketData, ctx: RangeContext, settings: RunSettings,
+                  workspace: Workspace, entries: np.ndarray, exits: np.ndarray, ok: np.ndarray,
+                  metrics: np.ndarray) -> None:
+    """Simulate and score every job with ``ok`` set in one call of :func:`_evaluate_jobs`, into ``metrics``."""
+    if not ok.any():
+        return
+    costs, n_bars, n_symbols = settings.costs, ctx.end - ctx.start, len(market.symbols)
+    scan = workspace.scan
+    scan.begin(ctx.calendar, costs.initial_amount, settings.risk_free_rate, exact=True)  # checks and sizes its arrays
+    scan_arrays = scan.take(n_bars)
+    curve, trades = workspace.buffers(n_bars, n_symbols, keep_curve=False)
+    rf_bar = 0.0 if settings.risk_free_rate == 0 else _rf_per_bar(float(settings.risk_free_rate),
+                                                                   ctx.calendar.periods_per_year)
+    rules = np.array([(float(s.size), _off(s.stop_loss), _off(s.take_profit), _off(s.trailing_stop))
+                      for s in strategies]).reshape(len(strategies), 4)
+    directions = np.array([DIRECTION_CODES[s.direction] for s in strategies], dtype=np.int64)
+    _evaluate_jobs(market.open, market.high, market.low, market.close, entries, exits, ok, ctx.start, n_bars,
+                   ctx.start - ctx.signal_start, costs.initial_amount, np.ascontiguousarray(rules[:, 0]), directions,
+                   costs.fees, costs.fixed_fee, costs.slippage, costs.fill == "next_open",
+                   np.ascontiguousarray(rules[:, 1]), np.ascontiguousarray(rules[:, 2]),
+                   np.ascontiguousarray(rules[:, 3]), curve, trades, np.zeros((_N_STATE, n_symbols)),
+                   np.zeros((2, n_symbols), dtype=np.bool_), scan.values, scan.slots, scan_arrays, rf_bar,
+                   ctx.calendar.periods_per_year, ctx.calendar.buy_and_hold_return, metrics)
+
+
+def _evaluate_jobs_source(open_, high, low, close, entries, exits, ok, bar0, n_bars, sig0, initial, sizes, directions,
+                          fees, fixed_fee, slippage, next_open, stop_losses, take_profits, trailing_stops, curve,
+                          trades, state, pending, values, slots, scan, rf_bar, periods_per_year, buy_and_hold, out):
+    """For each job ``j`` with ``ok[j]``: the bar loop over ``entries[j]``/``exits[j]`` with the job's rules, the
+    curve scan, and its row into ``out[j]`` (the :data:`~raybt.metrics.METRIC_NAMES` values). The var/cvar limit
+    follows :class:`~raybt.metrics.CurveScan`: the first job keeps every return, each next one starts from the
+    previous one's var per unit of size, and runs again with every return kept if its quantile is not below it."""
+    times, month_last, months, year_last, years, stats, counts, returns, tail = scan
+    t0 = times[0] if times.size else 0
+    unit_limit = np.inf
+    n_values = out.shape[1] - 1
+    for j in range(entries.shape[0]):
+        if not ok[j]:
+            continue
+        size = sizes[j]
+        limit = unit_limit * size
+        while True:
+            _scan_start(initial, t0, rf_bar, limit, values, stats, counts)
+            state[:] = 0.0
+            pending[:] = False
+            if close.shape[0] == 1:
+                n_trades, in_market, unfunded = _simulate_one_symbol(
+                    open_, high, low, close, entries[j], exits[j], bar0, n_bars, sig0, initial, size, directions[j],
+                    fees, fixed_fee, slippage, next_open, stop_losses[j], take_profits[j], trailing_stops[j], curve,
+                    trades, state, pending, values, slots, scan)
+            else:
+                n_trades, in_market, unfunded = _simulate_any(
+                    open_, high, low, close, entries[j], exits[j], bar0, n_bars, sig0, initial, size, directions[j],
+                    fees, fixed_fee, slippage, next_open, stop_losses[j], take_profits[j], trailing_stops[j], curve,
+                    trades, state, pending, values, slots, scan)
+            found, row = _scan_row(stats, counts, tail, values, times, months, years, trades[:n_trades], in_market,
+                                   initial, periods_per_year, buy_and_hold)
+            if found:
+                break
+            limit = np.inf
+        for k in range(n_values):
+            out[j, k] = row[k]
+        out[j, n_values] = float(unfunded)
+        var = row[9]  # var_95
+        unit_limit = var * _LIMIT_FACTOR / size if var < 0.0 else np.inf
+
+
+def _compile_evaluate_jobs():
+    """numba's disk cache of a function is invalidated by its own file only, not by the kernels it links in (the bar
+    loop, the scan): the compiled function's name carries raybt's results version, so any change of raybt's
+    computing code compiles it anew."""
+    func = types.FunctionType(_evaluate_jobs_source.__code__, globals(), f"_evaluate_jobs_{RESULTS_VERSION}")
+    func.__qualname__ = func.__name__
+    return njit(cache=True)(func)
+
+
+_evaluate_jobs = _compile_evaluate_jobs()

@@ -1,0 +1,275 @@
+"""Batch evaluation (raybt.batch_eval): one compiled call per group of jobs gives the rows of the one-by-one path
+(raybt.backtest.evaluate) bit for bit; errors stay per job; the signals_many hook gives the same rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import raybt
+from raybt import batch_eval, indicators
+from raybt.batch import Batch, run_batch
+from raybt.data import load_ohlcv
+from raybt.demo import SmaCross
+from raybt.engine import CostModel
+from raybt.plan import RunSettings
+
+
+class Rules(raybt.Strategy):
+    """SMA crossings with every trading rule swept, and a warm-up."""
+
+    fast: int = 3
+    slow: int = 12
+    size: float = 1.0
+    direction: str = "long"
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    trailing_stop: float | None = None
+    warmup = 15
+
+    def signals(self, data):
+        fast = indicators.sma(data.close, self.fast)
+        slow = indicators.sma(data.close, self.slow)
+        return indicators.crossed_above(fast, slow), indicators.crossed_below(fast, slow)
+
+
+class Fragile(SmaCross):
+    """Fails for fast == 4 (a bug in one parameter set)."""
+
+    def signals(self, data):
+        if self.fast == 4:
+            raise ZeroDivisionError("fast == 4 breaks me")
+        return super().signals(data)
+
+
+class NoHook(SmaCross):
+    """The demo strategy without its vectorised hook: one signals() call per parameter set."""
+
+    signals_many = None
+
+
+@pytest.fixture(scope="module")
+def market():
+    return load_ohlcv(raybt.synthetic_ohlcv(symbols=["A", "B"], start="2023-01-01", end="2023-03-01", freq="1h",
+                                            seed=3))
+
+
+RANGES = [raybt.DateRange("2023-01-10", "2023-02-15", name="mid"), None]
+
+
+def _rule_grid() -> list[raybt.Strategy]:
+    return [Rules(fast=f, slow=s, size=size, direction=d, stop_loss=sl, take_profit=tp, trailing_stop=ts)
+            for f, s in ((3, 12), (5, 30)) for size in (0.5, 1.0) for d in ("long", "short", "both")
+            for sl, tp, ts in ((None, None, None), (0.01, 0.02, None), (None, None, 0.015))]
+
+
+def _batch(strategies, ranges, symbols, keep_curves=False) -> Batch:
+    jobs = [(s, r, sym) for sym in symbols for s in strategies for r in ranges]
+    return Batch(np.arange(len(jobs)), [j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
+                 keep_curves)
+
+
+def _one_by_one(market, batch: Batch, settings: RunSettings):
+    """The reference: every job through raybt.backtest.evaluate (what a replay runs)."""
+    return run_batch(market, Batch(batch.jobs, batch.strategies, batch.date_ranges, batch.symbols, True), settings)
+
+
+def _assert_same_rows(grouped, reference) -> None:
+    assert np.array_equal(grouped.metrics.view(np.int64), reference.metrics.view(np.int64))  # bits, NaN included
+    assert [e is None for e in grouped.errors] == [e is None for e in reference.errors]
+
+
+@pytest.mark.parametrize("fill", ["close", "next_open"])
+@pytest.mark.parametrize("symbols", [[None], ["A", "B"]], ids=["portfolio", "per-symbol"])
+def test_grouped_rows_are_bit_identical_to_one_by_one(market, fill, symbols):
+    settings = RunSettings(CostModel(10_000, fees=0.001, fixed_fee=0.5, slippage=0.0005, fill=fill),
+                           risk_free_rate=0.02)
+    batch = _batch(_rule_grid() + [SmaCross(fast=f, slow=20) for f in (2, 4, 6)], RANGES, symbols)
+    grouped = run_batch(market, batch, settings)
+    assert all(e is None for e in grouped.errors)
+    assert np.isfinite(grouped.metrics[:, 0]).all() and (grouped.metrics[:, 17] > 0).any()  # trades happened
+    _assert_same_rows(grouped, _one_by_one(market, batch, settings))
+
+
+def test_large_groups_are_cut_into_chunks_with_the_same_rows(market, monkeypatch):
+    settings = RunSettings(CostModel(10_000, fees=0.001))
+    batch = _batch(_rule_grid(), RANGES, [None])
+    whole = run_batch(market, batch, settings)
+    monkeypatch.setattr(batch_eval, "_SIGNAL_BYTES", 1)  # one job per compiled call
+    _assert_same_rows(run_batch(market, batch, settings), whole)
+
+
+def test_a_failing_signals_call_fails_its_job_alone(market):
+    settings = RunSettings(CostModel(10_000, fees=0.001))
+    batch = _batch([Fragile(fast=f, slow=20) for f in (2, 3, 4, 5, 6)], RANGES, [None])
+    grouped = run_batch(market, batch, settings)
+    failed = [i for i, e in enumerate(grouped.errors) if e is not None]
+    assert [batch.strategies[i].fast for i in failed] == [4, 4]
+    assert "ZeroDivisionError: fast == 4 breaks me" in grouped.errors[failed[0]]
+    assert np.isnan(grouped.metrics[failed]).all()
+    _assert_same_rows(grouped, _one_by_one(market, batch, settings))
+
+
+def test_a_range_without_bars_of_a_symbol_fails_those_jobs_alone():
+    data = load_ohlcv({"A": raybt.synthetic_ohlcv(start="2023-01-01", end="2023-03-01", freq="1D", seed=1)["SYN"],
+                       "B": raybt.synthetic_ohlcv(start="2023-02-01", end="2023-03-01", freq="1D", seed=2)["SYN"]})
+    early = raybt.DateRange("2023-01-01", "2023-01-20", name="early")
+    batch = _batch([SmaCross(fast=2, slow=5)], [early], ["A", "B"])
+    result = run_batch(data, batch, RunSettings(CostModel()))
+    assert result.errors[0] is None and "DataError" in result.errors[1] and "selects no bars" in result.errors[1]
+
+
+def test_the_hook_gives_the_rows_of_signals(market):
+    settings = RunSettings(CostModel(10_000, fees=0.001))
+    grid = [(f, s) for f in range(2, 12) for s in (20, 25, 40)]
+    with_hook = _batch([SmaCross(fast=f, slow=s) for f, s in grid], RANGES, ["A"])
+    without = _batch([NoHook(fast=f, slow=s) for f, s in grid], RANGES, ["A"])
+    hooked = run_batch(market, with_hook, settings)
+    assert all(e is None for e in hooked.errors)
+    _assert_same_rows(hooked, run_batch(market, without, settings))
+    _assert_same_rows(hooked, _one_by_one(market, with_hook, settings))
+
+
+def test_the_hook_is_called_for_single_symbol_groups_only(market, monkeypatch):
+    calls = []
+    original = SmaCross.signals_many.__func__
+
+    def counting(cls, data, params):
+        calls.append(len(params))
+        return original(cls, data, params)
+
+    monkeypatch.setattr(SmaCross, "signals_many", classmethod(counting))
+    settings = RunSettings(CostModel())
+    run_batch(market, _batch([SmaCross(fast=f, slow=20) for f in (2, 3)], RANGES, [None]), settings)
+    assert calls == []  # two symbols in one portfolio: signals() per set
+    run_batch(market, _batch([SmaCross(fast=f, slow=20) for f in (2, 3)], RANGES, ["A"]), settings)
+    assert calls == [2, 2]
+
+
+class RaisingHook(SmaCross):
+    @classmethod
+    def signals_many(cls, data, params):
+        raise ValueError("the hook cannot do fast == 4")
+
+
+class ShapelessHook(SmaCross):
+    @classmethod
+    def signals_many(cls, data, params):
+        return np.zeros((len(data), len(params) + 1), dtype=bool), np.zeros((len(data), len(params)), dtype=bool)
+
+
+class DriftedHook(SmaCross):
+    @classmethod
+    def signals_many(cls, data, params):
+        entries, exits = SmaCross.signals_many.__func__(cls, data, params)
+        return exits, entries  # swapped: not what signals() computes
+
+
+def test_a_raising_hook_falls_back_to_signals_per_set(market):
+    settings = RunSettings(CostModel(10_000, fees=0.001))
+    batch = _batch([RaisingHook(fast=f, slow=20) for f in (2, 4)], RANGES, ["B"])
+    result = run_batch(market, batch, settings)
+    assert all(e is None for e in result.errors)
+    _assert_same_rows(result, _one_by_one(market, batch, settings))
+
+
+@pytest.mark.parametrize("cls, message", [(ShapelessHook, "must be boolean of shape"),
+                                          (DriftedHook, "differ from DriftedHook(fast=2, slow=20).signals()")])
+def test_a_hook_with_other_signals_is_an_error_of_every_job(market, cls, message):
+    batch = _batch([cls(fast=f, slow=20) for f in (2, 4)], RANGES[:1], ["A"])
+    result = run_batch(market, batch, RunSettings(CostModel()))
+    assert all(e is not None and "SignalError" in e and message in e for e in result.errors)
+    assert np.isnan(result.metrics).all()
+
+
+# ------------------------------------------------------------------------------------------------ a cheap driver
+
+class Bare(raybt.Strategy):
+    """A strategy without parameters."""
+
+    def signals(self, data):
+        close = data.arrays.close
+        return close > close.mean(), close < close.mean()
+
+
+def test_a_batch_travels_as_classes_and_parameter_columns():
+    from ray import cloudpickle
+
+    strategies = [SmaCross(fast=f, slow=40) if f % 3 else Rules(fast=f, direction="both") for f in range(2, 202)]
+    strategies[5:5] = [Bare(), Bare()]
+    batch = Batch(np.arange(len(strategies)), strategies, [RANGES[0]] * len(strategies), [None] * len(strategies))
+    payload = cloudpickle.dumps(batch)
+    back = cloudpickle.loads(payload)
+    assert [type(s) for s in back.strategies] == [type(s) for s in strategies]
+    assert back.strategies == strategies and back.date_ranges == batch.date_ranges
+    assert payload.count(b"SmaCross") == 1 and payload.count(b"fast") <= 2  # each class and name once, not per job
+    assert b"_rebuild" not in payload  # no pickled instances
+
+
+def _sweep_batch(strategies, ranges, symbols) -> Batch:
+    batch = _batch(strategies, ranges, symbols)
+    keys = np.array([f"{i:024d}" for i in range(len(batch.jobs))], dtype="S24")
+    return Batch(batch.jobs, batch.strategies, batch.date_ranges, batch.symbols, keys=keys,
+                 strategy_ids=[s.id for s in batch.strategies])
+
+
+def test_workers_build_the_result_rows(market):
+    from raybt.checkpoint import schema_problem
+
+    batch = _sweep_batch([Fragile(fast=f, slow=20) for f in (3, 4)], RANGES, ["A"])
+    result = run_batch(market, batch, RunSettings(CostModel()), worker="w:1")
+    rows = result.rows.to_pydict()
+    assert schema_problem(result.rows.schema) is None
+    assert result.rows.schema.names[:5] == ["key", "strategy_id", "strategy", "fast", "slow"]
+    assert rows["key"] == [k.decode() for k in batch.keys] and rows["strategy_id"] == batch.strategy_ids
+    assert rows["fast"] == [3, 3, 4, 4] and rows["parameters"][0] == '{"fast":3,"slow":20}'
+    assert rows["symbol"] == ["A"] * 4 and rows["range"] == ["mid", "all", "mid", "all"]
+    assert rows["start"][0] == pd.Timestamp("2023-01-10", tz="UTC") and rows["range_end"][1] is None
+    assert np.array_equal(np.array(rows["sharpe"], dtype=float), result.metrics[:, 4], equal_nan=True)
+    assert [e is None for e in rows["error"]] == [True, True, False, False] and rows["worker"] == ["w:1"] * 4
+    assert result.without([2, 3]).rows.to_pydict()["key"] == rows["key"][:2]
+
+
+class Tagged(raybt.Strategy):
+    """A parameter ``p`` of another kind than Rules' fast, and an int/float union."""
+
+    fast: str = "x"
+    q: int | float = 1
+
+    def signals(self, data):
+        return Bare.signals(self, data)
+
+
+def test_rows_of_several_batches_join_with_the_kinds_of_one_table(market):
+    from raybt.result_rows import concat_rows
+
+    settings = RunSettings(CostModel())
+    parts = [run_batch(market, _sweep_batch(group, RANGES[:1], [None]), settings).rows
+             for group in ([Rules(fast=3)], [Tagged(fast="y", q=2.5)], [Tagged(q=2)], [Bare()])]
+    table = concat_rows(parts)
+    assert table.column("fast").to_pylist() == ["3", "y", "x", None]  # int and str: text, as in one table
+    assert table.column("q").to_pylist() == [None, 2.5, 2.0, None]  # int and float: float
+    assert table.schema.names[:3] == ["key", "strategy_id", "strategy"] and table.schema.names[-1] == "worker"
+    assert table.schema.names.index("q") < table.schema.names.index("parameters")
+
+
+def test_a_sweep_computes_each_strategy_id_once(monkeypatch):
+    counted = []
+    original = raybt.Strategy.id
+
+    def counting(self):
+        counted.append(self)
+        return original.fget(self)
+
+    monkeypatch.setattr(raybt.Strategy, "id", property(counting))
+    strategies = [SmaCross(fast=f, slow=30) for f in range(2, 12)]
+    data = raybt.synthetic_ohlcv(start="2023-01-01", end="2023-04-01", freq="1D", seed=4)
+    results = raybt.run_backtests(strategies, data, RANGES, show_progress=False)
+    assert len(results.df) == 20 and len(counted) == len(strategies)
+
+
+def test_a_subclass_that_overrides_signals_does_not_use_the_inherited_hook():
+    assert batch_eval.has_own_hook(SmaCross) and not batch_eval.has_own_hook(Fragile)
+    assert not batch_eval.has_own_hook(NoHook) and not batch_eval.has_own_hook(Rules)
+    assert batch_eval.has_own_hook(type("Again", (Fragile,), {"signals_many": SmaCross.signals_many}))
