@@ -63,6 +63,7 @@ RAYBT_NOT_RESULT_AFFECTING = (
     "__init__.py", "checkpoint.py", "cli.py", "code_digest.py", "resources.py", "executors/",  # store, move, key
     "_progress.py", "bench.py", "plots.py", "report.py",  # show rows
     "grid.py", "windows.py", "walk_forward.py", "stages.py", "stats/",  # make strategies, ranges (keyed), read rows
+    "verdict.py",  # reads rows
 )
 """Paths (relative to the raybt package) left out of :func:`raybt_digest`: they print, store, transport or key rows,
 make the inputs that are keyed themselves, or read finished rows, but never change a computed value. Everything

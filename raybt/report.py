@@ -15,6 +15,9 @@ to it; the leaderboard sorts with a few lines of plain JavaScript (no CDN, no ne
 6. **Top N replayed** — equity and drawdown of the best ``top`` rows, recomputed with ``replay`` (a function row →
    :class:`~raybt.backtest.Backtest`, e.g. ``results.backtest``), and the best row in detail (prices, trades).
    Without ``replay`` (no data given) the section says so.
+7. **Is it real?** — the :class:`~raybt.verdict.Verdict` of the best row, from ``judge`` (a function row → Verdict,
+   e.g. ``results.verdict``): each check with its value, threshold and reading. Without ``judge`` (no data given)
+   the section says so; a verdict that cannot be computed shows its error.
 
 Parallel coordinates (:func:`raybt.plots.plot_parallel`) are left out: drawn with WebGL, they took 20 s of the
 40 s a 100,000-row report needed to open in Chromium without a GPU (``benchmarks/bench_report.py``).
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
     from raybt.backtest import Backtest
+    from raybt.verdict import Verdict
 
 MAX_HEATMAPS = 6
 """At most this many heatmaps (pairs of swept parameters) in a report."""
@@ -53,17 +57,19 @@ _DISTRIBUTIONS = ("total_return", "max_drawdown")
 _SHOWN_FAILURES = 10
 
 Replay = Callable[[pd.Series], "Backtest"]
+Judge = Callable[[pd.Series], "Verdict"]
 
 
 def write_report(df: pd.DataFrame, path: str | os.PathLike[str], *, manifest: Mapping[str, Any] | None = None,
-                 source: str | None = None, replay: Replay | None = None, metric: str = "sharpe", top: int = 5,
-                 leaderboard: int = 100) -> Path:
+                 source: str | None = None, replay: Replay | None = None, judge: Judge | None = None,
+                 metric: str = "sharpe", top: int = 5, leaderboard: int = 100) -> Path:
     """Write the report of result rows ``df`` to ``path`` (see the module docstring) and return the path.
 
     ``manifest``: the checkpoint directory's ``manifest.json`` contents (for the run section); ``source``: where
-    the rows come from, as shown on the page; ``replay``: recomputes a row's backtest for the top-``top`` section.
+    the rows come from, as shown on the page; ``replay``: recomputes a row's backtest for the top-``top`` section;
+    ``judge``: the verdict of the best row for the "Is it real?" section.
     The file is written to a temporary name and renamed into place: a failure leaves no half-written report."""
-    page = render_report(df, manifest=manifest, source=source, replay=replay, metric=metric, top=top,
+    page = render_report(df, manifest=manifest, source=source, replay=replay, judge=judge, metric=metric, top=top,
                          leaderboard=leaderboard)
     target = Path(path)
     handle, temporary = tempfile.mkstemp(prefix=".tmp-report-", suffix=".html", dir=target.parent or ".")
@@ -78,7 +84,8 @@ def write_report(df: pd.DataFrame, path: str | os.PathLike[str], *, manifest: Ma
 
 
 def render_report(df: pd.DataFrame, *, manifest: Mapping[str, Any] | None = None, source: str | None = None,
-                  replay: Replay | None = None, metric: str = "sharpe", top: int = 5, leaderboard: int = 100) -> str:
+                  replay: Replay | None = None, judge: Judge | None = None, metric: str = "sharpe", top: int = 5,
+                  leaderboard: int = 100) -> str:
     """The report's HTML text (see :func:`write_report`)."""
     go, _ = plots.plotly_modules()
     from plotly.offline import get_plotlyjs
@@ -100,6 +107,7 @@ def render_report(df: pd.DataFrame, *, manifest: Mapping[str, Any] | None = None
          _figures([plots.plot_distribution(df, m) for m in dict.fromkeys([metric, *_DISTRIBUTIONS])])),
         ("ranges", "Consistency across ranges", _ranges(df, metric)),
         ("replayed", f"Top {top} rows replayed", _replayed(best.head(top), replay, metric)),
+        ("is-it-real", "Is it real?", _is_it_real(best.head(1), judge, metric)),
     ]
     title = f"raybt report: {source}" if source else "raybt report"
     body = "\n".join(f'<section id="{anchor}"><h2>{html.escape(heading)}</h2>\n{content}\n</section>'
@@ -207,6 +215,20 @@ def _replayed(best: pd.DataFrame, replay: Replay | None, metric: str) -> str:
     return (f"<p>The best {len(backtests)} rows by {html.escape(metric)}, run again on the same data and settings "
             f"(metrics equal to the stored rows).</p>" + _figures([plots.plot_equity(backtests)]) +
             "<h3>The best row in detail</h3>" + _figures([detail]))
+
+
+def _is_it_real(best: pd.DataFrame, judge: Judge | None, metric: str) -> str:
+    if judge is None:
+        return ("<p>Not judged: pass the data (and the strategy classes) the sweep ran on "
+                "(<code>raybt report DIR --spec SPEC.py</code> or <code>results.report(path, data)</code>).</p>")
+    if best.empty:
+        return "<p>No row to judge.</p>"
+    try:
+        verdict = judge(best.iloc[0])
+    except ValueError as exc:  # e.g. a best row without a Sharpe ratio: say so instead of losing the whole report
+        return f"<p>The verdict of the best row could not be computed: {html.escape(str(exc))}</p>"
+    return (f"<p>The best row by {html.escape(metric)}, judged with raybt's selection-bias statistics "
+            f"(<code>results.verdict(row, data)</code>).</p>" + verdict._repr_html_())
 
 
 # ---------------------------------------------------------------------------------------------------- HTML

@@ -1,4 +1,5 @@
-"""``recommended_workers``: how many workers and how large batches suit this machine and this data.
+"""How many workers and how large batches suit this machine and this data: ``recommended_workers`` (advice before a
+sweep) and :class:`BatchSizer` (the batch size a sweep with ``batch_size=None`` adapts from measured batches).
 
 Memory per worker is estimated from this process's *unique set size* (USS, memory no other process shares) rather
 than its RSS: RSS counts shared pages — Python libraries, and above all the market data, which Ray workers map
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import psutil
 
 from raybt.data import DataLike, load_ohlcv
@@ -57,3 +59,48 @@ def recommended_workers(data: DataLike | None = None, n_jobs: int | None = None)
                    f"(USS-based) → {n_workers} workers (limited by {limit}); {jobs:,} jobs → batches of "
                    f"{batch_size}, parts of {part_rows} rows")
     return Recommendation(n_workers, batch_size, part_rows, explanation)
+
+
+PROBE_JOBS = 20
+"""Jobs in each batch handed out before any batch has been timed (``batch_size=None``)."""
+TASK_SECONDS = (0.2, 0.5)
+"""Adaptive batches take between the first and the second figure, in seconds of work (see :func:`adaptive_batch_size`):
+long enough that a task's fixed costs (≈ 0.5 ms on Ray, plus shipping its jobs) vanish, short enough that progress,
+checkpoints and the hand-over to Ray follow closely and the last tasks of a sweep end together."""
+BATCHES_PER_WORKER = 4
+"""Adaptive batches leave at least this many batches per worker of the remaining jobs (above the lower bound of
+:data:`TASK_SECONDS`), so the load evens out at the end of a sweep."""
+
+
+def adaptive_batch_size(seconds_per_job: float, jobs_left: int, n_workers: int) -> int:
+    """Jobs in the next batch when ``batch_size=None``: enough for ``TASK_SECONDS[1]`` (0.5 s) of work, fewer if the
+    remaining jobs would then make fewer than :data:`BATCHES_PER_WORKER` batches per worker, but never fewer than
+    ``TASK_SECONDS[0]`` (0.2 s) of work; at least 1 (a job slower than 0.5 s runs alone), at most ``jobs_left``."""
+    low, high = (seconds / max(seconds_per_job, 1e-9) for seconds in TASK_SECONDS)
+    balanced = jobs_left / (BATCHES_PER_WORKER * max(n_workers, 1))
+    return int(min(max(min(high, balanced), low, 1), max(jobs_left, 1)))
+
+
+class BatchSizer:
+    """The size of each batch a sweep hands out: ``batch_size`` jobs when given, else adaptive.
+
+    Adaptive (``batch_size=None``): the first batches (handed out before any has come back) are probes of
+    :data:`PROBE_JOBS` jobs; after that every batch follows :func:`adaptive_batch_size` with the seconds per job of
+    the latest finished batch — the median of its jobs' times, so a job that paid for a first compile or a cold
+    indicator cache does not shrink the batches."""
+
+    def __init__(self, batch_size: int | None):
+        self.fixed = batch_size
+        self.seconds_per_job: float | None = None
+
+    def next_size(self, jobs_left: int, n_workers: int) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        if self.seconds_per_job is None:
+            return PROBE_JOBS
+        return adaptive_batch_size(self.seconds_per_job, jobs_left, n_workers)
+
+    def observe(self, durations: np.ndarray) -> None:
+        """Record a finished batch's per-job times in seconds (``BatchResult.durations``)."""
+        if len(durations):
+            self.seconds_per_job = float(np.median(durations))

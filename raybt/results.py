@@ -368,6 +368,15 @@ class Results:
                              "by an older raybt); run the sweep again to replay its rows")
         return list(dict.fromkeys(settings))
 
+    def verdict(self, row: Any, data: DataLike, strategy: StrategyClasses = None, **options: Any) -> Any:
+        """Is ``row`` real? Its Sharpe ratio, the true number of trials, DSR, PBO, SPA and Reality Check p-values
+        of the best candidates (and a permutation test and walk-forward decay, if given), each with a plain-English
+        reading: :func:`raybt.verdict.verdict` (its options: ``candidates``, ``benchmark``, ``permutation``,
+        ``walk_forward``, ``n_trials``, ``thresholds``, ...) → :class:`~raybt.verdict.Verdict`."""
+        from raybt.verdict import verdict
+
+        return verdict(self, row, data, strategy=strategy, **options)
+
     def __len__(self) -> int:
         return len(self._keys) if self._keys is not None else len(self.df)
 
@@ -410,15 +419,16 @@ class Results:
                leaderboard: int = 100) -> Path:
         """Write a self-contained HTML report of these rows to ``path`` (see :mod:`raybt.report`) and return the
         path. With ``data`` (and ``strategy`` for a loaded directory, as for :meth:`backtest`) the best ``top`` rows
-        are replayed for their equity and drawdown."""
+        are replayed for their equity and drawdown, and the best row is judged (:meth:`verdict`)."""
         from raybt.report import write_report
 
         market = None if data is None else load_ohlcv(data)
         replay = None if market is None else (lambda row: self.backtest(row, market, strategy))
+        judge = None if market is None else (lambda row: self.verdict(row, market, strategy, metric=metric))
         manifest = self._store.manifest() if self.checkpoint_dir else None
         source = _redacted(self.checkpoint_dir) if self.checkpoint_dir else None
-        return write_report(self.df, path, manifest=manifest, source=source, replay=replay, metric=metric, top=top,
-                            leaderboard=leaderboard)
+        return write_report(self.df, path, manifest=manifest, source=source, replay=replay, judge=judge,
+                            metric=metric, top=top, leaderboard=leaderboard)
 
 
 Filter = pc.Expression | Sequence[Any] | None

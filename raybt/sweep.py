@@ -15,9 +15,10 @@ from raybt.checkpoint import CheckpointError, CheckpointStore, CheckpointWarning
 from raybt.code_digest import refresh as refresh_code_digests
 from raybt.data import DataLike, DateRange, MarketData, load_ohlcv
 from raybt.engine import CostModel
-from raybt.executors import LocalExecutor
+from raybt.executors import LocalExecutor, hybrid
 from raybt.permute import Permutation, permutations_record
 from raybt.plan import Plan, RunSettings, plan_jobs
+from raybt.resources import BatchSizer
 from raybt.results import Results, merge_profiles, rows_table, settings_record
 from raybt.strategy import Strategy
 
@@ -33,7 +34,7 @@ class FailedBacktestsWarning(UserWarning):
 def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                   date_ranges: Iterable[DateRange | None] | DateRange | None = None, *,
                   initial_amount: float = 10_000, fees: float = 0.0, fixed_fee: float = 0.0, slippage: float = 0.0,
-                  fill: str = "close", n_workers: int | None = None, batch_size: int = 100,
+                  fill: str = "close", n_workers: int | None = None, batch_size: int | None = None,
                   checkpoint_dir: str | None = None, checkpoint_batch_size: int = 1000, show_progress: bool = True,
                   continue_on_error: bool = False, rerun_errors: bool = False, force: bool = False,
                   address: str | None = None,
@@ -45,7 +46,13 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
 
     Execution: ``n_workers=None`` or ``1`` runs in this process without Ray; ``-1`` runs Ray tasks on every CPU of
     the Ray cluster; ``N`` runs at most N Ray tasks at once. ``address`` joins an existing Ray cluster (otherwise an
-    initialised Ray, ``RAY_ADDRESS``, or a new local Ray is used). Each task runs ``batch_size`` jobs.
+    initialised Ray, ``RAY_ADDRESS``, or a new local Ray is used). Where a local Ray would have to start, this
+    process computes the first batches itself, starts Ray in the background only if the work left would take it
+    more than ~10 s, and hands the remaining batches to Ray once Ray is up; a sweep done before that never waits for
+    it (:mod:`raybt.executors.hybrid`; the rows are the same either way); ``address="local"`` starts the local Ray
+    at once and runs every batch on it. Each task runs ``batch_size`` jobs;
+    ``None`` (the default) sizes tasks from measured ones, to about 0.2-0.5 s of work each
+    (:class:`raybt.resources.BatchSizer`).
 
     Checkpoints: with ``checkpoint_dir`` (a path or a pyarrow filesystem URI) every ``checkpoint_batch_size`` rows
     are written as one atomic Parquet part, and jobs already stored there (same strategy, range, data and settings)
@@ -87,6 +94,7 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
 
         return run_staged(strategies, data, date_ranges, keep, **options)
     _check_sizes(n_workers, batch_size, checkpoint_batch_size)
+    sizer = BatchSizer(batch_size)
     market = load_ohlcv(data)
     settings = RunSettings(CostModel(initial_amount, fees, fixed_fee, slippage, fill), periods_per_year,
                            risk_free_rate)
@@ -112,10 +120,10 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                               "executor": type(executor).__name__, "n_workers": executor.n_workers,
                               **permutations_record(_permutations)})
             try:
-                n_failed = _collect(executor.run(_batches(plan, todo, batch_size)), plan, market, store,
+                n_failed = _collect(_run(executor, plan, todo, sizer), plan, market, store,
                                     checkpoint_batch_size, continue_on_error, progress, n_skipped, profiles)
                 rerun, n_failed_again = _rerun_lost_jobs(plan, store, lambda jobs: _collect(
-                    executor.run(_batches(plan, jobs, batch_size)), plan, market, store, checkpoint_batch_size,
+                    _run(executor, plan, jobs, sizer), plan, market, store, checkpoint_batch_size,
                     continue_on_error, progress, n_skipped, profiles))
                 n_failed += n_failed_again
                 n_skipped -= int(np.count_nonzero(~np.isin(rerun, todo)))
@@ -134,18 +142,27 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
                    settings=settings, data_fingerprint=market.fingerprint)
 
 
-def _check_sizes(n_workers: int | None, batch_size: int, checkpoint_batch_size: int) -> None:
+def _check_sizes(n_workers: int | None, batch_size: int | None, checkpoint_batch_size: int) -> None:
     if n_workers is not None and (not isinstance(n_workers, int) or n_workers == 0 or n_workers < -1):
         raise ValueError(f"n_workers must be None, -1 (all CPUs) or a positive int, got {n_workers!r}")
-    for name, value in (("batch_size", batch_size), ("checkpoint_batch_size", checkpoint_batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None (adaptive), got {batch_size!r}")
+    if not isinstance(checkpoint_batch_size, int) or checkpoint_batch_size < 1:
+        raise ValueError(f"checkpoint_batch_size must be a positive int, got {checkpoint_batch_size!r}")
 
 
 def _executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: int | None, address: str | None,
               profile: bool):
     if n_workers in (None, 1) and address is None:
         return LocalExecutor(market, settings, profile)
+    if hybrid.wanted(address):
+        return hybrid.HybridExecutor(market, settings, profile, n_workers,
+                                     lambda: _ray_executor(plan, market, settings, n_workers, None, profile))
+    return _ray_executor(plan, market, settings, n_workers, address, profile)
+
+
+def _ray_executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: int, address: str | None,
+                  profile: bool):
     # `import ray` imports tqdm.auto, which warns "IProgress not found" in a kernel without ipywidgets, and logs at
     # INFO that those widgets are missing: neither is news to someone running a sweep
     logging.getLogger("ray.widgets").setLevel(logging.WARNING)
@@ -158,16 +175,41 @@ def _executor(plan: Plan, market: MarketData, settings: RunSettings, n_workers: 
     return RayExecutor(market, settings, n_workers=n_workers or -1, address=address, profile=profile)
 
 
-def _batches(plan: Plan, todo: np.ndarray, batch_size: int) -> Iterator[Batch]:
-    for start in range(0, len(todo), batch_size):
-        jobs = todo[start:start + batch_size]
+def _run(executor, plan: Plan, todo: np.ndarray, sizer: BatchSizer) -> Iterator[BatchResult]:
+    """Run the jobs ``todo`` on ``executor``; each finished batch's timing sizes the batches still to come."""
+    for result in executor.run(_Batches(plan, todo, sizer, lambda: executor.n_workers)):
+        sizer.observe(result.durations)
+        yield result
+
+
+class _Batches:
+    """The batches of consecutive jobs of ``todo``, each sized when the executor asks for it; ``jobs_left`` counts
+    the jobs not handed out yet (the hand-over executor estimates from it whether starting Ray pays)."""
+
+    def __init__(self, plan: Plan, todo: np.ndarray, sizer: BatchSizer, n_workers: Callable[[], int]):
+        self._plan, self._todo, self._sizer, self._n_workers = plan, todo, sizer, n_workers
+        self._start = 0
+
+    @property
+    def jobs_left(self) -> int:
+        return len(self._todo) - self._start
+
+    def __iter__(self) -> _Batches:
+        return self
+
+    def __next__(self) -> Batch:
+        if not self.jobs_left:
+            raise StopIteration
+        jobs = self._todo[self._start:self._start + self._sizer.next_size(self.jobs_left, self._n_workers())]
+        self._start += len(jobs)
+        plan = self._plan
         strategy_index = plan.strategy_index[jobs]
-        yield Batch(jobs, [plan.strategies[i] for i in strategy_index],
-                    [plan.date_ranges[i] for i in plan.range_index[jobs]],
-                    [plan.symbols[i] for i in plan.symbol_index[jobs]],
-                    keys=plan.keys[jobs], strategy_ids=[plan.strategy_ids[i] for i in strategy_index],
-                    permutations=None if plan.permutation_index is None
-                    else [plan.permutations[i] for i in plan.permutation_index[jobs]])
+        return Batch(jobs, [plan.strategies[i] for i in strategy_index],
+                     [plan.date_ranges[i] for i in plan.range_index[jobs]],
+                     [plan.symbols[i] for i in plan.symbol_index[jobs]],
+                     keys=plan.keys[jobs], strategy_ids=[plan.strategy_ids[i] for i in strategy_index],
+                     permutations=None if plan.permutation_index is None
+                     else [plan.permutations[i] for i in plan.permutation_index[jobs]])
 
 
 _LOST_JOB_ROUNDS = 3

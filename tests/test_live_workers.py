@@ -30,7 +30,7 @@ NOTEBOOK = textwrap.dedent('''
     import code_edits
     import strat_mod
 
-    before = code_edits.sweep(strat_mod, n_workers=2, checkpoint_dir="ray-checkpoints")
+    before = code_edits.sweep(strat_mod, n_workers=2, address="local", checkpoint_dir="ray-checkpoints")
     code_edits.sweep(strat_mod, checkpoint_dir="local-checkpoints")
     before.df.to_parquet("before.parquet")
     for case in {edits!r}:

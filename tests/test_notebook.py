@@ -55,7 +55,7 @@ PLAIN = [
     "class Loud(raybt.Strategy):\n    n: int = 1\n\n    def signals(self, data):\n"
     "        print(f'signals of n={self.n}')\n        return data.close > data.close.shift(self.n), data.close < data.close.shift(self.n)",
     "data = raybt.synthetic_ohlcv(['A'], '2023-01-01', '2023-02-01', '1h', seed=1)\n"
-    "results = raybt.run_backtests([Loud(n=1), Loud(n=2)], data, n_workers=2, batch_size=1)\n"
+    "results = raybt.run_backtests([Loud(n=1), Loud(n=2)], data, n_workers=2, address='local', batch_size=1)\n"
     "import time\ntime.sleep(15)  # Ray's log monitor forwards worker output seconds later; stay in this cell\n"
     "len(results.df)",
 ]

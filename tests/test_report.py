@@ -1,6 +1,7 @@
 """The HTML report: its content, and the page opened in headless Chromium (no network, no JavaScript error, every
 plot drawn, the leaderboard's rows and sorting)."""
 
+import html
 import json
 import textwrap
 from itertools import combinations
@@ -170,3 +171,17 @@ def test_replayed_best_rows_equal_the_stored_rows(sweep):
         bt = replay_with(spec)(row)
         np.testing.assert_array_equal([bt.metrics[m] for m in raybt.metrics.METRIC_NAMES],
                                       row[list(raybt.metrics.METRIC_NAMES)].to_numpy(dtype=float))
+
+
+def test_report_is_it_real_section_shows_the_verdict_of_the_best_row(sweep, tmp_path):
+    pytest.importorskip("arch", reason="the verdict's SPA and Reality Check need the stats extra")
+    _, directory, spec, df, _ = sweep
+    results = raybt.load_results(str(directory))
+    page = results.report(tmp_path / "r.html", spec.data, spec.Cross).read_text()
+    section = page.split('<section id="is-it-real">')[1].split("</section>")[0]
+    verdict = results.verdict(expected_leaderboard(df)[0], spec.data, spec.Cross)
+    assert verdict.n_trials == df["strategy_id"].nunique()  # the failed configurations count as trials too
+    for check in verdict.checks:
+        assert f"{check.value:.3g}" in section and html.escape(check.reading) in section
+    assert html.escape(verdict.conclusion) in section
+    assert "Not judged" in report.render_report(df)  # without data: said, not silently left out

@@ -1,7 +1,7 @@
 """Security of a local Ray started by raybt, probed from outside the way an attacker on the machine would.
 
 One driver subprocess per import order (``import ray`` before ``import raybt``, or raybt alone) runs a sweep with
-``n_workers=-1``, so raybt starts Ray in-process, under a temporary HOME (the real ``~/.ray/auth_token`` is never
+``n_workers=-1, address="local"``, so raybt starts Ray in-process at once, under a temporary HOME (the real ``~/.ray/auth_token`` is never
 touched). The tests then look at the driver's process tree from this process: its listening sockets, unauthenticated
 HTTP and gRPC requests, Ray clients without the token or with a wrong one (in subprocesses, bounded by a timeout),
 the token file's mode, and, last, what is left of Ray after the driver is SIGKILLed in the middle of a sweep.
@@ -47,7 +47,7 @@ DRIVER = textwrap.dedent("""
             return data.close > data.close.shift(1), data.close < data.close.shift(1)
 
     data = raybt.synthetic_ohlcv(["A"], "2023-01-01", "2023-01-10", "1h")
-    raybt.run_backtests([Up()], data, n_workers=-1, show_progress=False)
+    raybt.run_backtests([Up()], data, n_workers=-1, address="local", show_progress=False)
     import ray
     print(json.dumps({"gcs": ray.get_runtime_context().gcs_address}), flush=True)
     sys.stdin.readline()  # the tests probe this Ray, then ask for a sweep that is running when they kill the driver
@@ -252,7 +252,7 @@ REFUSED = textwrap.dedent("""
         if auth_mode:
             os.environ["RAY_AUTH_MODE"] = auth_mode
         try:
-            raybt.run_backtests([Up()], data, n_workers=-1, show_progress=False)
+            raybt.run_backtests([Up()], data, n_workers=-1, address="local", show_progress=False)
         except RuntimeError as error:
             print("refused:", error)
         print("ray started:", ray.is_initialized())

@@ -4,7 +4,8 @@
   it, an already initialised Ray (a notebook, ``ray job submit``) or ``RAY_ADDRESS`` is used; otherwise a new local
   Ray starts (never silently joining a ``ray start`` cluster that happens to run on the machine) with small-machine
   defaults: no dashboard, an explicit object store size, every server bound to 127.0.0.1 and token authentication
-  (see :mod:`raybt.executors.ray_env`). A Ray started here is left running for later sweeps in the same process.
+  (see :mod:`raybt.executors.ray_env`); ``address="local"`` asks for that local Ray even where ``RAY_ADDRESS`` is set.
+  A Ray started here is left running for later sweeps in the same process.
 * **Data.** ``ray.put(market)`` once; every task receives the ObjectRef as a top-level argument, which Ray resolves to
   a zero-copy, read-only view of the arrays.
 * **Flow control.** At most ``window`` tasks are in flight (``ray.wait``), so driver memory stays flat however many
@@ -117,8 +118,6 @@ class RayExecutor:
 
     def __init__(self, market: MarketData, settings: RunSettings, *, n_workers: int = -1, address: str | None = None,
                  profile: bool = False):
-        # Read by the driver's core worker (the owner of the tasks) when Ray is initialised in this process.
-        os.environ.setdefault("RAY_task_oom_retries", str(TASK_RETRIES))
         self.started_ray = connect(address, market.nbytes)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.n_workers = cpus if n_workers == -1 else n_workers
@@ -193,10 +192,14 @@ def _crashed(batch: Batch, exc: Exception, market: MarketData) -> BatchResult:
 
 
 def connect(address: str | None, data_bytes: int) -> bool:
-    """Join the given or ambient cluster, or start a local Ray; returns True if a local Ray was started here."""
+    """Join the given or ambient cluster, or start a local Ray (also when ``address="local"``, as ``ray.init`` does,
+    whatever ``RAY_ADDRESS`` says); returns True if a local Ray was started here. Another thread than the main one
+    may call it if it outlives the Ray it starts (:mod:`raybt.executors.hybrid`)."""
+    # Read by the driver's core worker (the owner of the tasks) when Ray is initialised in this process.
+    os.environ.setdefault("RAY_task_oom_retries", str(TASK_RETRIES))
     if ray.is_initialized():
         return False
-    if address is not None or os.environ.get("RAY_ADDRESS"):
+    if address != "local" and (address is not None or os.environ.get("RAY_ADDRESS")):
         ray.init(address=address, log_to_driver=True)
         return False
     import_path = tuple(dict.fromkeys(os.path.realpath(p or os.getcwd()) for p in sys.path))
@@ -251,3 +254,22 @@ def object_store_bytes(data_bytes: int) -> int:
     quarter of the memory available now."""
     available = psutil.virtual_memory().available
     return int(min(max(256 * 2**20, 8 * data_bytes), max(available // 4, 128 * 2**20)))
+
+
+def _warm_up() -> int:
+    """Import raybt's compute path and run one tiny backtest, loading the compiled kernels from numba's cache."""
+    import raybt
+    from raybt.demo import SmaCross
+
+    data = raybt.synthetic_ohlcv(["WARM"], "2023-01-01", "2023-01-08", "1h", seed=0)
+    raybt.run_backtest(SmaCross(fast=3, slow=12), data)
+    return os.getpid()
+
+
+def warm_up_workers() -> None:
+    """Run :func:`_warm_up` once per CPU of the cluster and wait for them: a fresh worker spends a second or more
+    importing raybt and loading kernels, and a sweep handed to Ray (:mod:`raybt.executors.hybrid`) should not wait
+    for that while the driver could have computed."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    warm = ray.remote(num_cpus=1)(_warm_up)
+    ray.get([warm.remote() for _ in range(cpus)])

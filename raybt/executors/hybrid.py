@@ -1,0 +1,219 @@
+"""The hand-over executor: a sweep asked to run on Ray (``n_workers=-1``/``N``) that would have to start a local Ray
+computes in this process first, starts Ray in the background only if the work left is worth it, and hands the
+remaining batches to Ray once Ray is up and its workers are warm.
+
+Rules:
+
+* **When.** Only when raybt would start a local Ray itself: no ``address``, no ``RAY_ADDRESS``, no initialised Ray
+  (:func:`wanted`). Joining a cluster or an initialised Ray is quick, so those sweeps go to Ray from the start; so
+  do sweeps with ``address="local"``, which start the local Ray at once and wait for it (what a notebook that wants
+  its Ray up for later sweeps, or its workers' output, asks for).
+* **Whether to start Ray.** The first batch runs here and is timed; Ray is started once the work left, at that
+  pace, would take longer than :data:`START_RAY_ABOVE_S` (:func:`worth_starting`, looked at before every batch):
+  a small sweep never starts Ray and runs as it would with ``n_workers=None``.
+* **Hand-over.** Batches run in this process one after another; before each, the executor looks whether the start
+  has finished: Ray up (:func:`raybt.executors.ray_tasks.connect`) and one warm-up task per CPU done
+  (:func:`raybt.executors.ray_tasks.warm_up_workers`: a fresh worker spends a second or more importing raybt and
+  loading kernels, time in which the driver goes on computing). From then on every remaining batch goes to the Ray
+  executor and this process only collects (on a 2-core machine a driver that kept computing too would compete with
+  the two workers for the same cores). A batch is computed either here or on Ray, whole, so no row is lost or
+  computed twice, and both paths run the same :func:`raybt.batch.run_batch`: the rows are identical either way.
+* **A sweep done first** never waits for Ray: Ray goes on starting in its thread (a daemon thread: it does not hold
+  up the end of the program) and later sweeps of the process use it, as they use a Ray started by an earlier sweep.
+  A sweep while Ray is still starting joins that start (computing here meanwhile), never starts another Ray.
+* **Failures** of the start (e.g. :class:`raybt.executors.ray_env.LocalRayError`) are raised in the sweep when it
+  would hand over; a sweep that finished first warns instead (its rows are complete). The checks that need no
+  running Ray (Ray's version, the authentication mode: :func:`check_can_start`) run before anything is computed,
+  whether Ray will be started or not.
+* **The starting thread lives as long as its Ray**: Ray starts its GCS server and raylet with
+  ``prctl(PR_SET_PDEATHSIG)``, and Linux delivers that signal when the *thread* that spawned them ends, so a
+  thread that returned after ``ray.init`` would take the fresh Ray down with it (seen here: every Ray process a
+  zombie two seconds later). Ray's only main-thread-only step, its SIGTERM handler, is skipped off the main
+  thread (Ray logs a warning, filtered here): a SIGTERM then ends the driver without Ray's ``atexit`` shutdown,
+  and raybt's watchdog takes the local Ray down.
+
+This module does not import Ray (``ray_tasks`` does, in the starting thread).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import itertools
+import logging
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+
+from raybt.batch import Batch, BatchResult
+from raybt.data import MarketData
+from raybt.executors import ray_env
+from raybt.executors.local import LocalExecutor
+from raybt.plan import RunSettings
+
+START_RAY_ABOVE_S = 10.0
+"""Ray is started only for a sweep whose work left, estimated from the batches computed so far, would take this
+process longer than this many seconds. A local Ray takes 4.5-7 s here to start and warm its workers (CPU it takes
+from the sweep on a small machine), and 2 Ray workers run a sweep ≈ 1.4-1.8× as fast as one process: below about
+twice the start time the sweep is done sooner without Ray."""
+
+_RAY_ALIVE_POLL_S = 5.0
+"""How often the starting thread looks whether its Ray has been shut down (then it may end)."""
+
+
+class RayStartWarning(UserWarning):
+    """The local Ray that a sweep started in the background failed to start after the sweep had finished without it."""
+
+
+def wanted(address: str | None) -> bool:
+    """True when a sweep on Ray would have to start a local Ray itself (or one such start is under way)."""
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        return False
+    # ray may be half imported (by the thread starting it): then it is not initialised either
+    is_initialized = getattr(sys.modules.get("ray"), "is_initialized", None)
+    return not (is_initialized is not None and is_initialized())
+
+
+class RayStart:
+    """A local Ray being started in a daemon thread (:func:`raybt.executors.ray_tasks.connect`); see the module
+    docstring for why the thread stays alive while its Ray is up."""
+
+    def __init__(self, data_bytes: int):
+        self.error: BaseException | None = None
+        self.error_reported = False
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._start, args=(data_bytes,), name="raybt-ray-start", daemon=True)
+        self._thread.start()
+
+    @property
+    def finished(self) -> bool:
+        """Ray is up with warm workers, or its start failed (``error``)."""
+        return self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    def _start(self, data_bytes: int) -> None:
+        try:
+            logging.getLogger("ray._private.worker").addFilter(_no_sigterm_handler_warning)
+            from raybt.executors import ray_tasks
+
+            ray_tasks.connect(None, data_bytes)
+            ray_tasks.warm_up_workers()
+        except BaseException as exc:  # noqa: BLE001 - handed to the sweep, which raises or warns
+            self.error = exc
+        finally:
+            self._finished.set()
+        if self.error is None:
+            import ray
+
+            while ray.is_initialized():
+                threading.Event().wait(_RAY_ALIVE_POLL_S)
+
+
+def _no_sigterm_handler_warning(record: logging.LogRecord) -> bool:
+    return "SIGTERM handler is not set" not in record.getMessage()
+
+
+_current: RayStart | None = None
+_current_lock = threading.Lock()
+
+
+def check_can_start() -> None:
+    """The checks of :mod:`raybt.executors.ray_env` that need no running Ray (Ray's version, the authentication
+    mode), so that a sweep that would refuse to start Ray says so before it computes anything."""
+    imported = sys.modules.get("ray")  # the version the starting thread will use, if already imported
+    ray_env.check_ray_version(getattr(imported, "__version__", None) or importlib.metadata.version("ray"))
+    ray_env.require_token_auth()
+
+
+def start_in_background(data_bytes: int) -> RayStart:
+    """The start under way, else a new one."""
+    global _current
+    with _current_lock:
+        if _current is not None and not _current.finished:
+            return _current
+        check_can_start()
+        # `import ray` imports tqdm.auto, which warns "IProgress not found" in a notebook kernel without ipywidgets;
+        # imported here under a filter, since warning filters cannot be changed safely from the starting thread
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            import tqdm.auto  # noqa: F401 - imported for its side effect only
+        logging.getLogger("ray.widgets").setLevel(logging.WARNING)
+        _current = RayStart(data_bytes)
+        return _current
+
+
+def starting() -> bool:
+    """A background start of Ray is under way in this process."""
+    return _current is not None and not _current.finished
+
+
+def worth_starting(seconds_per_job: float, jobs_left: int) -> bool:
+    """Starting a local Ray pays when the work left would take this process more than :data:`START_RAY_ABOVE_S`."""
+    return seconds_per_job * jobs_left > START_RAY_ABOVE_S
+
+
+class HybridExecutor:
+    """Runs batches in this process, starts Ray in the background once the work left is worth it
+    (:func:`worth_starting`; at once if another sweep's start is under way or the batches do not count the jobs
+    left), and runs every batch after the start has finished on Ray. ``ray_executor()`` builds the Ray executor
+    (in this thread) at the hand-over. The checks of :func:`check_can_start` run here."""
+
+    def __init__(self, market: MarketData, settings: RunSettings, profile: bool, n_workers: int,
+                 ray_executor: Callable[[], object]):
+        check_can_start()
+        self._data_bytes = market.nbytes
+        self._local = LocalExecutor(market, settings, profile)
+        self._make_ray_executor = ray_executor
+        self._start: RayStart | None = None
+        self._ray = None
+        self._requested = n_workers
+        self._seconds_per_job: float | None = None
+
+    @property
+    def n_workers(self) -> int:
+        """The Ray executor's once it runs; until then what it will be on this machine."""
+        if self._ray is not None:
+            return self._ray.n_workers
+        return (os.cpu_count() or 1) if self._requested == -1 else self._requested
+
+    def run(self, batches: Iterable[Batch]) -> Iterator[BatchResult]:
+        """Yield each batch's result; ``batches.jobs_left`` (if it has one) counts the jobs not yet handed out."""
+        pending = iter(batches)
+        for batch in pending:
+            if self._start is None and self._should_start(getattr(batches, "jobs_left", None)):
+                self._start = start_in_background(self._data_bytes)
+            if self._ray is None and self._start is not None and self._start.finished:
+                self._hand_over()
+            if self._ray is not None:
+                yield from self._ray.run(itertools.chain([batch], pending))
+                return
+            for result in self._local.run([batch]):
+                if len(result.durations):
+                    self._seconds_per_job = float(np.median(result.durations))
+                yield result
+
+    def _should_start(self, jobs_left: int | None) -> bool:
+        if jobs_left is None or starting():
+            return True
+        return self._seconds_per_job is not None and worth_starting(self._seconds_per_job, jobs_left)
+
+    def _hand_over(self) -> None:
+        if self._start.error is not None:
+            self._start.error_reported = True
+            raise self._start.error
+        self._ray = self._make_ray_executor()
+
+    def close(self) -> None:
+        """Release the Ray executor's data; never waits for a Ray still starting."""
+        if self._ray is not None:
+            self._ray.close()
+        elif (self._start is not None and self._start.finished and self._start.error is not None
+              and not self._start.error_reported):
+            self._start.error_reported = True
+            warnings.warn(f"the local Ray failed to start ({type(self._start.error).__name__}: {self._start.error}); "
+                          f"this sweep ran in this process", RayStartWarning, stacklevel=3)
