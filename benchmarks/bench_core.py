@@ -45,7 +45,7 @@ afterwards), ``arrays`` (SmaCrossArrays, cache on). Rows:
   cost of moving ~1 MB per backtest (two averages, the closes, the signals) between memory and the caches;
 * ``page faults per backtest`` - minor page faults during the ``evaluate`` pass (first touches of fresh memory,
   ~1.6-1.9 µs per 4 KB page on this VM): the averages computed into new memory take ~86 pages each, or, carved
-  from huge-page slabs (``raybt/_slabs.py``, where transparent huge pages are on), ~2 faults per slab of 4 MiB;
+  from huge-page slabs (``raybt/_accel/slabs.py``, where transparent huge pages are on), ~2 faults per slab of 4 MiB;
 * ``sma miss, fresh memory`` - µs per average computed into fresh memory from an empty cache (the grid's distinct
   windows on ``data.arrays.close``), carved from slabs and allocated by numpy in 4 KB pages (slabs switched off).
 
@@ -257,7 +257,7 @@ def time_stages(strategies, market, costs, repeat: int) -> tuple[dict[str, float
 
 def time_misses(grid, market: raybt.MarketData, repeat: int) -> dict[str, float]:
     """µs per ``sma`` miss into fresh memory (each distinct window of the grid on ``data.arrays.close``, from an
-    empty cache), the outputs carved from huge-page slabs (``raybt/_slabs.py``) and allocated by numpy (4 KB
+    empty cache), the outputs carved from huge-page slabs (``raybt/_accel/slabs.py``) and allocated by numpy (4 KB
     pages; only the latter where huge pages are not enabled): the best of ``repeat`` passes each."""
     close = range_context(market, None, 0, None).view.arrays.close
     windows = sorted({n for pair in grid for n in pair})

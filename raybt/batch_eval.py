@@ -38,7 +38,9 @@ from numba import njit
 from raybt.backtest import RangeContext, range_context
 from raybt.data import DateRange, MarketData
 from raybt.engine import DIRECTION_CODES, Workspace
-from raybt.engine import _N_STATE, _off, _simulate_any, _simulate_one_symbol  # the bar loop, not its wrapper
+from raybt import _accel
+from raybt._kernel.state import POS
+from raybt.engine import _off, _simulate_any, _simulate_one_symbol  # the bar loop, not its wrapper
 from raybt.metrics import _LIMIT_FACTOR, METRIC_NAMES, _rf_per_bar, _scan_row, _scan_start
 from raybt.plan import RESULTS_VERSION, RunSettings
 from raybt.strategy import SignalError, Strategy, signal_arrays
@@ -203,7 +205,7 @@ def _run_compiled(strategies: Sequence[Strategy], market: MarketData, ctx: Range
                    ctx.start - ctx.signal_start, costs.initial_amount, np.ascontiguousarray(rules[:, 0]), directions,
                    costs.fees, costs.fixed_fee, costs.slippage, costs.fill == "next_open",
                    np.ascontiguousarray(rules[:, 1]), np.ascontiguousarray(rules[:, 2]),
-                   np.ascontiguousarray(rules[:, 3]), curve, trades, np.zeros((_N_STATE, n_symbols)),
+                   np.ascontiguousarray(rules[:, 3]), curve, trades, np.zeros((len(POS), n_symbols)),
                    np.zeros((2, n_symbols), dtype=np.bool_), scan.values, scan.slots, scan_arrays, rf_bar,
                    ctx.calendar.periods_per_year, ctx.calendar.buy_and_hold_return, metrics)
 
@@ -253,8 +255,10 @@ def _evaluate_jobs_source(open_, high, low, close, entries, exits, ok, bar0, n_b
 def _compile_evaluate_jobs():
     """numba's disk cache of a function is invalidated by its own file only, not by the kernels it links in (the bar
     loop, the scan): the compiled function's name carries raybt's results version, so any change of raybt's
-    computing code compiles it anew."""
-    func = types.FunctionType(_evaluate_jobs_source.__code__, globals(), f"_evaluate_jobs_{RESULTS_VERSION}")
+    computing code compiles it anew, and the acceleration mode (raybt._accel), so the fast and portable kernels it
+    links in never share a cache entry."""
+    name = f"_evaluate_jobs_{RESULTS_VERSION}_{_accel.MODE}"
+    func = types.FunctionType(_evaluate_jobs_source.__code__, globals(), name)
     func.__qualname__ = func.__name__
     return njit(cache=True)(func)
 

@@ -24,7 +24,7 @@ from typing import NamedTuple, Union
 import numpy as np
 import pandas as pd
 
-from raybt import _frames
+from raybt._accel import frames as _frames
 
 FIELDS = ("open", "high", "low", "close", "volume")
 PRICE_FIELDS = FIELDS[:4]
@@ -255,7 +255,7 @@ class MarketView:
     zero-copy and read-only, once per view; ``view["BTC/EUR"]`` is one symbol's OHLCV DataFrame (read-only, a copy
     of its rows made once per view). ``view.arrays`` holds the same fields as numpy arrays (``view.arrays.close``:
     bars × symbols, columns in ``view.symbols`` order): strategies written on them skip pandas objects (~1-3 µs each
-    to build, check and read here, see :mod:`raybt._frames`; ~10-15 µs per SMA-crossover backtest). Reusing one
+    to build, check and read here, see :mod:`raybt._accel.frames`; ~10-15 µs per SMA-crossover backtest). Reusing one
     view for every strategy on a range lets indicator results be cached (see :mod:`raybt.indicators`), for arrays
     as for frames: the view hands out the very same objects every time (a frame a strategy edited is replaced by a
     fresh one for the next caller).
@@ -263,7 +263,7 @@ class MarketView:
 
     def __init__(self, market: MarketData, start: int, end: int):
         self.market, self.start, self.end = market, start, end
-        # key: (frame, its raybt._frames.stamp, the values it presents)
+        # key: (frame, its raybt._accel.frames.stamp, the values it presents)
         self._frames: dict[object, tuple[pd.DataFrame, tuple[object, ...], np.ndarray]] = {}
 
     @property
@@ -285,7 +285,7 @@ class MarketView:
 
     def _frame(self, key: object, values: np.ndarray, columns: list[str]) -> pd.DataFrame:
         """A DataFrame of ``values`` (bars × columns, read-only) kept under ``key``: the fields and symbols' frames
-        are built once and handed out again while unchanged (:func:`raybt._frames.unchanged`, ~0.2 µs per access).
+        are built once and handed out again while unchanged (:func:`raybt._accel.frames.unchanged`, ~0.2 µs per access).
         A strategy may relabel a frame or add or replace a column (its values are read-only); the next caller then
         gets a fresh frame, so one strategy's edits never reach another."""
         frame = _frames.frame(values.T, self.index, pd.Index(columns))

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from raybt import _frames
+from raybt._accel import frames as _frames
 from raybt.code_digest import class_digest
 from raybt.data import MarketView
 from raybt.metrics import METRIC_NAMES

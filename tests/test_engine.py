@@ -25,7 +25,9 @@ from numba import njit
 
 import raybt
 from raybt import _records as rec
-from raybt import engine, metrics
+from raybt import _accel, _jit, engine, metrics
+from raybt._accel import llvm
+from raybt._kernel import stretches
 from raybt.engine import CostModel, simulate
 
 NAN = float("nan")
@@ -932,20 +934,25 @@ def test_workspace_buffers_give_the_same_results_call_after_call(n_symbols):
             assert len(fresh.trades) > 0
 
 
-def test_kernel_cache_names_follow_the_inlined_sources(tmp_path):
-    """numba invalidates a cached function only when its own file changes; the bar loop takes in the metrics scan
-    and the trade record layout from other files, so its names carry a digest of them: editing either gives new
+def test_kernel_cache_names_follow_the_compiled_sources(tmp_path):
+    """numba invalidates a cached function only when its own file changes; the bar loop takes in the kernel's
+    helpers, the metrics scan, the trade record layout and the accelerations from other files, so the names of
+    raybt's compiled functions carry a digest of all of them (and of the acceleration mode): editing any gives new
     names, hence a fresh compilation instead of a stale cached kernel."""
-    assert engine._INLINED_SOURCES == (metrics.__file__, rec.__file__)
-    digest = engine._sources_digest(engine._INLINED_SOURCES)
-    for kernel in (engine._simulate_one_symbol, engine._simulate_any):
-        assert kernel.py_func.__name__.endswith("_" + digest)
-    copies = [tmp_path / "metrics.py", tmp_path / "_records.py"]
-    for copy, source in zip(copies, engine._INLINED_SOURCES):
-        copy.write_bytes(Path(source).read_bytes())
-    assert engine._sources_digest(tuple(map(str, copies))) == digest
+    root = Path(raybt.__file__).parent
+    compiled = {Path(path).relative_to(root).as_posix() for path in _jit.COMPILED_SOURCES}
+    assert {"engine.py", "_kernel/loop.py", "_kernel/stops.py", "metrics/scan.py", "metrics/_base.py",
+            "indicators/_columns.py", "_records.py", "_accel/llvm.py", "_accel/__init__.py"} <= compiled
+    for kernel in (engine._simulate_one_symbol, engine._simulate_any, metrics._scan_block):
+        assert kernel.py_func.__qualname__.endswith("_" + _jit.DIGEST)
+    copies = []
+    for source in _jit.COMPILED_SOURCES:
+        copies.append(tmp_path / str(len(copies)))
+        copies[-1].write_bytes(Path(source).read_bytes())
+    assert _jit.sources_digest(tuple(map(str, copies)), _accel.MODE) == _jit.DIGEST
+    assert _jit.sources_digest(tuple(map(str, copies)), "other mode") != _jit.DIGEST
     copies[0].write_bytes(copies[0].read_bytes() + b"\n")
-    assert engine._sources_digest(tuple(map(str, copies))) != digest
+    assert _jit.sources_digest(tuple(map(str, copies)), _accel.MODE) != _jit.DIGEST
 
 
 def _first_signal_reference(entries: np.ndarray, exits: np.ndarray, q: int, stop: int) -> int:
@@ -959,8 +966,8 @@ def test_signal_scan_finds_the_first_signal_from_any_start(n_symbols):
     from every start and to several stops, it finds the first column with an entry or exit of any symbol, as
     numpy's flatnonzero does; signals on lane boundaries (31, 32, 63, 64), in the last column and in the last symbol
     only included."""
-    lanes = engine._SIGNAL_LANES
-    scan = njit(engine._next_signal)  # the module's generic version (_N_SYMBOLS = 0: the count from the arrays)
+    lanes = llvm.SIGNAL_LANES
+    scan = njit(stretches._next_signal)  # the module's generic version (_N_SYMBOLS = 0: the count from the arrays)
     rng = np.random.default_rng(7)
     for n in (0, 1, lanes - 1, lanes, lanes + 1, 2 * lanes, 2 * lanes + 1, 4 * lanes + 2):
         for density in (0.0, 0.02, 0.3):

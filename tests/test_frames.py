@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raybt import _frames
+from raybt._accel import frames as _frames
 
 IMPLEMENTATIONS = {
     "internals": (_frames._internal_frame, _frames._internal_stamp, _frames._internal_unchanged,

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raybt import _slabs
+from raybt._accel import llvm
+from raybt._accel import slabs as _slabs
 from raybt import indicators as ind
 
 N_BARS = 2_000
@@ -385,9 +386,10 @@ def test_sma_division_is_bit_exact() -> None:
     sums = np.concatenate([rng.uniform(-1.0, 1.0, 600) * 10.0 ** rng.integers(-300, 300, 600),
                            rng.uniform(0.0, 1e7, 400), [0.0, -0.0, 1.0, 3.0, 2.0**52, 5e-324]])
     for n in range(1, 3001):
-        got = sums.copy()
-        ind._divide_in_place(got, 0, got.size, n)
-        assert np.array_equal(got.view(np.int64), (sums / n).view(np.int64)), f"n={n}"
+        for divide in (llvm._divide_in_place_fast, llvm._divide_in_place_plain):
+            got = sums.copy()
+            divide(got, 0, got.size, n)
+            assert np.array_equal(got.view(np.int64), (sums / n).view(np.int64)), f"n={n}"
 
 
 @pytest.mark.parametrize("layout", ["contiguous columns", "strided columns"])

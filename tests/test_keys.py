@@ -183,8 +183,8 @@ def test_a_change_of_raybts_engine_makes_stored_rows_stale_in_one_process(code, 
 
 # ------------------------------------------------------------------------------------- raybt's results version
 
-@pytest.mark.parametrize("name", ["engine.py", "metrics.py", "indicators.py", "_records.py", "backtest.py",
-                                  "strategy.py", "data.py", "_frames.py", "batch.py", "results.py", "demo.py"])
+@pytest.mark.parametrize("name", ["engine.py", "metrics/scan.py", "indicators/_columns.py", "_records.py", "backtest.py",
+                                  "strategy.py", "data.py", "_accel/frames.py", "batch.py", "results.py", "demo.py"])
 def test_the_results_version_moves_with_raybts_result_affecting_code(tmp_path, name):
     modified = code_edits.copy_raybt(tmp_path)
     assert code_digest.raybt_digest(modified) == plan.RESULTS_VERSION

@@ -12,7 +12,9 @@ from llvmlite import binding as llvm_binding
 from numba import njit
 
 from raybt import _records as rec
+from raybt._accel import llvm
 from raybt import metrics as m
+from raybt.metrics import scan as metrics_scan
 
 # Any numpy/pandas warning (division by zero, empty mean, ...) is a failure.
 pytestmark = pytest.mark.filterwarnings("error")
@@ -623,8 +625,8 @@ def test_compress_kinds_collect_and_split(monkeypatch: pytest.MonkeyPatch, kind:
     """Every way of storing the selected lanes (chosen per CPU and LLVM version) collects the same values in order."""
     if kind == "register" and llvm_binding.llvm_version_info < (19,):
         pytest.skip("llvm.experimental.vector.compress needs LLVM 19")
-    monkeypatch.setattr(m, "_COMPRESS", kind)
-    collect = njit(cache=False, error_model="numpy")(m._collect_below.py_func)  # compiled afresh with this kind
+    monkeypatch.setattr(llvm, "_COMPRESS", kind)
+    append = njit(cache=False, error_model="numpy")(metrics_scan._append_below.py_func)  # compiled afresh with this kind
     split = njit(cache=False, error_model="numpy")(m._split.py_func)
     rng = np.random.default_rng(11)
     for n in (0, 1, 7, 8, 9, 63, 1000, 4099):
@@ -632,7 +634,7 @@ def test_compress_kinds_collect_and_split(monkeypatch: pytest.MonkeyPatch, kind:
         x[::5] = 0.0
         x[::7] = np.inf
         out = np.full(n + 8, np.nan)
-        count = collect(x, 0.1, out)
+        count = append(x, np.uint64(n), 0.1, out, np.uint64(0))
         assert np.array_equal(out[:count], x[x < 0.1])
         below, above = np.empty(n + 8), np.empty(n + 8)
         n_below, n_above = split(x, np.uint64(n), 0.0, below, above)
@@ -763,7 +765,7 @@ def feed_runs(scan: m.CurveScan, n_bars: int, starts: np.ndarray, values: np.nda
     for j, (start, end, value) in enumerate(zip(starts, ends, values)):
         scan.values[buffered + 1] = value
         scan.slots[buffered] = start
-        counts[m._N_FLAT] += end - start - 1
+        counts[m.COUNT.flat] += end - start - 1
         buffered += 1
         if buffered == m._BLOCK_BARS or j in cuts or j == len(starts) - 1:
             m._scan_block(scan.values, scan.slots, buffered, end, times, stats, counts, returns, tail, month_last,
@@ -813,7 +815,7 @@ def test_scan_of_runs_matches_the_expanded_curve(seed: int, limit_from: str) -> 
     assert got["max_drawdown_duration"] == pytest.approx(
         ref_longest_underwater(np.r_[10_000.0, equity], np.r_[ns(times)[0], ns(times)]), rel=1e-12)
     if limit_from == "tight":
-        assert scan._counts[m._N_TAIL] < 0.2 * n  # only a tail was kept
+        assert scan._counts[m.COUNT.tail] < 0.2 * n  # only a tail was kept
 
 
 @pytest.mark.parametrize("cut", [None, 10, 11])

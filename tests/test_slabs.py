@@ -1,4 +1,4 @@
-"""Tests for raybt._slabs: carving outputs from huge-page slabs, and when a slab goes away."""
+"""Tests for raybt._accel.slabs: carving outputs from huge-page slabs, and when a slab goes away."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raybt import _slabs
+from raybt._accel import slabs as _slabs
 
 COLUMN = 43_800  # float64 bars of one output column: 350,400 bytes, within the carved sizes
 

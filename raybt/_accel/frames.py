@@ -1,23 +1,23 @@
-"""Single-block DataFrames, built and re-checked in about a microsecond each.
+"""Single-block DataFrames, built and re-checked several times faster than through pandas' public API.
 
 raybt hands the same DataFrames to every strategy on a range (``view.close``, cached indicator results) and builds
-new ones in every backtest (crossing signals). pandas' constructor takes 5-7 µs for such a frame and reading
-``frame.values`` to check it ~0.8 µs, a sizeable part of a ~150 µs backtest. This module builds a frame of one
+new ones in every backtest (crossing signals). pandas' constructor and reading ``frame.values`` to check a frame are
+a sizeable part of a backtest (figures in the README, "Hot path"). This module builds a frame of one
 numpy block directly from pandas' block manager (``DataFrame._from_mgr``), and checks a handed-out frame by the
 identity of what it presents (its manager, blocks, block array and axes):
 
 * :func:`frame` - a DataFrame presenting ``block.T`` (``block`` is ``(columns, bars)``, the block layout) on the
   very ``index`` and ``columns`` objects, without a copy;
 * :func:`values` - the numpy data ``frame.values`` presents (for a frame of one numpy block, without the read-only
-  view pandas makes each time, ~0.1 instead of ~0.8 µs): for reading only, the caller must not write to it;
+  view pandas makes each time): for reading only, the caller must not write to it;
 * :func:`stamp` / :func:`unchanged` - what a frame presents now, and whether it still does: a frame relabelled
   (``df.columns = ...``, ``df.index = ...``), with a column added, replaced or deleted, or changed by an
   ``inplace=True`` method (which replaces its manager) fails the check. Setting ``name`` on its Index objects in
   place is not seen (cosmetic).
 
 Those are pandas internals, not its public API, so they are verified once on import: if building a frame this
-way or the checks do not behave exactly as required (another pandas version), the module falls back to the
-public constructor and to checks through ``frame.values`` (slower, same results).
+way or the checks do not behave exactly as required (another pandas version), or with ``RAYBT_PORTABLE=1``, the
+module uses its twins, the public constructor and checks through ``frame.values`` (slower, same results).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+
+from raybt._accel import PORTABLE
 
 Stamp = tuple[object, ...]
 
@@ -121,8 +123,9 @@ def _internals_work() -> bool:
         return False
 
 
-USES_INTERNALS = _internals_work()
-"""True when frames are built and checked through pandas' block manager (see the module docstring)."""
+USES_INTERNALS = not PORTABLE and _internals_work()
+"""True when frames are built and checked through pandas' block manager (see the module docstring); never with
+``RAYBT_PORTABLE=1`` (:mod:`raybt._accel`): the public twins then."""
 
 if USES_INTERNALS:
     frame, stamp, unchanged, values = _internal_frame, _internal_stamp, _internal_unchanged, _internal_values

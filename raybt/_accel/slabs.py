@@ -1,19 +1,18 @@
 """Memory for cached indicator outputs, carved from large mappings backed by transparent huge pages.
 
-An indicator output is written once into fresh memory, and each 4 KB page of it costs a page fault on first touch:
-~1.6-1.9 µs each on these VMs, ~150 µs for the 350 KB of a 43,800-bar column (four times the computation of its
-SMA). A sweep's worker computes each average it caches once, so those faults are a sizeable part of a short
-sweep. Outputs carved from 4 MiB slabs advised ``MADV_HUGEPAGE`` fault in 2 MiB at a time: an SMA computed into
-fresh memory costs 116-131 µs instead of ~166 µs here (``benchmarks/bench_core.py``, "sma miss, fresh memory"),
-and later reads of it take fewer TLB misses. Each output is a numpy array over part of a slab (``np.frombuffer``:
-the slab is at the end of its chain of bases); a slab is unmapped once no array over it is left and no new output
-goes into it (:meth:`SlabAllocator.release` retires the one being filled).
+An indicator output is written once into fresh memory, and each 4 KB page of it costs a page fault on first touch: for a
+43,800-bar column the faults cost more than computing its SMA. A sweep's worker computes each average it caches once, so
+those faults are a sizeable part of a short sweep. Outputs carved from 4 MiB slabs advised ``MADV_HUGEPAGE`` fault in 2
+MiB at a time, which makes an SMA computed into fresh memory faster (``benchmarks/bench_core.py``, "sma miss, fresh
+memory"; figures in the README, "Hot path"), and later reads of it take fewer TLB misses. Each output is a numpy array
+over part of a slab (``np.frombuffer``: the slab is at the end of its chain of bases); a slab is unmapped once no array
+over it is left and no new output goes into it (:meth:`SlabAllocator.release` retires the one being filled).
 
 Slabs are used only where the kernel backs advised memory with huge pages (Linux,
 ``/sys/kernel/mm/transparent_hugepage/enabled`` set to ``always`` or ``madvise``) and only for outputs of
 :data:`MIN_BYTES` to :data:`MAX_BYTES`: smaller ones take few pages, and larger ones get huge pages from numpy
-itself (it advises allocations from 4 MiB on). Elsewhere :meth:`SlabAllocator.carve` returns None and the caller
-allocates as usual.
+itself (it advises allocations from 4 MiB on). Elsewhere, and with ``RAYBT_PORTABLE=1`` (:mod:`raybt._accel`),
+:meth:`SlabAllocator.carve` returns None and the caller allocates as usual (the same values in other memory).
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
+
+from raybt._accel import PORTABLE
 
 SLAB_BYTES = 4 << 20
 """Usable bytes of one slab (two huge pages)."""
@@ -61,8 +62,9 @@ class SlabAllocator:
     """Carves float64 arrays out of huge-page slabs, one slab at a time (thread-safe)."""
 
     def __init__(self, enabled: bool | None = None) -> None:
-        """``enabled``: carve at all; by default where :func:`huge_pages_advisable`."""
-        self.enabled = huge_pages_advisable() if enabled is None else enabled
+        """``enabled``: carve at all; by default where :func:`huge_pages_advisable`, unless ``RAYBT_PORTABLE=1``
+        (:mod:`raybt._accel`: the twin is numpy's own allocation)."""
+        self.enabled = (not PORTABLE and huge_pages_advisable()) if enabled is None else enabled
         self._lock = threading.Lock()
         self._slab: mmap.mmap | None = None
         self._offset = 0
