@@ -45,11 +45,8 @@ The store knows keys, the column schema and Parquet, nothing of strategies.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
-import socket
 import time
 import uuid
 import warnings
@@ -59,7 +56,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -67,6 +63,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from filelock import FileLock
 
+from raybt._storage import _filesystem, _remove_dead_writers_temporaries, _upload_new_object, _write_locally
 from raybt.metrics import METRIC_NAMES
 
 KEY_COLUMN = "key"
@@ -75,7 +72,6 @@ KEY_LENGTH = 24
 """Characters of a job key (the hex digest of a 12-byte blake2b, see :mod:`raybt.plan`)."""
 
 _PARTS, _QUARANTINE, _MANIFEST = "parts", "quarantine", "manifest.json"
-_TMP_PREFIX = ".tmp-"
 
 
 def _is_string(t: pa.DataType) -> bool:
@@ -413,55 +409,6 @@ class CheckpointStore:
                                   f"writer=True to write")
 
 
-# ---------------------------------------------------------------------------------------------------- temporaries
-
-def _writer_tag() -> str:
-    """``<host digest>-<pid>-<process start, ms>``: who writes a temporary, enough to tell later whether that
-    process still runs (the start time tells a reused process id apart)."""
-    host = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
-    return f"{host}-{os.getpid()}-{round(psutil.Process().create_time() * 1000)}"
-
-
-def _write_locally(folder: str, name: str, write: Callable[[Any], Any]) -> None:
-    """Create or replace ``folder/name`` atomically: ``write(handle)`` into a hidden temporary named after its
-    writer (:func:`_writer_tag`), fsync it, rename it into place, fsync the folder. If anything fails before the
-    rename (a full disk), the temporary is deleted again and nothing changed."""
-    temporary = f"{folder}/{_TMP_PREFIX}{_writer_tag()}-{uuid.uuid4().hex[:8]}-{name}"
-    try:
-        with open(temporary, "xb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, f"{folder}/{name}")
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_dir(folder)
-
-
-def _remove_dead_writers_temporaries(folders: Iterable[str]) -> None:
-    """Delete temporaries whose writer ran on this host and is dead (no process with its id and start time).
-    Temporaries of live writers, of other hosts (a shared mount) and of unknown form are left alone."""
-    host = _writer_tag().split("-")[0]
-    for folder in folders:
-        for entry in os.scandir(folder):
-            if not entry.name.startswith(_TMP_PREFIX):
-                continue
-            fields = entry.name[len(_TMP_PREFIX):].split("-")
-            if len(fields) < 3 or fields[0] != host or not fields[1].isdigit() or not fields[2].isdigit():
-                continue
-            try:
-                alive = abs(psutil.Process(int(fields[1])).create_time() * 1000 - int(fields[2])) < 10
-            except psutil.NoSuchProcess:
-                alive = False
-            if not alive:
-                try:
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass  # another writer removed it first
-
-
 def recorded_runs(location: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The runs ``manifest.json`` records (oldest first), read without opening or changing the store; ``[]`` when
     there is no readable manifest of the expected shape."""
@@ -476,44 +423,6 @@ def recorded_runs(location: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-
-def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in location:
-        return pafs.FileSystem.from_uri(location)
-    return pafs.LocalFileSystem(), os.path.abspath(location)
-
-
-def _upload_new_object(fs: pafs.FileSystem, path: str, payload: pa.Buffer) -> None:
-    """Upload ``payload`` as the new object ``path``, all of it or nothing.
-
-    An object store publishes an object when its output stream is closed, and pyarrow closes the stream (publishing
-    what was written so far) even when the ``with`` body raises. So the whole payload is serialized before the
-    stream opens and sent in one write, and if anything fails or is interrupted before the upload returns, the
-    object is deleted again (``path`` is a fresh unique name: nothing else is ever there). A killed process never
-    completes its upload, so nothing is published."""
-    try:
-        with fs.open_output_stream(path) as handle:
-            handle.write(payload)
-    except BaseException:
-        try:
-            fs.delete_file(path)
-        except OSError:
-            pass  # never published
-        raise
-
-
-def _fsync_dir(path: str) -> None:
-    """Make a rename in ``path`` durable (POSIX: fsync the directory). Skipped where a directory cannot be opened:
-    on Windows ``os.open`` on a directory raises PermissionError, and NTFS makes a rename durable itself."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except PermissionError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def _keys_of(tables: list[pa.Table], rerun_errors: bool) -> np.ndarray:
     """Done keys as a sorted unique bytes array. A key counts as done if its newest row is kept: with

@@ -73,7 +73,7 @@ def _dead_writers_tag():
     started = psutil.Process(process.pid).create_time()
     process.kill()
     process.wait()
-    host = raybt.checkpoint._writer_tag().split("-")[0]
+    host = raybt._storage._writer_tag().split("-")[0]
     return f"{host}-{process.pid}-{round(started * 1000)}"
 
 
@@ -83,7 +83,7 @@ def test_only_temporaries_of_dead_writers_are_removed_and_only_by_writers(tmp_pa
     leftovers = {
         "dead": ck / "parts" / f".tmp-{_dead_writers_tag()}-0a1b2c3d-part-1.parquet",
         "dead manifest": ck / f".tmp-{_dead_writers_tag()}-0a1b2c3d-manifest.json",
-        "live": ck / "parts" / f".tmp-{raybt.checkpoint._writer_tag()}-0a1b2c3d-part-2.parquet",
+        "live": ck / "parts" / f".tmp-{raybt._storage._writer_tag()}-0a1b2c3d-part-2.parquet",
         "other host": ck / "parts" / ".tmp-00000000-1-1-0a1b2c3d-part-3.parquet",
         "unknown form": ck / "parts" / ".tmp-part-4.parquet",
     }

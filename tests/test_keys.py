@@ -203,7 +203,7 @@ def test_the_results_version_moves_with_the_computing_libraries(tmp_path, monkey
     assert code_digest.raybt_digest(modified) != plan.RESULTS_VERSION
 
 
-@pytest.mark.parametrize("name", ["cli.py", "checkpoint.py", "executors/ray_tasks.py", "plots.py", "report.py",
+@pytest.mark.parametrize("name", ["cli.py", "checkpoint.py", "_storage.py", "executors/ray_tasks.py", "plots.py", "report.py",
                                   "stats/pbo.py", "verdict.py"])
 def test_the_results_version_ignores_commands_storage_and_transport(tmp_path, name):
     modified = code_edits.copy_raybt(tmp_path)
