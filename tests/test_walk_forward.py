@@ -1,6 +1,12 @@
 """raybt.walk_forward equals the same folds run by hand with run_backtests / run_backtest."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -111,6 +117,49 @@ def test_a_resumed_walk_forward_reruns_nothing_and_reproduces_the_folds(tmp_path
     pd.testing.assert_frame_equal(resumed.folds, fresh.folds)
     pd.testing.assert_frame_equal(again.folds, fresh.folds)
     pd.testing.assert_series_equal(resumed.equity, fresh.equity)
+
+
+class SlowSmaCross(SmaCross):
+    """SmaCross that sleeps RAYBT_TEST_SLEEP_S seconds per backtest (a walk-forward slow enough to be killed in)."""
+
+    def signals(self, data):
+        time.sleep(float(os.environ.get("RAYBT_TEST_SLEEP_S", "0")))
+        return super().signals(data)
+
+
+def slow_walk(checkpoint_dir):
+    """The walk-forward the SIGKILL test runs in a child process (``test_walk_forward`` imported by name there, so
+    that its strategies have the ids they have here): two folds of 4 strategies, train and test, one row per part."""
+    grid = [SlowSmaCross(fast=f, slow=s) for f in (3, 8) for s in (20, 40)]
+    return walk(grid, FOLDS[:2], checkpoint_dir=checkpoint_dir, batch_size=1, checkpoint_batch_size=1)
+
+
+def test_a_walk_forward_killed_mid_fold_resumes_to_the_same_folds(tmp_path):
+    """The driver is SIGKILLed (nothing flushed, nothing cleaned up) in the second fold's train sweep; running the
+    same call again computes only what is missing and gives the folds and equity of an uninterrupted run."""
+    stopped = tmp_path / "killed"
+    child = subprocess.Popen([sys.executable, "-c", "import sys, test_walk_forward as t; t.slow_walk(sys.argv[1])",
+                              str(stopped)], cwd=Path(__file__).parent,
+                             env=dict(os.environ, RAYBT_TEST_SLEEP_S="0.3"))
+    try:
+        deadline = time.monotonic() + 120
+        while _n_parts(stopped) <= 9 and child.poll() is None and time.monotonic() < deadline:  # fold 0: 8 rows
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL, "the walk-forward ended before it was killed"
+    assert 9 < _n_parts(stopped) < 16  # killed inside fold 1
+    resumed = slow_walk(str(stopped))
+    assert resumed.results[0].n_computed == 0 and 0 < resumed.results[1].n_computed < 8
+    fresh = slow_walk(str(tmp_path / "whole"))
+    pd.testing.assert_frame_equal(resumed.folds, fresh.folds)
+    pd.testing.assert_series_equal(resumed.equity, fresh.equity)
+
+
+def _n_parts(checkpoint_dir):
+    parts = checkpoint_dir / "parts"
+    return len([p for p in parts.iterdir() if p.name.startswith("part-")]) if parts.exists() else 0
 
 
 def test_ties_go_to_the_first_strategy_given():
