@@ -67,8 +67,11 @@ def _remove_dead_writers_temporaries(folders: Iterable[str]) -> None:
 
 
 def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem of ``location`` (a path or a pyarrow filesystem URI) and the root folder's path in it,
+    without a trailing slash (callers append ``/name``)."""
     if "://" in location:
-        return pafs.FileSystem.from_uri(location)
+        fs, root = pafs.FileSystem.from_uri(location)
+        return fs, root.rstrip("/")
     return pafs.LocalFileSystem(), os.path.abspath(location)
 
 

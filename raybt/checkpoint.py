@@ -187,9 +187,8 @@ class CheckpointStore:
     def __init__(self, location: str | os.PathLike[str], *, writer: bool = False):
         self.location = str(location)
         self.writer = writer
-        self._fs, root = _filesystem(self.location)
+        self._fs, self._root = _filesystem(self.location)
         self._local = isinstance(self._fs, pafs.LocalFileSystem)
-        self._root = root.rstrip("/")
         self._parts = f"{self._root}/{_PARTS}"
         self._skipped: dict[str, str] = {}  # part path -> why it was not used (by this store)
         # part path -> ((size, mtime ns) when it was read whole and found usable, its key and error columns)
@@ -414,7 +413,7 @@ def recorded_runs(location: str | os.PathLike[str]) -> list[dict[str, Any]]:
     there is no readable manifest of the expected shape."""
     fs, root = _filesystem(str(location))
     try:
-        with fs.open_input_stream(f"{root.rstrip('/')}/{_MANIFEST}") as handle:
+        with fs.open_input_stream(f"{root}/{_MANIFEST}") as handle:
             manifest = json.loads(handle.read().decode())
     except (OSError, ValueError):
         return []

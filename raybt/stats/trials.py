@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raybt._storage import _filesystem
+
 _COLUMNS = ("key", "error", "strategy_id", "symbol", "range")
 
 
@@ -91,13 +93,6 @@ def count_trials(checkpoint_dir: str | os.PathLike[str], data_fingerprint: str |
                       n_configurations=len(configurations[["strategy_id", "symbol"]].drop_duplicates()),
                       by_range={str(k): int(v) for k, v in by_range.items()},
                       planned_jobs=sum(int(run.get("jobs", 0)) for run in our_runs), n_runs=len(our_runs))
-
-
-def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in location:
-        fs, root = pafs.FileSystem.from_uri(location)
-        return fs, root.rstrip("/")
-    return pafs.LocalFileSystem(), os.path.abspath(location)
 
 
 def _manifest_runs(fs: pafs.FileSystem, root: str, location: str) -> list[dict]:
