@@ -494,10 +494,12 @@ def scenario_efficiency(args) -> dict:
     n_workers = parse_workers(args.workers)
     data, ranges, strategies = efficiency_workload(args.quick)
     warm_data, _, _ = efficiency_workload(True, seed=1)
-    # Warm-up on other data: JIT/cache loading, imports, and (for -1) Ray start and both workers up.
+    # Warm-up on other data: JIT/cache loading, imports, and (for -1) Ray start and both workers up. For -1 it asks
+    # for Ray at once (address="local"): a sweep this small would otherwise finish in-process without starting Ray,
+    # and so would the timed one (under the hand-over executor's 10 s), which is then no measure of Ray.
     t = time.perf_counter()
     raybt.run_backtests(strategies[:200], warm_data, date_ranges=ranges, fees=0.001, n_workers=n_workers,
-                        batch_size=20, show_progress=False)
+                        batch_size=20, show_progress=False, address="local" if n_workers == -1 else None)
     warmup_s = time.perf_counter() - t
     monitor = Monitor(workers="ray", uss_every=None, parts_dir=args.checkpoint_dir)   # no USS: don't perturb
     monitor.start()
