@@ -49,9 +49,6 @@ _TRACEBACK_CHARS = 2_000
 _SIGNAL_BYTES = 32 * 2**20
 """Signals of at most this many bytes (entries and exits together) are stacked for one compiled call; a larger group
 (many symbols × long ranges) is cut into chunks."""
-_HOOK_CELLS = 2**18
-"""A ``signals_many`` hook is called for at most this many bars × parameter sets at a time: its temporaries (stacked
-averages and the like) then stay in the CPU caches instead of streaming through memory."""
 
 
 def describe_error(exc: BaseException) -> str:
@@ -96,13 +93,16 @@ def _evaluate_chunk(strategies: Sequence[Strategy], market: MarketData, ctx: Ran
     call; the rows go to ``result`` at ``part``."""
     started = time.perf_counter()
     n, n_signal_bars = len(strategies), len(ctx.view)
-    entries = np.empty((n, len(market.symbols), n_signal_bars), dtype=np.bool_)
-    exits = np.empty_like(entries)
     ok = np.zeros(n, dtype=np.bool_)
     errors: list[str | None] = [None] * n
     own_time = np.zeros(n)
-    hooked = _signals_from_hook(strategies, ctx, entries, exits, ok, errors)
-    if not hooked:
+    signals = _signals_from_hook(strategies, ctx, len(market.symbols), ok, errors)
+    hooked = signals is not None
+    if signals is not None:
+        entries, exits = signals
+    else:
+        entries = np.empty((n, len(market.symbols), n_signal_bars), dtype=np.bool_)
+        exits = np.empty_like(entries)
         for j, strategy in enumerate(strategies):
             signal_started = time.perf_counter()
             try:
@@ -120,31 +120,109 @@ def _evaluate_chunk(strategies: Sequence[Strategy], market: MarketData, ctx: Ran
     result.durations[part] = own_time + shared
 
 
-def _signals_from_hook(strategies: Sequence[Strategy], ctx: RangeContext, entries: np.ndarray, exits: np.ndarray,
-                       ok: np.ndarray, errors: list[str | None]) -> bool:
-    """Fill ``entries``/``exits`` from the class's ``signals_many`` hook (one-symbol data only); returns False when
-    the per-instance path must run instead (no hook, several symbols, or the hook raised)."""
+def _signals_from_hook(strategies: Sequence[Strategy], ctx: RangeContext, n_symbols: int, ok: np.ndarray,
+                       errors: list[str | None]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The stacked ``(entries, exits)``, ``(sets, 1, bars)``, from the class's ``signals_many`` hook (one-symbol data
+    only), called on at most ``signals_many_cells`` bars × sets at a time (see :class:`~raybt.strategy.Strategy`);
+    None when the per-instance path must run instead (no hook, several symbols, or the hook raised). A hook that
+    covers the chunk in one call and returns each set's column contiguous (:func:`raybt.indicators.pair_crossings`
+    does) hands its arrays over without a copy."""
     cls = type(strategies[0])
-    if not has_own_hook(cls) or entries.shape[1] != 1:
-        return False
-    params = pd.DataFrame([s._params for s in strategies], columns=list(cls._param_types))
-    n_bars = entries.shape[2]
-    per_call = max(1, _HOOK_CELLS // n_bars)
+    if not has_own_hook(cls) or n_symbols != 1:
+        return None
+    n, n_bars = len(strategies), len(ctx.view)
     try:
-        for first in range(0, len(strategies), per_call):
-            part = slice(first, min(len(strategies), first + per_call))
-            try:
-                many = cls.signals_many(ctx.view, params.iloc[part].reset_index(drop=True))
-            except Exception:  # noqa: BLE001 - a parameter set that breaks the hook must fail alone: one by one
-                return False
-            hook_entries, hook_exits = _hook_arrays(cls, many, n_bars, part.stop - part.start)
-            entries[part, 0, :], exits[part, 0, :] = hook_entries.T, hook_exits.T
-        _check_hook_agrees(strategies[0], ctx, entries[0], exits[0])
+        per_call = max(1, _hook_cells(cls) // max(1, n_bars))
+        if per_call >= n:
+            many = _call_hook(cls, ctx, strategies)
+            if many is None:
+                return None
+            signals = _stacked(many[0]), _stacked(many[1])
+        else:
+            signals = np.empty((n, 1, n_bars), dtype=np.bool_), np.empty((n, 1, n_bars), dtype=np.bool_)
+            for first in range(0, n, per_call):
+                part = slice(first, min(n, first + per_call))
+                many = _call_hook(cls, ctx, strategies[part])
+                if many is None:
+                    return None
+                _copy_sets(many[0], signals[0][part, 0, :])
+                _copy_sets(many[1], signals[1][part, 0, :])
+        _check_hook_agrees(strategies[0], ctx, signals[0][0], signals[1][0])
     except SignalError as exc:
-        errors[:] = [describe_error(exc)] * len(strategies)
-        return True
+        errors[:] = [describe_error(exc)] * n
+        return np.empty((n, 1, n_bars), dtype=np.bool_), np.empty((n, 1, n_bars), dtype=np.bool_)  # never read
     ok[:] = True
-    return True
+    return signals
+
+
+def _call_hook(cls: type[Strategy], ctx: RangeContext,
+               strategies: Sequence[Strategy]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The hook's checked ``(entries, exits)`` for ``strategies``, each ``(bars, sets)``; None if it raised (a
+    parameter set that breaks the hook must fail alone: the caller falls back to ``signals()`` per set)."""
+    try:
+        many = cls.signals_many(ctx.view, _params_frame(cls, strategies))
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
+    return _hook_arrays(cls, many, len(ctx.view), len(strategies))
+
+
+def _hook_cells(cls: type[Strategy]) -> int:
+    """The class's ``signals_many_cells``, checked: a positive int, else a :class:`SignalError` naming it."""
+    cells = cls.signals_many_cells
+    if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
+        raise SignalError(f"{cls.__qualname__}.signals_many_cells must be a positive int (bars × parameter sets per "
+                          f"signals_many call), got {cells!r}")
+    return cells
+
+
+def _params_frame(cls: type[Strategy], strategies: Sequence[Strategy]) -> pd.DataFrame:
+    """The hook's ``params``: one row per strategy (index 0, 1, ...), one column per parameter of ``cls``, with the
+    dtypes pandas infers from the values (int64, float64, bool, str, object)."""
+    names = list(cls._param_types)
+    columns = {name: _param_column([s._params[name] for s in strategies]) for name in names}
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(strategies)), columns=names)
+
+
+def _param_column(values: list) -> np.ndarray | list:
+    """``values`` as the numpy array pandas would infer when they are all ints (fitting int64) or all floats (built
+    by numpy, at a fraction of pandas' per-value inference), else the list itself for pandas to infer."""
+    kinds = set(map(type, values))
+    if kinds == {float}:
+        return np.array(values, dtype=np.float64)
+    if kinds == {int}:
+        try:
+            return np.array(values, dtype=np.int64)
+        except OverflowError:  # pandas' choice (uint64 or object) then
+            return values
+    return values
+
+
+_TRANSPOSE_BARS = 512
+"""Bars per block of :func:`_copy_sets`' transposing copy: a block of (bars, sets) rows is read while it is in the
+CPU caches."""
+
+
+def _stacked(signals: np.ndarray) -> np.ndarray:
+    """A hook's ``(bars, sets)`` ``signals`` as stacked ``(sets, 1, bars)`` signals: a view when each set's column is
+    contiguous and writable (the compiled call is compiled for writable arrays), else a copy."""
+    rows = signals.T
+    if rows.flags.c_contiguous and rows.flags.writeable:
+        return rows.reshape(rows.shape[0], 1, rows.shape[1])
+    stacked = np.empty((rows.shape[0], 1, rows.shape[1]), dtype=np.bool_)
+    _copy_sets(signals, stacked[:, 0, :])
+    return stacked
+
+
+def _copy_sets(signals: np.ndarray, into: np.ndarray) -> None:
+    """Copy a hook's ``(bars, sets)`` ``signals`` into ``into``, ``(sets, bars)`` with contiguous rows. One
+    contiguous copy when each set's column is contiguous (Fortran order); otherwise a block of bars at a time, so a
+    C-ordered result is not read across all of its memory once per set."""
+    rows = signals.T
+    if rows.flags.c_contiguous:
+        into[...] = rows
+        return
+    for first in range(0, rows.shape[1], _TRANSPOSE_BARS):
+        into[:, first:first + _TRANSPOSE_BARS] = rows[:, first:first + _TRANSPOSE_BARS]
 
 
 def has_own_hook(cls: type[Strategy]) -> bool:

@@ -23,20 +23,20 @@ class SmaCross(raybt.Strategy):
     @classmethod
     def signals_many(cls, data, params):
         """The signals of many (fast, slow) sets at once, bars × sets (sweeps use this; the result equals
-        :meth:`signals` set by set). Each distinct window's average is computed once; each set's ``fast - slow`` is
-        written into a row of one array, and the crossings of all rows are read from its signs at once:
-        ``crossed_above``'s rule, above now and at or below on the bar before (the sign of a difference of finite
-        numbers is that of their comparison; NaN compares False either way)."""
+        :meth:`signals` set by set): each distinct window's average once (:func:`raybt.indicators.sma`, cached like
+        the one in :meth:`signals`), stacked one per column, then every set's crossings in one compiled pass
+        (:func:`raybt.indicators.pair_crossings`, the rules of ``crossed_above`` / ``crossed_below``)."""
         close = data.arrays.close
-        averages = {n: indicators.sma(close, n)[:, 0] for n in set(params["fast"]) | set(params["slow"])}
-        spread = np.empty((len(params), len(data)))
-        for row, fast, slow in zip(spread, params["fast"], params["slow"]):
-            np.subtract(averages[fast], averages[slow], out=row)
-        entries, exits = np.zeros(spread.shape, dtype=bool), np.zeros(spread.shape, dtype=bool)
-        now, before = spread[:, 1:], spread[:, :-1]
-        np.logical_and(now > 0, before <= 0, out=entries[:, 1:])
-        np.logical_and(now < 0, before >= 0, out=exits[:, 1:])
-        return entries.T, exits.T
+        fast, slow = params["fast"].to_numpy(), params["slow"].to_numpy()
+        windows, columns = np.unique(np.concatenate([fast, slow]), return_inverse=True)
+        averages = np.empty((len(windows), len(close)))  # one row per window: columns of averages.T contiguous
+        for row, window in zip(averages, windows.tolist()):
+            row[:] = indicators.sma(close, window)[:, 0]
+        return indicators.pair_crossings(averages.T, columns[:len(fast)], columns[len(fast):])
+
+    signals_many_cells = 2**24
+    """Bars × sets per :meth:`signals_many` call (see :attr:`raybt.Strategy.signals_many_cells`): its temporaries
+    are one average per window, so bigger calls look up fewer averages per set."""
 
 
 class SmaCrossArrays(SmaCross):

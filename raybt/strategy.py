@@ -73,6 +73,12 @@ class Strategy:
     against ``signals()`` on one parameter set per group of jobs (see :mod:`raybt.batch_eval`); a subclass that
     overrides ``signals()`` does not use a hook it inherits."""
 
+    signals_many_cells: ClassVar[int] = 2**18
+    """At most how many bars × parameter sets one ``signals_many`` call covers (a sweep calls it on chunks of a
+    group's sets). The default suits a numpy hook with temporaries of a float or a bool per cell: they stay in the
+    CPU caches. A hook whose temporaries do not grow with the sets (e.g. one average per window, then
+    :func:`raybt.indicators.pair_crossings`) sets it higher, so its per-call costs are shared by more sets."""
+
     version: ClassVar[int | str] = 0
     """Bump it (``version = 2``, not annotated) when results change for a reason raybt cannot see in the code: a data
     file the strategy reads, an installed package's upgrade. Part of the id, never a parameter."""

@@ -11,7 +11,9 @@ functions taking several series (``atr``, ``stochastic``, ``crossed_*``) all
 array inputs must have the same shape; they are combined by position, not
 aligned on labels, and the output takes the kind and labels of the first one.
 Values are in the units of the input (prices) unless a docstring says
-otherwise (RSI and stochastic are 0..100).
+otherwise (RSI and stochastic are 0..100).  ``pair_crossings`` is the
+exception: it takes a bars × columns table of many series and returns numpy
+arrays (see its docstring).
 
 Warm-up bars produce NaN.  Each column is processed independently, so a
 column with leading NaN (a symbol that has not started trading yet) starts its
@@ -75,7 +77,8 @@ pair come from one pass over the inputs, though: the one not asked for is
 held in a single slot (keyed like a cache entry, for eligible inputs only)
 for the call that usually follows, e.g. ``crossed_below(f, s)`` after
 ``crossed_above(f, s)``, which takes it.  Crossing results are new writable
-arrays, handed out once.
+arrays, handed out once.  ``pair_crossings`` (the crossings of many pairs
+of columns in one compiled pass, for sweeps) is not cached either.
 
 Memory bound: the cache counts the bytes of the output arrays it stores and
 evicts least-recently-used entries once the total exceeds the limit, 256 MiB
@@ -119,6 +122,7 @@ from raybt.indicators.functions import (
     crossed_below,
     ema,
     macd,
+    pair_crossings,
     rolling_std,
     rsi,
     sma,
@@ -139,6 +143,7 @@ __all__ = [
     "crossed_below",
     "ema",
     "macd",
+    "pair_crossings",
     "rolling_std",
     "rsi",
     "set_cache_limit",

@@ -15,6 +15,8 @@ from raybt.indicators._kernels import (
     _crossings_2d,
     _ema_2d,
     _macd_2d,
+    _pair_crossings_rows,
+    _pair_order,
     _rsi_2d,
     _sma_kernel,
     _std_2d,
@@ -206,6 +208,55 @@ def crossed_below(a: Data, b: Data | float) -> Data:
     return _crossed("crossed_below", a, b, False)
 
 
+def pair_crossings(
+    values: np.ndarray | pd.DataFrame, left: np.ndarray, right: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crossings of many pairs of columns at once: ``(above, below)``.
+
+    ``values`` is 2-D, bars × columns (a float array or DataFrame, e.g. one
+    moving average per distinct window); ``left`` and ``right`` are 1-D
+    integer arrays of column positions of equal length, one pair per
+    element.  For each pair ``p``, ``above[:, p]`` is
+    ``crossed_above(values[:, left[p]], values[:, right[p]])`` and
+    ``below[:, p]`` is ``crossed_below`` of the same columns, with exactly
+    their rules: above now and at or below on the bar before (below: below
+    now, at or above before), the first bar False, any comparison with NaN
+    False.  A crossover strategy swept over many parameter sets (SMA, EMA,
+    MACD and signal lines...) computes each distinct line once and all its
+    sets' signals in one compiled pass (see :meth:`raybt.demo.SmaCross.signals_many`).
+
+    Returns two new boolean numpy arrays, bars × pairs, in Fortran order:
+    each pair's column is contiguous (``above.T`` is a C-contiguous
+    ``(pairs, bars)`` array).  Pass ``values`` with contiguous columns
+    (Fortran order, e.g. ``np.stack(columns).T``) to avoid a copy.  Not
+    cached.
+
+    >>> import numpy as np
+    >>> from raybt import indicators
+    >>> values = np.array([[1.0, 2.0, np.nan], [3.0, 2.0, 2.0], [1.0, 2.0, 2.0]])
+    >>> above, below = indicators.pair_crossings(values, [0, 0], [1, 2])
+    >>> above.T.tolist()  # 0 crosses above 1 at bar 1; above 2 too, but 2 is NaN on bar 0
+    [[False, True, False], [False, False, False]]
+    >>> below.T.tolist()
+    [[False, False, True], [False, False, True]]
+    """
+    matrix = np.asarray(values.to_numpy() if isinstance(values, pd.DataFrame) else values, dtype=np.float64)
+    if matrix.ndim != 2:
+        raise ValueError(f"values must be 2-D (bars × columns), got {matrix.ndim}-D")
+    left_positions = _column_positions(left, "left", matrix.shape[1])
+    right_positions = _column_positions(right, "right", matrix.shape[1])
+    if left_positions.shape != right_positions.shape:
+        raise ValueError(
+            f"left and right must have the same length (one pair per element), got {left_positions.size} "
+            f"and {right_positions.size}"
+        )
+    up = np.empty((left_positions.size, matrix.shape[0]), dtype=np.bool_)
+    down = np.empty_like(up)
+    order = _pair_order(left_positions, right_positions)
+    _pair_crossings_rows(np.ascontiguousarray(matrix.T), left_positions, right_positions, order, up, down)
+    return up.T, down.T
+
+
 # ---------------------------------------------------------------------------
 # Helpers for the public functions
 # ---------------------------------------------------------------------------
@@ -218,6 +269,21 @@ def _ddof(ddof: int, n: int) -> int:
     if not 0 <= ddof < n:
         raise ValueError(f"ddof must satisfy 0 <= ddof < n={n}, got {ddof}")
     return int(ddof)
+
+
+def _column_positions(positions: np.ndarray, role: str, n_columns: int) -> np.ndarray:
+    """``positions`` as a 1-D int64 array, checked to name columns ``0 .. n_columns - 1`` (negative positions are
+    refused: counting from the end is more likely a mistake here than meant)."""
+    array = np.asarray(positions)
+    if array.ndim != 1 or not (array.dtype.kind in "iu" or array.size == 0):
+        raise TypeError(f"{role} must be a 1-D array of integer column positions, got {array.dtype} of shape "
+                        f"{array.shape}")
+    array = np.ascontiguousarray(array, dtype=np.int64)
+    outside = (array < 0) | (array >= n_columns)
+    if outside.any():
+        raise IndexError(f"{role} holds column position {array[outside][0]}, outside 0..{n_columns - 1} "
+                         f"({n_columns} columns in values)")
+    return array
 
 
 _ARRAY_LIKE = (pd.DataFrame, pd.Series, np.ndarray)
