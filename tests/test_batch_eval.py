@@ -14,6 +14,7 @@ from raybt.data import load_ohlcv
 from raybt.demo import SmaCross
 from raybt.engine import CostModel
 from raybt.plan import RunSettings
+from raybt.strategy import signal_arrays
 
 
 class Rules(raybt.Strategy):
@@ -273,3 +274,124 @@ def test_a_subclass_that_overrides_signals_does_not_use_the_inherited_hook():
     assert batch_eval.has_own_hook(SmaCross) and not batch_eval.has_own_hook(Fragile)
     assert not batch_eval.has_own_hook(NoHook) and not batch_eval.has_own_hook(Rules)
     assert batch_eval.has_own_hook(type("Again", (Fragile,), {"signals_many": SmaCross.signals_many}))
+
+
+# ------------------------------------------------------------------------------------- the hook's calls
+
+class Counting(SmaCross):
+    """The demo hook, recording the number of sets and the index of every call's ``params``."""
+
+    calls = []  # not annotated: not a parameter
+
+    @classmethod
+    def signals_many(cls, data, params):
+        cls.calls.append((len(params), list(params.index)))
+        return SmaCross.signals_many.__func__(cls, data, params)
+
+
+class COrderedHook(SmaCross):
+    """The demo hook's signals as C-ordered (bars, sets) arrays: each set's column is strided."""
+
+    @classmethod
+    def signals_many(cls, data, params):
+        entries, exits = SmaCross.signals_many.__func__(cls, data, params)
+        return np.ascontiguousarray(entries), np.ascontiguousarray(exits)
+
+
+class ReadOnlyHook(SmaCross):
+    """The demo hook's signals, made read-only."""
+
+    @classmethod
+    def signals_many(cls, data, params):
+        entries, exits = SmaCross.signals_many.__func__(cls, data, params)
+        entries.flags.writeable = exits.flags.writeable = False
+        return entries, exits
+
+
+HOOK_GRID = [(f, s) for f in range(2, 8) for s in (9, 20, 25, 40, 41)]
+
+
+@pytest.fixture(scope="module")
+def one_symbol():
+    return load_ohlcv(raybt.synthetic_ohlcv(start="2023-01-01", end="2023-03-01", freq="1h", seed=8))
+
+
+@pytest.mark.parametrize("cls", [Counting, COrderedHook, ReadOnlyHook])
+@pytest.mark.parametrize("sets_per_call", [1, 7, 30])
+def test_the_hook_called_on_chunks_gives_the_rows_of_signals(one_symbol, monkeypatch, cls, sets_per_call):
+    from raybt.backtest import range_context
+
+    settings = RunSettings(CostModel(10_000, fees=0.001))
+    n_bars = len(range_context(one_symbol, RANGES[0], 0, None).view)
+    monkeypatch.setattr(cls, "signals_many_cells", sets_per_call * n_bars + n_bars // 2)
+    monkeypatch.setattr(Counting, "calls", [])
+    hooked = run_batch(one_symbol, _batch([cls(fast=f, slow=s) for f, s in HOOK_GRID], RANGES[:1], [None]), settings)
+    without = run_batch(one_symbol, _batch([NoHook(fast=f, slow=s) for f, s in HOOK_GRID], RANGES[:1], [None]),
+                        settings)
+    assert all(e is None for e in hooked.errors)
+    _assert_same_rows(hooked, without)
+    if cls is Counting:
+        sizes = [min(sets_per_call, len(HOOK_GRID) - first) for first in range(0, len(HOOK_GRID), sets_per_call)]
+        assert Counting.calls == [(size, list(range(size))) for size in sizes]
+
+
+def test_a_hook_covering_the_chunk_hands_over_its_arrays(one_symbol, monkeypatch):
+    from raybt.backtest import range_context
+
+    ctx = range_context(one_symbol, RANGES[0], 0, None)
+    strategies = [SmaCross(fast=f, slow=s) for f, s in HOOK_GRID]
+    returned = []
+    original = SmaCross.signals_many.__func__
+
+    def keeping(cls, data, params):
+        returned.append(original(cls, data, params))
+        return returned[-1]
+
+    monkeypatch.setattr(SmaCross, "signals_many", classmethod(keeping))
+    ok, errors = np.zeros(len(strategies), dtype=bool), [None] * len(strategies)
+    entries, exits = batch_eval._signals_from_hook(strategies, ctx, 1, ok, errors)
+    assert ok.all() and len(returned) == 1
+    assert entries.shape == exits.shape == (len(strategies), 1, len(ctx.view)) and entries.flags.c_contiguous
+    assert np.shares_memory(entries, returned[0][0]) and np.shares_memory(exits, returned[0][1])  # no copy
+    for j, strategy in enumerate(strategies):
+        own_entries, own_exits = signal_arrays(strategy, ctx.view)
+        assert np.array_equal(entries[j], own_entries) and np.array_equal(exits[j], own_exits)
+
+
+@pytest.mark.parametrize("cells", [0, -5, 2.5, "many", None, True])
+def test_a_bad_signals_many_cells_is_an_error_of_every_job(one_symbol, monkeypatch, cells):
+    monkeypatch.setattr(Counting, "signals_many_cells", cells)
+    result = run_batch(one_symbol, _batch([Counting(fast=f, slow=20) for f in (2, 3)], RANGES, [None]),
+                       RunSettings(CostModel()))
+    assert all("Counting.signals_many_cells must be a positive int" in e for e in result.errors)
+    assert np.isnan(result.metrics).all()
+
+
+class Kinds(raybt.Strategy):
+    """Parameters of every kind a hook's ``params`` columns can take."""
+
+    n: int = 1
+    x: float = 0.5
+    name: str = "a"
+    maybe: float | None = None
+    flag: bool = False
+    mixed: int | float = 1
+    anything: object = None
+
+    def signals(self, data):
+        return Bare.signals(self, data)
+
+
+@pytest.mark.parametrize("strategies", [
+    [SmaCross(fast=f, slow=s) for f, s in HOOK_GRID],
+    [Kinds(n=i, x=i / 3, name="ab"[i % 2], maybe=None if i % 3 else 0.1, flag=bool(i % 2), mixed=i if i % 2 else 0.5,
+           anything=[None, 2, "s"][i % 3]) for i in range(12)],
+    [Kinds(n=2**63), Kinds(n=-1)],  # beyond int64
+    [Kinds(n=2**64 + 1), Kinds(n=-1)],
+    [Kinds(maybe=0.25), Kinds(maybe=1.5)],
+    [Bare(), Bare(), Bare()],  # no parameters: three rows, no columns
+], ids=["ints", "every kind", "uint64", "huge", "floats", "none"])
+def test_the_hooks_params_are_what_pandas_infers(strategies):
+    cls = type(strategies[0])
+    expected = pd.DataFrame([s.params for s in strategies], columns=list(cls._param_types))
+    pd.testing.assert_frame_equal(batch_eval._params_frame(cls, strategies), expected, check_index_type=True)
