@@ -395,3 +395,14 @@ def test_the_hooks_params_are_what_pandas_infers(strategies):
     cls = type(strategies[0])
     expected = pd.DataFrame([s.params for s in strategies], columns=list(cls._param_types))
     pd.testing.assert_frame_equal(batch_eval._params_frame(cls, strategies), expected, check_index_type=True)
+
+
+@pytest.mark.parametrize("n_bars", [0, 1, 511, 512, 513, 1100])
+@pytest.mark.parametrize("layout", ["F", "C", "strided"])
+def test_a_hooks_result_is_copied_set_by_set_whatever_its_layout(n_bars, layout):
+    signals = np.random.default_rng(n_bars).random((n_bars, 6)) < 0.5
+    arranged = {"F": np.asfortranarray(signals), "C": np.ascontiguousarray(signals),
+                "strided": np.ascontiguousarray(np.repeat(signals, 2, axis=1))[:, ::2]}[layout]
+    into = ~signals.T.copy()
+    batch_eval._copy_sets(arranged, into)
+    assert np.array_equal(into, signals.T)
