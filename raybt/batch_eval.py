@@ -179,8 +179,12 @@ def _params_frame(cls: type[Strategy], strategies: Sequence[Strategy]) -> pd.Dat
     """The hook's ``params``: one row per strategy (index 0, 1, ...), one column per parameter of ``cls``, with the
     dtypes pandas infers from the values (int64, float64, bool, str, object)."""
     names = list(cls._param_types)
-    columns = {name: _param_column([s._params[name] for s in strategies]) for name in names}
-    return pd.DataFrame(columns, index=pd.RangeIndex(len(strategies)), columns=names)
+    columns = [_param_column([s._params[name] for s in strategies]) for name in names]
+    index = pd.RangeIndex(len(strategies))
+    if columns and all(isinstance(c, np.ndarray) and c.dtype == columns[0].dtype for c in columns):
+        # one numpy block: pandas builds it several times faster than a frame of separate columns
+        return pd.DataFrame(np.stack(columns, axis=1), index=index, columns=names)
+    return pd.DataFrame(dict(zip(names, columns)), index=index, columns=names)
 
 
 def _param_column(values: list) -> np.ndarray | list:

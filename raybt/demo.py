@@ -29,14 +29,12 @@ class SmaCross(raybt.Strategy):
         close = data.arrays.close
         fast, slow = params["fast"].to_numpy(), params["slow"].to_numpy()
         windows, columns = np.unique(np.concatenate([fast, slow]), return_inverse=True)
-        averages = np.empty((len(windows), len(close)))  # one row per window: columns of averages.T contiguous
-        for row, window in zip(averages, windows.tolist()):
-            row[:] = indicators.sma(close, window)[:, 0]
+        averages = np.stack([indicators.sma(close, n)[:, 0] for n in windows.tolist()])  # row per window
         return indicators.pair_crossings(averages.T, columns[:len(fast)], columns[len(fast):])
 
     signals_many_cells = 2**24
-    """Bars × sets per :meth:`signals_many` call (see :attr:`raybt.Strategy.signals_many_cells`): its temporaries
-    are one average per window, so bigger calls look up fewer averages per set."""
+    """Bars × sets per :meth:`signals_many` call (see :attr:`raybt.Strategy.signals_many_cells`): whole chunks. Its
+    temporaries are one average per window, so bigger calls look up and stack fewer averages per set."""
 
 
 class SmaCrossArrays(SmaCross):

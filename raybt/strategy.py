@@ -77,7 +77,8 @@ class Strategy:
     """At most how many bars × parameter sets one ``signals_many`` call covers (a sweep calls it on chunks of a
     group's sets). The default suits a numpy hook with temporaries of a float or a bool per cell: they stay in the
     CPU caches. A hook whose temporaries do not grow with the sets (e.g. one average per window, then
-    :func:`raybt.indicators.pair_crossings`) sets it higher, so its per-call costs are shared by more sets."""
+    :func:`raybt.indicators.pair_crossings`) sets it higher, so its per-call costs are shared by more sets: 2**24
+    or more gives one call per chunk of signals that batch evaluation stacks (:mod:`raybt.batch_eval`)."""
 
     version: ClassVar[int | str] = 0
     """Bump it (``version = 2``, not annotated) when results change for a reason raybt cannot see in the code: a data
