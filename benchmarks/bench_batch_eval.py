@@ -2,9 +2,11 @@
 
     python benchmarks/bench_batch_eval.py               # hourly one-year and daily ranges, 10,000 backtests each
     python benchmarks/bench_batch_eval.py --n 2000      # smaller
+    python benchmarks/bench_batch_eval.py --batch-size 5000   # bigger batches (groups of 2,500 sets per range)
     python benchmarks/bench_batch_eval.py --driver 20000   # the driver's CPU per backtest, in-process and on Ray
 
-Workloads (the demo's SmaCross grid: fast 2.. × slow 60, 65, ..., fees 0.001, batches of 250 jobs):
+Workloads (the demo's SmaCross grid: fast 2.. × slow 60, 65, ..., fees 0.001, batches of 250 jobs unless
+``--batch-size`` says otherwise):
 
 * ``hourly``: one-year ranges (2022, 2023; 8,760 bars each) of two years of synthetic hourly data (seed 0);
 * ``daily``: 2,148 bars of synthetic daily data (2018-01-01 .. 2023-11-18, seed 0), one range over all of it.
@@ -15,7 +17,8 @@ of them alike; CPU time (``time.process_time``) per backtest:
 * ``one-by-one``: :func:`raybt.backtest.evaluate` per job with one workspace per batch (the worker loop before batch
   evaluation), signals by ``SmaCross.signals``;
 * ``batched``: :func:`raybt.batch.run_batch` (one compiled call per group) on a subclass without the hook;
-* ``hooked``: :func:`raybt.batch.run_batch` with ``SmaCross.signals_many``.
+* ``hooked``: :func:`raybt.batch.run_batch` with ``SmaCross.signals_many`` (each distinct window's average once
+  per group, every set's crossings in one :func:`raybt.indicators.pair_crossings` pass).
 
 Every path's metrics are checked bit for bit against the one-by-one path's. Indicator caches are warm after the
 first round (as in a sweep's worker, which sees the same range for many batches); the first round is not timed.
@@ -60,14 +63,14 @@ def _batches(strategies, ranges, size=250):
                   [j[1] for j in jobs[i:i + size]], [None] * len(jobs[i:i + size])) for i in range(0, len(jobs), size)]
 
 
-def measure(name: str, market, ranges, n: int, rounds: int = 3) -> None:
+def measure(name: str, market, ranges, n: int, rounds: int = 3, batch_size: int = 250) -> None:
     settings = RunSettings(CostModel(10_000, fees=0.001))
     sets = demo_strategies(n // len(ranges))
     plain = [WithoutHook(**s.params) for s in sets]
     paths = {
-        "one-by-one": (_batches(sets, ranges), lambda b: _one_by_one(market, b, settings)),
-        "batched": (_batches(plain, ranges), lambda b: run_batch(market, b, settings).metrics),
-        "hooked": (_batches(sets, ranges), lambda b: run_batch(market, b, settings).metrics),
+        "one-by-one": (_batches(sets, ranges, batch_size), lambda b: _one_by_one(market, b, settings)),
+        "batched": (_batches(plain, ranges, batch_size), lambda b: run_batch(market, b, settings).metrics),
+        "hooked": (_batches(sets, ranges, batch_size), lambda b: run_batch(market, b, settings).metrics),
     }
     cpu = dict.fromkeys(paths, 0.0)
     n_backtests = sum(len(b.jobs) for b in paths["hooked"][0])
@@ -82,7 +85,8 @@ def measure(name: str, market, ranges, n: int, rounds: int = 3) -> None:
             for path in ("batched", "hooked"):
                 assert np.array_equal(rows[path].view(np.int64), rows["one-by-one"].view(np.int64)), path
     base = cpu["one-by-one"]
-    print(f"{name}: {n_backtests} backtests x {rounds} rounds, rows bit-identical on every path")
+    print(f"{name}: {n_backtests} backtests x {rounds} rounds, batches of {batch_size} jobs, rows bit-identical on "
+          f"every path")
     for path, seconds in cpu.items():
         per = seconds / (n_backtests * rounds) * 1e6
         print(f"  {path:<11} {per:7.1f} µs CPU per backtest   ({base / seconds:4.2f}x the one-by-one path)")
@@ -111,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="backtests per workload")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=250, help="jobs per batch (a worker's task)")
     parser.add_argument("--driver", type=int, metavar="N", help="measure the driver's cost instead (N backtests)")
     args = parser.parse_args()
     if args.driver:
@@ -120,11 +125,11 @@ def main() -> None:
                                               seed=0))
     years = [raybt.DateRange("2022-01-01", "2023-01-01", name="2022"),
              raybt.DateRange("2023-01-01", "2024-01-01", name="2023")]
-    measure("hourly, one-year ranges (8,760 bars)", hourly, years, args.n, args.rounds)
+    measure("hourly, one-year ranges (8,760 bars)", hourly, years, args.n, args.rounds, args.batch_size)
     daily = load_ohlcv(raybt.synthetic_ohlcv(symbols=["BTC/EUR"], start="2018-01-01", end="2023-11-19", freq="1D",
                                              seed=0))
     assert daily.n_bars == 2148, daily.n_bars
-    measure("daily (2,148 bars)", daily, [None], args.n, args.rounds)
+    measure("daily (2,148 bars)", daily, [None], args.n, args.rounds, args.batch_size)
 
 
 if __name__ == "__main__":
