@@ -574,6 +574,41 @@ def test_crossings_of_writable_inputs_are_not_computed_ahead() -> None:
     assert not ind.crossed_below(a, b).any()  # nothing computed ahead from the old values
 
 
+def _read_only(values: np.ndarray) -> np.ndarray:
+    out = np.array(values, dtype=float)
+    out.flags.writeable = False
+    return out
+
+
+@pytest.mark.parametrize("level", [None, 75.0])
+def test_the_other_crossing_over_the_same_arrays_is_taken_and_right(level) -> None:
+    """The same two read-only arrays (or an array and a level): the second call takes the parked crossing."""
+    a, b = _read_only(ARRAYS["close"]), _read_only(ARRAYS["other"])
+    rhs = b if level is None else level
+    ind.crossed_above(a, rhs)
+    hits, misses = ind.cache_info()[:2]
+    down = ind.crossed_below(a, rhs)
+    assert ind.cache_info()[:2] == (hits + 1, misses)
+    np.testing.assert_array_equal(down, _np_crossed(a, rhs, above=False))
+    ind.crossed_below(a, rhs)  # taken once: computed again
+    assert ind.cache_info()[:2] == (hits + 1, misses + 1)
+
+
+@pytest.mark.parametrize("change", ["made writable and written", "another layout", "another level"])
+def test_the_other_crossing_is_not_taken_for_arrays_changed_since(change) -> None:
+    a, b = _read_only(ARRAYS["close"]), _read_only(ARRAYS["other"])
+    rhs_before, rhs_after = (70.0, 80.0) if change == "another level" else (b, b)
+    ind.crossed_above(a, rhs_before)
+    if change == "made writable and written":
+        b.flags.writeable = True  # its owner breaks the promise: the flag is checked again
+        b[:] = 100.0
+    elif change == "another layout":
+        a.shape = b.shape = (a.size,)  # the same objects and memory
+    down = ind.crossed_below(a, rhs_after)
+    np.testing.assert_array_equal(down, _np_crossed(a, rhs_after, above=False))
+    assert down.shape == a.shape and down.any()
+
+
 # ---------------------------------------------------------------------------
 # Cache
 # ---------------------------------------------------------------------------

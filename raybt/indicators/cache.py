@@ -170,6 +170,32 @@ class _ResultCache:
             self.misses += 1
             return None
 
+    def take_parked_over(
+        self, name: str, params: tuple[object, ...], arrays: tuple[object, ...]
+    ) -> tuple[np.ndarray, tuple[_Operand, ...]] | None:
+        """The result parked for ``name`` and ``params`` over the very numpy arrays ``arrays``, handed over with its
+        operands, or None (nothing counted) when the inputs must be inspected: :meth:`take_parked` without
+        building the key.  For exact ndarrays the key's state is theirs when they are the same objects with the
+        same shape, strides and dtype (their base, hence root, cannot change) and the root is still read-only,
+        which is what is checked here."""
+        with self._lock:
+            parked = self._parked
+            if parked is None or parked.key[0] != name or parked.key[1] != params:
+                return None
+            operands = parked.operands
+            if len(operands) != len(arrays):
+                return None
+            for op, x in zip(operands, arrays):
+                state = op.state
+                if (
+                    x is not op.obj or type(x) is not np.ndarray or x.shape != state[0]
+                    or x.strides != state[1] or x.dtype != state[2] or op.root.flags.writeable
+                ):
+                    return None
+            self._parked = None
+            self.hits += 1
+            return parked.raw, operands
+
     def store(
         self,
         key: tuple[object, ...],
