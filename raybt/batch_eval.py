@@ -205,6 +205,9 @@ def _param_column(values: list) -> np.ndarray | list:
 _TRANSPOSE_BARS = 512
 """Bars per block of :func:`_copy_sets`' transposing copy: a block of (bars, sets) rows is read while it is in the
 CPU caches."""
+_CACHED_CELLS = 2**18
+"""Signals of at most this many bars × sets (256 KiB) stay in the CPU caches: :func:`_copy_sets` copies them in one
+go whatever their layout."""
 
 
 def _stacked(signals: np.ndarray) -> np.ndarray:
@@ -220,10 +223,10 @@ def _stacked(signals: np.ndarray) -> np.ndarray:
 
 def _copy_sets(signals: np.ndarray, into: np.ndarray) -> None:
     """Copy a hook's ``(bars, sets)`` ``signals`` into ``into``, ``(sets, bars)`` with contiguous rows. One
-    contiguous copy when each set's column is contiguous (Fortran order); otherwise a block of bars at a time, so a
-    C-ordered result is not read across all of its memory once per set."""
+    contiguous copy when each set's column is contiguous (Fortran order); otherwise, for signals larger than the CPU
+    caches, a block of bars at a time, so a C-ordered result is not read across all of its memory once per set."""
     rows = signals.T
-    if rows.flags.c_contiguous:
+    if rows.flags.c_contiguous or rows.size <= _CACHED_CELLS:
         into[...] = rows
         return
     for first in range(0, rows.shape[1], _TRANSPOSE_BARS):

@@ -399,7 +399,8 @@ def test_the_hooks_params_are_what_pandas_infers(strategies):
 
 @pytest.mark.parametrize("n_bars", [0, 1, 511, 512, 513, 1100])
 @pytest.mark.parametrize("layout", ["F", "C", "strided"])
-def test_a_hooks_result_is_copied_set_by_set_whatever_its_layout(n_bars, layout):
+def test_a_hooks_result_is_copied_set_by_set_whatever_its_layout(monkeypatch, n_bars, layout):
+    monkeypatch.setattr(batch_eval, "_CACHED_CELLS", 0)  # small signals too are copied a block at a time
     signals = np.random.default_rng(n_bars).random((n_bars, 6)) < 0.5
     arranged = {"F": np.asfortranarray(signals), "C": np.ascontiguousarray(signals),
                 "strided": np.ascontiguousarray(np.repeat(signals, 2, axis=1))[:, ::2]}[layout]
