@@ -360,19 +360,7 @@ class CheckpointStore:
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink, write_page_checksum=True)
             _upload_new_object(self._fs, final, sink.getvalue())
-        self._remember_written(final, table)
         return final
-
-    def _remember_written(self, path: str, table: pa.Table) -> None:
-        """Count the part just written at ``path`` as read whole by :meth:`done_keys`: it holds ``table``, so the
-        sweep's second look (the lost-jobs check) does not read it back (for a million rows that took seconds and
-        hundreds of MB of read buffers). A part changed since (size or modification time) is read whole again. The
-        key and error columns are copied: the table's buffers may be Ray's (zero-copy task results), which a
-        reference would keep in the object store."""
-        info = self._fs.get_file_info(path)
-        columns = [pa.concat_arrays(table.column(name).chunks) if table.num_rows else table.column(name)
-                   for name in (KEY_COLUMN, ERROR_COLUMN)]
-        self._verified_keys[path] = ((info.size, info.mtime_ns), pa.table(columns, names=[KEY_COLUMN, ERROR_COLUMN]))
 
     def record_run(self, info: dict[str, Any]) -> None:
         """Append a run's description to ``manifest.json`` (rewritten atomically; locally under a file lock, so

@@ -7,8 +7,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 import raybt
 from raybt._progress import tqdm
@@ -106,7 +104,7 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     refresh_code_digests(type(s) for s in strategies)  # user code may have been edited and reloaded since
     plan = plan_jobs(strategies, date_ranges, market, settings, per_symbol, _permutations)
     store = CheckpointStore(checkpoint_dir, writer=True) if checkpoint_dir is not None else MemoryStore()
-    todo = np.arange(len(plan)) if force else np.flatnonzero(~_stored(plan.keys, store.done_keys(rerun_errors)))
+    todo = np.arange(len(plan)) if force else np.flatnonzero(~np.isin(plan.keys, store.done_keys(rerun_errors)))
     n_skipped = len(plan) - len(todo)
     progress = tqdm(total=len(plan), initial=n_skipped, disable=not show_progress, unit="backtest",
                     desc="raybt", dynamic_ncols=True, smoothing=0.1)
@@ -214,17 +212,6 @@ class _Batches:
                      else [plan.permutations[i] for i in plan.permutation_index[jobs]])
 
 
-def _stored(keys: np.ndarray, done: np.ndarray) -> np.ndarray:
-    """Which of the job ``keys`` are among the ``done`` ones (both fixed-width byte strings, as the plan and the
-    store hold them), by Arrow's hash lookup over zero-copy views: ``np.isin`` sorts both arrays, which for a
-    million keys took seconds and ~200 MB of temporaries in the driver."""
-    def as_arrow(array: np.ndarray) -> pa.Array:
-        values = np.ascontiguousarray(array.astype(keys.dtype, copy=False))
-        return pa.Array.from_buffers(pa.binary(keys.dtype.itemsize), len(values), [None, pa.py_buffer(values)])
-
-    return pc.is_in(as_arrow(keys), value_set=as_arrow(done)).to_numpy(zero_copy_only=False)
-
-
 _LOST_JOB_ROUNDS = 3
 """How many times lost jobs are run again within one call before the sweep gives up."""
 
@@ -238,14 +225,14 @@ def _rerun_lost_jobs(plan: Plan, store: CheckpointStore | MemoryStore,
     rerun: list[np.ndarray] = []
     n_failed = 0
     for _ in range(_LOST_JOB_ROUNDS):
-        lost = np.flatnonzero(~_stored(plan.keys, store.done_keys()))
+        lost = np.flatnonzero(~np.isin(plan.keys, store.done_keys()))
         if not len(lost):
             return np.concatenate(rerun) if rerun else np.array([], dtype=np.int64), n_failed
         warnings.warn(f"{len(lost)} jobs of this sweep lost their stored rows while it ran ({store.location}); "
                       f"running them again", CheckpointWarning, stacklevel=3)
         n_failed += run_jobs(lost)
         rerun.append(lost)
-    lost = np.flatnonzero(~_stored(plan.keys, store.done_keys()))
+    lost = np.flatnonzero(~np.isin(plan.keys, store.done_keys()))
     if len(lost):
         raise CheckpointError(f"{len(lost)} jobs of this sweep, e.g. {plan.describe(int(lost[0]))}, still have no "
                               f"usable row in {store.location} after running them {_LOST_JOB_ROUNDS} more times; "
@@ -298,5 +285,5 @@ def _interrupted(plan: Plan, store: CheckpointStore | MemoryStore) -> str:
     """The one line that says what an interrupted sweep kept."""
     if store.location is None:
         return "interrupted: nothing saved (no checkpoint_dir)"
-    n_saved = int(_stored(plan.keys, store.done_keys()).sum())
+    n_saved = int(np.isin(plan.keys, store.done_keys()).sum())
     return f"interrupted: {n_saved} of {len(plan)} backtests saved in {store.location}; run again to resume"

@@ -1,11 +1,10 @@
 """What the driver keeps while a sweep runs: memory that grows with the number of jobs, or that the driver holds
 for work it no longer does, is released (issue 19: a million backtests within 500 MB of driver growth).
 
-* The hand-over executor clears this process's indicator cache once Ray takes the batches over: the batches run
-  here filled it (up to 256 MiB) and the driver computes nothing more.
-* The sweep's lost-rows check (after the last batch) does not read back the parts this sweep has just written
-  (for a million rows: seconds of CPU and hundreds of MB of read buffers), yet a part changed since it was written
-  is read whole again and, if damaged, quarantined and its jobs rerun.
+* The hand-over executor bounds this process's indicator cache while Ray starts and clears it once Ray takes the
+  batches over: the batches run here filled it (up to 256 MiB) and the driver computes nothing more.
+* A part changed on disk after this sweep wrote it is read whole again by the lost-rows check (which otherwise
+  need not read back the parts the sweep wrote) and, if damaged, quarantined and its jobs rerun in the same call.
 * The Ray executor keeps no reference to a finished task's result: at most ``window`` tasks are in flight.
 """
 
@@ -14,7 +13,6 @@ import re
 import weakref
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 import raybt
@@ -81,26 +79,6 @@ def test_while_ray_starts_the_driver_cache_is_bounded_and_its_bound_restored_aft
     raybt.indicators.set_cache_limit(before / 2**20)
 
 
-def _count_part_reads(monkeypatch) -> list[str]:
-    reads: list[str] = []
-    original = CheckpointStore._checked_read
-
-    def counting(self, path, columns=None):
-        reads.append(path)
-        return original(self, path, columns)
-
-    monkeypatch.setattr(CheckpointStore, "_checked_read", counting)
-    return reads
-
-
-def test_a_sweep_does_not_read_back_the_parts_it_wrote(tmp_path, monkeypatch):
-    reads = _count_part_reads(monkeypatch)
-    results = run(checkpoint_dir=tmp_path / "ck")  # 24 jobs, batches of 5, a part every 7 rows or more: 3 parts
-    assert len(parts_of(tmp_path / "ck")) == 3
-    assert reads == []
-    assert len(results.df) == 2 * len(GRID)
-
-
 def test_a_part_changed_after_this_sweep_wrote_it_is_read_again_and_its_jobs_rerun(tmp_path, monkeypatch):
     ck = tmp_path / "ck"
     original = CheckpointStore.write
@@ -122,25 +100,6 @@ def test_a_part_changed_after_this_sweep_wrote_it_is_read_again_and_its_jobs_rer
     assert len(results.df) == 2 * len(GRID) and results.df["key"].is_unique
     assert len(list((ck / "quarantine").iterdir())) == 1
     same_rows(results.df, run(GRID).df)
-
-
-def _addresses(table: pa.Table) -> set[int]:
-    """Where the (non-empty) buffers of a table's columns are."""
-    return {buffer.address for column in table.columns for chunk in column.chunks for buffer in chunk.buffers()
-            if buffer is not None and buffer.size}
-
-
-def test_the_keys_a_store_remembers_of_a_part_it_wrote_are_copies(tmp_path):
-    """The table written may be made of Ray's zero-copy task results: a reference to its buffers would keep every
-    task result of the sweep in the object store."""
-    rows = run(GRID[:4]).df
-    table = pa.Table.from_pandas(rows, preserve_index=False)
-    store = CheckpointStore(tmp_path / "ck", writer=True)
-    path = store.write(table)
-    remembered = store._verified_keys[path][1]
-    assert not _addresses(table.select(["key", "error"])) & _addresses(remembered)
-    assert remembered.column("key").to_pylist() == table.column("key").to_pylist()
-    assert sorted(store.done_keys().astype(str)) == sorted(rows["key"])
 
 
 def test_the_ray_executor_holds_no_finished_task_result(ray_cluster):
