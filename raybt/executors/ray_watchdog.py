@@ -88,8 +88,8 @@ def _alive(pids: list[int]) -> list[psutil.Process]:
 
 def _with_descendants(processes: list[psutil.Process]) -> list[psutil.Process]:
     """``processes`` still running and all their descendants, from one pass over the process table (asking each
-    process for its children scans the whole table once per process: with a dozen Ray processes that cost 2% of a
-    core every second). A descendant started before its recorded ancestor is a reused pid, not ours."""
+    process for its children would scan the whole table once per process, every ``RECORD_S``). A descendant
+    started before its recorded ancestor is a reused pid, not ours."""
     children: dict[int, list[psutil.Process]] = {}
     for process in psutil.process_iter(["ppid", "create_time"]):
         if process.info["ppid"] is not None:
@@ -113,6 +113,7 @@ def _created(process: psutil.Process) -> float:
         return process.create_time()
     except psutil.Error:
         return 0.0
+
 
 if __name__ == "__main__":
     watch(int(sys.argv[1]), [int(pid) for pid in sys.argv[2:]])
