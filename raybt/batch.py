@@ -26,7 +26,7 @@ from raybt.metrics import METRIC_NAMES
 from raybt.permute import Permutation, permuted_market
 from raybt.plan import RunSettings
 from raybt.result_rows import job_rows
-from raybt.strategy import Strategy
+from raybt.strategy import Strategy, _rebuild_checked
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,9 @@ class Batch:
     on (None: the real data); the worker builds that market itself.
 
     Pickled compactly (what a Ray task carries): each strategy class once and the parameters of each distinct
-    strategy object as columns, not one pickled instance per job; the worker rebuilds each instance once
-    (``cls(**params)``, as unpickling one does), and jobs that shared an object share the rebuilt one."""
+    strategy object as columns, not one pickled instance per job; the worker rebuilds each instance once (as
+    ``cls(**params)`` would, without checking the values again), and jobs that shared an object share the rebuilt
+    one."""
 
     jobs: np.ndarray
     strategies: list[Strategy]
@@ -97,7 +98,7 @@ def _unpack_strategies(classes: tuple[type[Strategy], ...], class_index: np.ndar
     per_class = []
     for position, (cls, columns) in enumerate(zip(classes, values)):
         rows = zip(*columns) if columns else [()] * int(np.count_nonzero(class_index == position))
-        per_class.append(iter([cls(**dict(zip(cls._param_types, row))) for row in rows]))
+        per_class.append(iter([_rebuild_checked(cls, dict(zip(cls._param_types, row))) for row in rows]))
     distinct = [next(per_class[c]) for c in class_index]
     return [distinct[i] for i in strategy_index.tolist()]
 

@@ -13,7 +13,7 @@ parameter. A parameter whose values have different kinds (a name shared by strat
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,14 +38,19 @@ def job_rows(batch: Batch, result: BatchResult, market: MarketData) -> pa.Record
     """The result rows of ``batch``'s jobs (``result``: their metrics, errors and timings), one per job in batch
     order. ``batch.keys`` and ``batch.strategy_ids`` must be set (a sweep's batches have them).
 
-    Built column-wise without per-job Python beyond two look-ups: what depends on the strategy alone (class name,
-    parameter columns, parameters JSON) is computed once per distinct strategy object, what depends on the range and
-    symbol (range name and instants, first and last bar) once per distinct pair, and both are spread over the jobs
-    with :meth:`pyarrow.Array.take`."""
+    Built column-wise, without Python per job: what depends on the strategy alone (class name, parameter columns,
+    parameters JSON) is computed once per distinct strategy object, what depends on the range and symbol (range name
+    and instants, first and last bar) once per distinct pair, and both are spread over the jobs with
+    :meth:`pyarrow.Array.take`."""
     strategies, ranges, symbols = batch.strategies, batch.date_ranges, batch.symbols
     n = len(strategies)
-    strategy_index, distinct = _distinct(strategies, map(id, strategies))
-    pair_index, pairs = _distinct(list(zip(ranges, symbols)), zip(map(id, ranges), symbols))
+    strategy_index, first = _first_seen(_identities(strategies))
+    distinct = [strategies[i] for i in first]
+    range_index, range_first = _first_seen(_identities(ranges))
+    symbol_index, _ = _first_seen(_identities(symbols))
+    pair_index, first = _first_seen(range_index * (int(symbol_index.max(initial=0)) + 1) + symbol_index)
+    pairs = [(ranges[i], symbols[i]) for i in first]
+    strategy_index, pair_index = pa.array(strategy_index), pa.array(pair_index)
     columns: dict[str, pa.Array] = {
         "key": key_array(batch.keys),
         "strategy_id": pa.array(batch.strategy_ids, type=pa.string()),
@@ -73,15 +78,20 @@ def job_rows(batch: Batch, result: BatchResult, market: MarketData) -> pa.Record
     return pa.RecordBatch.from_pydict(columns)
 
 
-def _distinct(items: list, identities: Iterable[Hashable]) -> tuple[pa.Array, list]:
-    """Each item's position among the distinct ones (an Arrow index array) and the distinct items in order of first
-    appearance, items being the same when their ``identities`` are."""
-    first: dict[Hashable, int] = {}
-    index = [first.setdefault(identity, len(first)) for identity in identities]
-    distinct = [None] * len(first)
-    for item, position in zip(items, index):
-        distinct[position] = item
-    return pa.array(index, type=pa.int32()), distinct
+def _identities(objects: list) -> np.ndarray:
+    """The identities of ``objects`` (equal for the same object; a batch's jobs of one strategy, range or symbol
+    share its object, in the driver and, by pickle's memo, in a worker)."""
+    return np.fromiter(map(id, objects), dtype=np.uint64, count=len(objects))
+
+
+def _first_seen(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For integer ``codes``: each one's position among the distinct codes in order of first appearance, and where
+    each distinct code first appears."""
+    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.reshape(-1)], first[order]
 
 
 def concat_rows(parts: Sequence[pa.RecordBatch]) -> pa.Table:

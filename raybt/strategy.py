@@ -166,6 +166,23 @@ def _rebuild(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
     return cls(**params)
 
 
+def _rebuild_checked(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
+    """``cls(**params)`` for parameters an instance of ``cls`` already had (a batch's strategies, rebuilt in a
+    worker): the same instance, parameters in the same order, without checking the values again when ``cls`` keeps
+    :class:`Strategy`'s ``__init__`` (checking costs microseconds per instance; a class with its own ``__init__``
+    goes through it)."""
+    if cls.__init__ is not Strategy.__init__:
+        return cls(**params)
+    values = {name: params[name] for name in cls._param_defaults}
+    values.update(params)  # the others after those with defaults, as __init__ orders them
+    strategy = object.__new__(cls)
+    object.__setattr__(strategy, "_params", values)
+    object.__setattr__(strategy, "_id", None)
+    for name, value in values.items():
+        object.__setattr__(strategy, name, value)
+    return strategy
+
+
 # ------------------------------------------------------------------------------------------------ ids and parameters JSON
 
 def strategy_ids(strategies: Sequence[Strategy]) -> list[str]:

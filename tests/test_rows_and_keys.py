@@ -260,3 +260,31 @@ def test_parts_dictionary_encode_only_columns_whose_values_repeat(tmp_path):
     assert not {"key", "strategy_id", "sharpe", "duration_s"} & dictionary
     assert pq.read_table(part).schema.field("range").type == pa.string()  # encodings do not change the schema
     pd.testing.assert_frame_equal(results.df, CheckpointStore(tmp_path / "ck").read(results._keys))
+
+
+class Required(raybt.Strategy):
+    """Parameters without defaults before and after one with a default: __init__ puts the defaulted one first."""
+
+    a: int
+    b: float = 1.0
+    c: str
+
+    def signals(self, data):
+        raise NotImplementedError
+
+
+class OwnInit(Required):
+    def __init__(self, **params):
+        super().__init__(**params)
+        object.__setattr__(self, "derived", self.a * 2)
+
+
+@pytest.mark.parametrize("cls", [Required, OwnInit])
+def test_a_worker_rebuilds_the_strategies_cls_params_would_build(cls):
+    strategies = [cls(c="x", a=1), cls(b=2.5, a=3, c="y"), cls(a=1, c="x")]
+    back = pickle.loads(pickle.dumps(Batch(np.arange(3), strategies, [None] * 3, [None] * 3))).strategies
+    expected = [cls(**{name: s._params[name] for name in cls._param_types}) for s in strategies]  # as unpickled
+    assert [list(s._params.items()) for s in back] == [list(s._params.items()) for s in expected]
+    assert [list(vars(s).items()) for s in back] == [list(vars(s).items()) for s in expected]
+    assert [type(s) for s in back] == [cls] * 3 and [s.id for s in back] == [s.id for s in strategies]
+    assert list(back[0]._params) == ["b", "a", "c"] and getattr(back[2], "derived", 2) == 2
