@@ -190,25 +190,19 @@ def strategy_ids(strategies: Sequence[Strategy]) -> list[str]:
     instance. Rule: ``sha256(f"{class digest}\\n{parameters JSON}")``, the first 16 hex digits, where the JSON is
     ``json.dumps(params, sort_keys=True, separators=(",", ":"))``; stored rows and their keys depend on this text, so
     it never changes."""
-    ids: list[str | None] = [None] * len(strategies)
-    codes: dict[type, str] = {}
+    codes = {cls: class_digest(cls) for cls in set(map(type, strategies))}
+    ids = [None if cached is None or cached[0] is not codes[type(s)] else cached[1]
+           for s, cached in zip(strategies, [s._id for s in strategies])]
     stale: dict[type, list[int]] = {}
-    for position, strategy in enumerate(strategies):
-        cls = type(strategy)
-        code = codes.get(cls)
-        if code is None:
-            code = codes[cls] = class_digest(cls)
-        cached = strategy._id
-        if cached is not None and cached[0] is code:
-            ids[position] = cached[1]
-        else:
-            stale.setdefault(cls, []).append(position)
+    for position in [p for p, strategy_id in enumerate(ids) if strategy_id is None]:
+        stale.setdefault(type(strategies[position]), []).append(position)
     for cls, positions in stale.items():
         code = codes[cls]
-        prefix = f"{code}\n"
         members = [strategies[p] for p in positions]
-        for position, strategy, text in zip(positions, members, _class_parameters_texts(cls, members)):
-            ids[position] = strategy_id = _sha256((prefix + text).encode()).hexdigest()[:16]
+        fresh = [_sha256(text.encode()).hexdigest()[:16]
+                 for text in _class_parameters_texts(cls, members, prefix=f"{code}\n")]
+        for position, strategy, strategy_id in zip(positions, members, fresh):
+            ids[position] = strategy_id
             object.__setattr__(strategy, "_id", (code, strategy_id))
     return ids  # type: ignore[return-value]
 
@@ -229,13 +223,14 @@ def parameters_texts(strategies: Sequence[Strategy]) -> list[str]:
     return texts  # type: ignore[return-value]
 
 
-def _class_parameters_texts(cls: type[Strategy], strategies: list[Strategy]) -> list[str]:
-    """The JSON texts of instances of ``cls``: one template per class (the sorted, escaped parameter names) filled
-    with each column of values as json writes it."""
+def _class_parameters_texts(cls: type[Strategy], strategies: list[Strategy], prefix: str = "") -> list[str]:
+    """The JSON texts of instances of ``cls``, each after ``prefix``: one template per class (the sorted, escaped
+    parameter names) filled with each column of values as json writes it."""
     names = sorted(cls._param_types)
     if not names:
-        return ["{}"] * len(strategies)
-    template = "{" + ",".join(json.dumps(name).replace("%", "%%") + ":%s" for name in names) + "}"
+        return [prefix + "{}"] * len(strategies)
+    template = (prefix.replace("%", "%%") + "{"
+                + ",".join(json.dumps(name).replace("%", "%%") + ":%s" for name in names) + "}")
     columns = [_json_values([s._params[name] for s in strategies]) for name in names]
     return [template % values for values in zip(*columns)]
 
