@@ -42,6 +42,7 @@ from raybt import _accel
 from raybt._kernel.state import POS
 from raybt.engine import _off, _simulate_any, _simulate_one_symbol  # the bar loop, not its wrapper
 from raybt.metrics import _LIMIT_FACTOR, METRIC_NAMES, _rf_per_bar, _scan_row, _scan_start
+from raybt.metrics.compute import _VAR_95
 from raybt.plan import RESULTS_VERSION, RunSettings
 from raybt.strategy import SignalError, Strategy, signal_arrays
 
@@ -248,7 +249,7 @@ def _evaluate_jobs_source(open_, high, low, close, entries, exits, ok, bar0, n_b
         for k in range(n_values):
             out[j, k] = row[k]
         out[j, n_values] = float(unfunded)
-        var = row[9]  # var_95
+        var = row[_VAR_95]
         unit_limit = var * _LIMIT_FACTOR / size if var < 0.0 else np.inf
 
 

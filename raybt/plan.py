@@ -161,9 +161,11 @@ def _permuted(plan: Plan, permutations: tuple[Permutation | None, ...]) -> Plan:
 
 
 def _as_ranges(date_ranges: Iterable[DateRange | None] | DateRange | None) -> tuple[DateRange | None, ...]:
+    """The distinct ranges to plan. ``DateRange(None, None, name="all")`` is the whole data, stored exactly like
+    ``None`` (range "all", no bounds), so it is planned as ``None``: its rows then replay from what they store."""
     if date_ranges is None or isinstance(date_ranges, DateRange):
-        return (date_ranges,)
-    ranges = tuple(dict.fromkeys(date_ranges))
+        date_ranges = (date_ranges,)
+    ranges = tuple(dict.fromkeys(None if _is_whole_data(r) else r for r in date_ranges))
     if not ranges:
         raise ValueError("date_ranges is empty")
     for r in ranges:
@@ -174,3 +176,8 @@ def _as_ranges(date_ranges: Iterable[DateRange | None] | DateRange | None) -> tu
     if duplicated:
         raise ValueError(f"several date ranges share the name(s) {duplicated}; give each range its own name")
     return ranges
+
+
+def _is_whole_data(date_range: object) -> bool:
+    return (isinstance(date_range, DateRange) and date_range.start is None and date_range.end is None
+            and date_range.name == "all")

@@ -221,6 +221,17 @@ def test_row_inputs_of_open_ranges_and_all_data():
     assert open_end.date_range == raybt.DateRange("2023-01-01", None, name="from 2023") and open_end.symbol == "A"
 
 
+def test_an_open_range_named_all_is_the_whole_data_and_its_rows_replay():
+    # A stored row with range "all" and no bounds reads back as date_range=None, so a DateRange(None, None,
+    # name="all") must be planned as the whole data too: keyed like None, its rows replay.
+    data = raybt.synthetic_ohlcv(["A"], "2023-01-01", "2023-02-01", "1h", seed=2)
+    named = raybt.run_backtests(GRID[:2], data, raybt.DateRange(None, None, name="all"), show_progress=False)
+    whole = raybt.run_backtests(GRID[:2], data, None, show_progress=False)
+    assert list(named.df["key"]) == list(whole.df["key"])
+    for _, row in named.df.iterrows():
+        _same_metrics(row, named.backtest(row, data).metrics)
+
+
 # ----------------------------------------------------------------------------------------- ranges the user meant
 
 def test_ranges_with_the_same_instants_but_other_names_give_a_row_each(tmp_path):
