@@ -32,7 +32,8 @@ def key_bytes(keys: pa.ChunkedArray | pa.Array) -> np.ndarray:
     checked parts), else through Python strings (longer values cut, shorter ones NUL-padded)."""
     array = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
     if array.null_count == 0 and len(array) and pc.all(pc.equal(pc.utf8_length(array), KEY_LENGTH)).as_py():
-        offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if pa.types.is_large_string(array.type) else np.int32)
+        offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
+        offsets = np.frombuffer(array.buffers()[1], dtype=offset_type)
         start = int(offsets[array.offset])
         return np.frombuffer(array.buffers()[2], dtype=KEY_DTYPE, count=len(array), offset=start)
     return array.to_numpy(zero_copy_only=False).astype(KEY_DTYPE)

@@ -130,11 +130,11 @@ def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | 
 
 def job_keys(base: str, ids: Iterable[str], ranges: Sequence[DateRange | None],
              symbols: Sequence[str | None]) -> np.ndarray:
-    """The keys of the jobs ``ids × ranges`` (strategy ids × date ranges, range fastest), for each of ``symbols`` in turn, as
-    fixed-width ASCII bytes (``S24``). Rule (stored keys depend on it, so it never changes): the hex digest of a
-    12-byte blake2b of ``f"{base}{strategy id}|{range key}|{range name}"`` (``"all"`` for the whole data) followed by
-    ``f"|symbol={symbol}"`` for a per-symbol job, where ``base`` is ``"{data fingerprint}|{settings fingerprint}|"``.
-    The digests are joined and hex-encoded at once, not one string per job."""
+    """The keys of the jobs ``ids × ranges`` (strategy ids × date ranges, range fastest), for each of ``symbols``
+    in turn, as fixed-width ASCII bytes (``S24``). Rule (stored keys depend on it, so it never changes): the hex
+    digest of a 12-byte blake2b of ``f"{base}{strategy id}|{range key}|{range name}"`` (``"all"`` for the whole data)
+    followed by ``f"|symbol={symbol}"`` for a per-symbol job, where ``base`` is ``"{data fingerprint}|{settings
+    fingerprint}|"``. The digests are joined and hex-encoded at once, not one string per job."""
     range_keys = [(f"{r.key}|{r.name}" if r is not None else "all") for r in ranges]
     ids = list(ids)
     digests: list[bytes] = []

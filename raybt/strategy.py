@@ -183,7 +183,7 @@ def _rebuild_checked(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
     return strategy
 
 
-# ------------------------------------------------------------------------------------------------ ids and parameters JSON
+# ------------------------------------------------------------------------------------------ ids and parameters JSON
 
 def strategy_ids(strategies: Sequence[Strategy]) -> list[str]:
     """``[s.id for s in strategies]``, computed class by class (see :func:`parameters_texts`) and cached by each

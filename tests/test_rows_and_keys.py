@@ -68,7 +68,8 @@ def _json(strategy: raybt.Strategy) -> str:
 EDGE_INTS = [0, -1, 7, -(2**63), 2**63, 2**70, -(10**30), True, False, Level.LOW]
 EDGE_FLOATS = [0.0, -0.0, 0.1, 1e-7, 1e16, 1e22, -2.5e-308, 5e-324, 1.7976931348623157e308, 1 / 3, float("nan"),
                float("inf"), float("-inf"), 123456789.123]
-EDGE_STRS = ["", "plain", 'quo"te', "back\\slash", "new\nline\ttab\x00\x1f", "é", "中文", "emoji 😀", "\u2028", "%s %d"]
+EDGE_STRS = ["", "plain", 'quo"te', "back\\slash", "new\nline\ttab\x00\x1f", "é", "中文", "emoji 😀", "\u2028",
+             "%s %d"]
 
 
 def test_parameters_texts_are_json_dumps_on_edge_values():
