@@ -289,3 +289,19 @@ def test_a_worker_rebuilds_the_strategies_cls_params_would_build(cls):
     assert [list(vars(s).items()) for s in back] == [list(vars(s).items()) for s in expected]
     assert [type(s) for s in back] == [cls] * 3 and [s.id for s in back] == [s.id for s in strategies]
     assert list(back[0]._params) == ["b", "a", "c"] and getattr(back[2], "derived", 2) == 2
+
+
+def test_a_part_written_with_the_former_parquet_options_resumes(tmp_path):
+    """Parts written before dictionary encoding was chosen per column (pyarrow's defaults: every column) are read as
+    they were: a sweep over them computes nothing and returns the same rows."""
+    from raybt.demo import SmaCross
+
+    strategies = [SmaCross(fast=f, slow=20) for f in range(2, 5)]
+    fresh = _sweep(tmp_path / "new", strategies)
+    (tmp_path / "old" / "parts").mkdir(parents=True)
+    for position, part in enumerate(sorted((tmp_path / "new" / "parts").glob("*.parquet"))):
+        pq.write_table(pq.read_table(part), tmp_path / "old" / "parts" / f"part-{position:020d}-old.parquet",
+                       write_page_checksum=True)
+    resumed = _sweep(tmp_path / "old", strategies)
+    assert resumed.n_computed == 0 and resumed.n_skipped == 6
+    pd.testing.assert_frame_equal(resumed.df, fresh.df)
