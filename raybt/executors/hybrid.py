@@ -18,6 +18,11 @@ Rules:
   executor and this process only collects (on a 2-core machine a driver that kept computing too would compete with
   the two workers for the same cores). A batch is computed either here or on Ray, whole, so no row is lost or
   computed twice, and both paths run the same :func:`raybt.batch.run_batch`: the rows are identical either way.
+* **Driver memory.** Once the start is asked for, the batches run here are a stop-gap of seconds, and this process
+  is about to hold Ray's driver and collect every row: its indicator cache is bounded to
+  :data:`CACHE_MB_WHILE_RAY_STARTS` until the sweep ends (then the bound it had is restored), and cleared at the
+  hand-over (nothing here reads it any more). A full cache (``RAYBT_INDICATOR_CACHE_MB``, 256 MiB by default)
+  would otherwise stay in the driver for the whole sweep.
 * **A sweep done first** never waits for Ray: Ray goes on starting in its thread (a daemon thread: it does not hold
   up the end of the program) and later sweeps of the process use it, as they use a Ray started by an earlier sweep.
   A sweep while Ray is still starting joins that start (computing here meanwhile), never starts another Ray.
@@ -52,6 +57,7 @@ from raybt.batch import Batch, BatchResult
 from raybt.data import MarketData
 from raybt.executors import ray_env
 from raybt.executors.local import LocalExecutor
+from raybt.indicators import cache_info, clear_cache, set_cache_limit
 from raybt.plan import RunSettings
 
 START_RAY_ABOVE_S = 10.0
@@ -59,6 +65,13 @@ START_RAY_ABOVE_S = 10.0
 process longer than this many seconds. A local Ray takes 4.5-7 s here to start and warm its workers (CPU it takes
 from the sweep on a small machine), and 2 Ray workers run a sweep ≈ 1.4-1.8× as fast as one process: below about
 twice the start time the sweep is done sooner without Ray."""
+
+CACHE_MB_WHILE_RAY_STARTS = 64.0
+"""Bound (MiB) of this process's indicator cache from the request to start Ray to the end of the sweep (a lower
+bound set by the user holds): the batches run here meanwhile take a few seconds, and a large SMA grid's first
+batch alone fills the default 256 MiB."""
+
+_MB = 2**20
 
 _RAY_ALIVE_POLL_S = 5.0
 """How often the starting thread looks whether its Ray has been shut down (then it may end)."""
@@ -173,6 +186,7 @@ class HybridExecutor:
         self._ray = None
         self._requested = n_workers
         self._seconds_per_job: float | None = None
+        self._cache_limit: int | None = None  # the indicator cache's bound (bytes) before this sweep lowered it
 
     @property
     def n_workers(self) -> int:
@@ -187,6 +201,7 @@ class HybridExecutor:
         for batch in pending:
             if self._start is None and self._should_start(getattr(batches, "jobs_left", None)):
                 self._start = start_in_background(self._data_bytes)
+                self._bound_cache()
             if self._ray is None and self._start is not None and self._start.finished:
                 self._hand_over()
             if self._ray is not None:
@@ -202,14 +217,22 @@ class HybridExecutor:
             return True
         return self._seconds_per_job is not None and worth_starting(self._seconds_per_job, jobs_left)
 
+    def _bound_cache(self) -> None:
+        self._cache_limit = cache_info().limit
+        set_cache_limit(min(self._cache_limit / _MB, CACHE_MB_WHILE_RAY_STARTS))
+
     def _hand_over(self) -> None:
         if self._start.error is not None:
             self._start.error_reported = True
             raise self._start.error
         self._ray = self._make_ray_executor()
+        clear_cache()
 
     def close(self) -> None:
-        """Release the Ray executor's data; never waits for a Ray still starting."""
+        """Release the Ray executor's data and restore the indicator cache's bound; never waits for a Ray still
+        starting."""
+        if self._cache_limit is not None:
+            set_cache_limit(self._cache_limit / _MB)
         if self._ray is not None:
             self._ray.close()
         elif (self._start is not None and self._start.finished and self._start.error is not None

@@ -87,17 +87,32 @@ def _alive(pids: list[int]) -> list[psutil.Process]:
 
 
 def _with_descendants(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """``processes`` still running and all their descendants, from one pass over the process table (asking each
+    process for its children would scan the whole table once per process, every ``RECORD_S``). A descendant
+    started before its recorded ancestor is a reused pid, not ours."""
+    children: dict[int, list[psutil.Process]] = {}
+    for process in psutil.process_iter(["ppid", "create_time"]):
+        if process.info["ppid"] is not None:
+            children.setdefault(process.info["ppid"], []).append(process)
     found: dict[int, psutil.Process] = {}
-    for process in processes:
-        if not process.is_running():  # is_running also compares creation times: a reused pid is not ours
+    # is_running also compares creation times: a recorded process whose pid was reused is not ours
+    pending = [process for process in processes if process.is_running()]
+    while pending:
+        process = pending.pop()
+        if process.pid in found:
             continue
-        found.setdefault(process.pid, process)
-        try:
-            for child in process.children(recursive=True):
-                found.setdefault(child.pid, child)
-        except psutil.Error:
-            pass
+        found[process.pid] = process
+        started = _created(process)
+        pending.extend(child for child in children.get(process.pid, ())
+                       if child.pid != process.pid and (child.info["create_time"] or 0.0) >= started)
     return list(found.values())
+
+
+def _created(process: psutil.Process) -> float:
+    try:
+        return process.create_time()
+    except psutil.Error:
+        return 0.0
 
 
 if __name__ == "__main__":
