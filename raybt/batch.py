@@ -26,7 +26,7 @@ from raybt.metrics import METRIC_NAMES
 from raybt.permute import Permutation, permuted_market
 from raybt.plan import RunSettings
 from raybt.result_rows import job_rows
-from raybt.strategy import Strategy
+from raybt.strategy import Strategy, _rebuild_checked
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,10 @@ class Batch:
     ``permutations`` (a permutation test's batch) names, per job, the ``(seed, i)`` of the permuted market it runs
     on (None: the real data); the worker builds that market itself.
 
-    Pickled compactly (what a Ray task carries): each strategy class once and the parameters as columns, not one
-    pickled instance per job; the worker rebuilds the instances (``cls(**params)``, as unpickling one does)."""
+    Pickled compactly (what a Ray task carries): each strategy class once and the parameters of each distinct
+    strategy object as columns, not one pickled instance per job; the worker rebuilds each instance once (as
+    ``cls(**params)`` would, without checking the values again), and jobs that shared an object share the rebuilt
+    one."""
 
     jobs: np.ndarray
     strategies: list[Strategy]
@@ -68,27 +70,37 @@ class Batch:
                                 self.keep_curves, self.keys, self.strategy_ids, self.permutations))
 
 
-def _pack_strategies(strategies: list[Strategy]) -> tuple[tuple[type[Strategy], ...], np.ndarray, list[list]]:
-    """``(classes, class_index, values)``: the distinct classes, each job's position among them, and per class the
-    columns of its parameter values (in the order of the class's parameters) over its jobs."""
+def _pack_strategies(strategies: list[Strategy]) -> tuple[tuple[type[Strategy], ...], np.ndarray, list[list],
+                                                            np.ndarray]:
+    """``(classes, class_index, values, strategy_index)``: of the distinct strategy objects (a strategy's jobs on
+    several ranges share its object), the distinct classes, each one's position among them and per class the
+    columns of its parameter values (in the order of the class's parameters); and each job's position among the
+    distinct objects."""
+    first: dict[int, int] = {}
+    strategy_index = np.fromiter((first.setdefault(id(s), len(first)) for s in strategies), dtype=np.int32,
+                                 count=len(strategies))
+    distinct = [None] * len(first)
+    for strategy, position in zip(strategies, strategy_index.tolist()):
+        distinct[position] = strategy
     classes: dict[type[Strategy], int] = {}
-    class_index = np.fromiter((classes.setdefault(type(s), len(classes)) for s in strategies), dtype=np.int32,
-                              count=len(strategies))
+    class_index = np.fromiter((classes.setdefault(type(s), len(classes)) for s in distinct), dtype=np.int32,
+                              count=len(distinct))
     values: list[list] = []
     for cls, position in classes.items():
-        members = [s._params for s, c in zip(strategies, class_index) if c == position]
+        members = [s._params for s, c in zip(distinct, class_index) if c == position]
         values.append([[params[name] for params in members] for name in cls._param_types])
-    return tuple(classes), class_index, values
+    return tuple(classes), class_index, values, strategy_index
 
 
-def _unpack_strategies(classes: tuple[type[Strategy], ...], class_index: np.ndarray,
-                       values: list[list]) -> list[Strategy]:
-    """The instances :func:`_pack_strategies` packed, in job order."""
+def _unpack_strategies(classes: tuple[type[Strategy], ...], class_index: np.ndarray, values: list[list],
+                       strategy_index: np.ndarray) -> list[Strategy]:
+    """The instances :func:`_pack_strategies` packed, in job order (each distinct one built once)."""
     per_class = []
     for position, (cls, columns) in enumerate(zip(classes, values)):
         rows = zip(*columns) if columns else [()] * int(np.count_nonzero(class_index == position))
-        per_class.append(iter([cls(**dict(zip(cls._param_types, row))) for row in rows]))
-    return [next(per_class[c]) for c in class_index]
+        per_class.append(iter([_rebuild_checked(cls, dict(zip(cls._param_types, row))) for row in rows]))
+    distinct = [next(per_class[c]) for c in class_index]
+    return [distinct[i] for i in strategy_index.tolist()]
 
 
 def _unpack_batch(jobs, packed, date_ranges, symbols, keep_curves, keys, strategy_ids, permutations) -> Batch:

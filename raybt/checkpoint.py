@@ -63,13 +63,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from filelock import FileLock
 
+from raybt._keys import KEY_LENGTH, key_bytes, newest_done
 from raybt._storage import _filesystem, _remove_dead_writers_temporaries, _upload_new_object, _write_locally
 from raybt.metrics import METRIC_NAMES
 
 KEY_COLUMN = "key"
 ERROR_COLUMN = "error"
-KEY_LENGTH = 24
-"""Characters of a job key (the hex digest of a 12-byte blake2b, see :mod:`raybt.plan`)."""
 
 _PARTS, _QUARANTINE, _MANIFEST = "parts", "quarantine", "manifest.json"
 
@@ -158,7 +157,7 @@ class MemoryStore:
         self._tables: list[pa.Table] = []
 
     def done_keys(self, rerun_errors: bool = False) -> np.ndarray:
-        return _keys_of([t.select([KEY_COLUMN, ERROR_COLUMN]) for t in self._tables], rerun_errors)
+        return newest_done([_done_of(t) for t in self._tables], rerun_errors)
 
     def write(self, table: pa.Table) -> None:
         self._tables.append(table)
@@ -191,8 +190,9 @@ class CheckpointStore:
         self._local = isinstance(self._fs, pafs.LocalFileSystem)
         self._parts = f"{self._root}/{_PARTS}"
         self._skipped: dict[str, str] = {}  # part path -> why it was not used (by this store)
-        # part path -> ((size, mtime ns) when it was read whole and found usable, its key and error columns)
-        self._verified_keys: dict[str, tuple[tuple[int, int], pa.Table]] = {}
+        # part path -> ((size, mtime ns) when it was read whole and found usable, or written by this store; its
+        # keys and which rows failed, see _done_of)
+        self._verified_keys: dict[str, tuple[tuple[int, int], tuple[np.ndarray, np.ndarray]]] = {}
         if writer:
             self._fs.create_dir(self._parts, recursive=True)
             if self._local:
@@ -214,7 +214,9 @@ class CheckpointStore:
         read back completely does not count: its jobs are not done. With ``rerun_errors`` rows that failed don't
         count as done either. A part this store has already read whole is not read again while its size and
         modification time are unchanged (parts are never rewritten: a change is damage or a replacement, and the
-        part is then read whole again), so a sweep's second look (the lost-jobs check) reads only its new parts."""
+        part is then read whole again); nor is a part this store wrote, while its size and modification time are
+        those found right after writing it. So a sweep's second look (the lost-jobs check) reads no part unless one
+        changed (or vanished: its rows are then lost)."""
         self._skipped = {}
         tables = []
         for info in self._part_infos():
@@ -225,9 +227,9 @@ class CheckpointStore:
                 if part is None:
                     self._verified_keys.pop(info.path, None)
                     continue
-                known = self._verified_keys[info.path] = (stamp, part[0].select([KEY_COLUMN, ERROR_COLUMN]))
+                known = self._verified_keys[info.path] = (stamp, _done_of(part[0]))
             tables.append(known[1])
-        return _keys_of(tables, rerun_errors)
+        return newest_done(tables, rerun_errors)
 
     def read(self, keys: np.ndarray | None = None) -> pd.DataFrame:
         """All stored rows (the newest row per key), optionally only those whose key is in ``keys``; warns when some
@@ -354,12 +356,17 @@ class CheckpointStore:
             raise ValueError(f"not a result table: {problem}")
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         final = f"{self._parts}/{name}"
+        options = _parquet_options(table)
         if self._local:
-            _write_locally(self._parts, name, lambda handle: pq.write_table(table, handle, write_page_checksum=True))
+            _write_locally(self._parts, name, lambda handle: pq.write_table(table, handle, **options))
         else:
             sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, write_page_checksum=True)
+            pq.write_table(table, sink, **options)
             _upload_new_object(self._fs, final, sink.getvalue())
+        # Known as read whole (see done_keys): the sweep's look for lost rows then reads only parts that changed
+        info = self._fs.get_file_info(final)
+        if info.type == pafs.FileType.File:
+            self._verified_keys[info.path] = ((info.size, info.mtime_ns), _done_of(table))
         return final
 
     def record_run(self, info: dict[str, Any]) -> None:
@@ -423,19 +430,24 @@ def recorded_runs(location: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
-def _keys_of(tables: list[pa.Table], rerun_errors: bool) -> np.ndarray:
-    """Done keys as a sorted unique bytes array. A key counts as done if its newest row is kept: with
-    ``rerun_errors`` a key whose newest row has an error is not done."""
-    if not tables:
-        return np.array([], dtype="S24")
-    keys = np.concatenate([t.column(KEY_COLUMN).to_numpy(zero_copy_only=False).astype("S24") for t in tables])
-    if rerun_errors:
-        failed = np.concatenate([t.column(ERROR_COLUMN).is_valid().to_numpy(zero_copy_only=False) for t in tables])
-        newest_first = keys[::-1]
-        _, first = np.unique(newest_first, return_index=True)
-        keep = ~failed[::-1][first]
-        return np.sort(newest_first[first][keep])
-    return np.unique(keys)
+_DISTINCT_VALUED = frozenset({KEY_COLUMN, "strategy_id", *METRIC_NAMES, "duration_s"})
+"""Columns whose values rarely repeat within a part: Parquet dictionary encoding would hash every value only to
+fall back to plain encoding, so they are written plain (the other columns repeat: ranges, symbols, parameters)."""
+
+
+def _parquet_options(table: pa.Table) -> dict[str, Any]:
+    """Options of :func:`pyarrow.parquet.write_table` for a part: page checksums (verified on every read) and
+    dictionary encoding where values repeat (:data:`_DISTINCT_VALUED`). Encodings change neither the schema nor the
+    values read back."""
+    return {"write_page_checksum": True,
+            "use_dictionary": [name for name in table.column_names if name not in _DISTINCT_VALUED]}
+
+
+def _done_of(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """A part's keys (``S24``) and whether each row failed, as arrays of their own (not views of the part's
+    buffers, which may live in shared memory the part should not keep)."""
+    keys = key_bytes(table.column(KEY_COLUMN)).copy()
+    return keys, table.column(ERROR_COLUMN).is_valid().to_numpy(zero_copy_only=False)
 
 
 def _exact_parameters(table: pa.Table) -> dict[str, list]:
@@ -579,7 +591,7 @@ def _scan(sources: list[tuple[pa.ChunkedArray, pa.Schema, Any]], columns: list[s
     unknown = [c for c in names if c not in unified.names]
     if unknown:
         raise KeyError(f"unknown column(s) {unknown}; stored columns are {unified.names}")
-    all_keys = np.concatenate([_key_bytes(k) for k, _, _ in sources])
+    all_keys = np.concatenate([key_bytes(k) for k, _, _ in sources])
     part_of = np.repeat(np.arange(len(sources)), [len(k) for k, _, _ in sources])
     newest_first = all_keys[::-1]
     unique_keys, first = np.unique(newest_first, return_index=True)
@@ -591,21 +603,10 @@ def _scan(sources: list[tuple[pa.ChunkedArray, pa.Schema, Any]], columns: list[s
     tables = []
     for position, (_, _, dataset) in enumerate(sources):
         table = dataset(unified).to_table(columns=names, filter=condition)
-        part_keys = _key_bytes(table.column(KEY_COLUMN))
+        part_keys = key_bytes(table.column(KEY_COLUMN))
         newest_here = newest_part[np.searchsorted(unique_keys, part_keys)] == position
         tables.append(table.filter(pa.array(newest_here)))
     return pa.concat_tables(tables)
-
-
-def _key_bytes(keys: pa.ChunkedArray) -> np.ndarray:
-    """Job keys as a fixed-width bytes array, straight from the Arrow buffer when every key has the usual 24
-    characters (the checked parts), else through Python strings."""
-    array = keys.combine_chunks()
-    if array.null_count == 0 and len(array) and pc.all(pc.equal(pc.utf8_length(array), KEY_LENGTH)).as_py():
-        offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if pa.types.is_large_string(array.type) else np.int32)
-        start = int(offsets[array.offset])
-        return np.frombuffer(array.buffers()[2], dtype=f"S{KEY_LENGTH}", count=len(array), offset=start)
-    return array.to_numpy(zero_copy_only=False).astype(f"S{KEY_LENGTH}")
 
 
 def scan_frame(table: pa.Table) -> pd.DataFrame:

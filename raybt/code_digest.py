@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 RAYBT_NOT_RESULT_AFFECTING = (
-    "__init__.py", "checkpoint.py", "_storage.py", "executors/",  # store, move
+    "__init__.py", "checkpoint.py", "_storage.py", "_keys.py", "executors/",  # store, move
     "cli.py", "code_digest.py", "resources.py",  # commands, keys
     "_progress.py", "bench.py", "plots.py", "report.py",  # show rows
     "grid.py", "windows.py", "walk_forward.py", "stages.py", "stats/",  # make strategies, ranges (keyed), read rows

@@ -14,6 +14,7 @@ by range, so that a batch's jobs mostly share one symbol's data.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import warnings
 from collections.abc import Iterable, Sequence
@@ -25,7 +26,9 @@ from raybt.code_digest import raybt_digest
 from raybt.data import DateRange, DateRangeWarning, MarketData
 from raybt.engine import CostModel
 from raybt.permute import Permutation
-from raybt.strategy import Strategy
+from raybt.strategy import Strategy, strategy_ids
+
+_blake2b = hashlib.blake2b
 
 RESULTS_VERSION: str = raybt_digest()
 """Derived from raybt's result-affecting source (:func:`raybt.code_digest.raybt_digest`), so it moves with any change
@@ -111,23 +114,36 @@ def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | 
         problem = market.coverage_warning(date_range)
         if problem is not None:
             warnings.warn(problem, DateRangeWarning, stacklevel=3)
-    unique: dict[str, int] = {}
-    for position, strategy in enumerate(strategies):
-        unique.setdefault(strategy.id, position)
-    kept = [strategies[p] for p in unique.values()]
+    unique: dict[str, Strategy] = {}  # id -> the first strategy with that id
+    for strategy_id, strategy in zip(strategy_ids(strategies), strategies):
+        unique.setdefault(strategy_id, strategy)
+    kept = list(unique.values())
     symbols: tuple[str | None, ...] = tuple(market.symbols) if per_symbol else (None,)
-    base = f"{market.fingerprint}|{settings.fingerprint()}|"
-    range_keys = [(f"{r.key}|{r.name}" if r is not None else "all") for r in ranges]
-    symbol_keys = [("" if symbol is None else f"|symbol={symbol}") for symbol in symbols]
-    keys = [hashlib.blake2b(f"{base}{strategy_id}|{rk}{sk}".encode(), digest_size=12).hexdigest().encode()
-            for sk in symbol_keys for strategy_id in unique for rk in range_keys]
+    keys = job_keys(f"{market.fingerprint}|{settings.fingerprint()}|", unique, ranges, symbols)
     n_ranges, n_strategies = len(ranges), len(kept)
     symbol_index = np.repeat(np.arange(len(symbols), dtype=np.int64), n_strategies * n_ranges)
     strategy_index = np.tile(np.repeat(np.arange(n_strategies, dtype=np.int64), n_ranges), len(symbols))
     range_index = np.tile(np.arange(n_ranges, dtype=np.int64), n_strategies * len(symbols))
-    plan = Plan(kept, ranges, symbols, strategy_index, range_index, symbol_index, np.array(keys, dtype="S24"),
-                tuple(unique))
+    plan = Plan(kept, ranges, symbols, strategy_index, range_index, symbol_index, keys, tuple(unique))
     return plan if permutations is None else _permuted(plan, tuple(permutations))
+
+
+def job_keys(base: str, ids: Iterable[str], ranges: Sequence[DateRange | None],
+             symbols: Sequence[str | None]) -> np.ndarray:
+    """The keys of the jobs ``ids × ranges`` (strategy ids × date ranges, range fastest), for each of ``symbols``
+    in turn, as fixed-width ASCII bytes (``S24``). Rule (stored keys depend on it, so it never changes): the hex
+    digest of a 12-byte blake2b of ``f"{base}{strategy id}|{range key}|{range name}"`` (``"all"`` for the whole data)
+    followed by ``f"|symbol={symbol}"`` for a per-symbol job, where ``base`` is ``"{data fingerprint}|{settings
+    fingerprint}|"``. The digests are joined and hex-encoded at once, not one string per job."""
+    range_keys = [(f"{r.key}|{r.name}" if r is not None else "all") for r in ranges]
+    ids = list(ids)
+    digests: list[bytes] = []
+    for symbol in symbols:
+        symbol_key = "" if symbol is None else f"|symbol={symbol}"
+        tails = [f"|{range_key}{symbol_key}" for range_key in range_keys]
+        digests += [_blake2b(f"{base}{strategy_id}{tail}".encode(), digest_size=12).digest()
+                    for strategy_id in ids for tail in tails]
+    return np.frombuffer(binascii.hexlify(b"".join(digests)), dtype="S24").copy()
 
 
 def _permuted(plan: Plan, permutations: tuple[Permutation | None, ...]) -> Plan:

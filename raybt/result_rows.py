@@ -13,7 +13,6 @@ parameter. A parameter whose values have different kinds (a name shared by strat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -21,9 +20,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from raybt._keys import key_array
 from raybt.data import DataError, DateRange, MarketData
 from raybt.metrics import METRIC_NAMES
-from raybt.strategy import Strategy
+from raybt.strategy import parameters_texts
 
 if TYPE_CHECKING:
     from raybt.batch import Batch, BatchResult
@@ -36,30 +36,62 @@ _TRAILING = ("parameters", "symbol", "range", "range_start", "range_end", "start
 
 def job_rows(batch: Batch, result: BatchResult, market: MarketData) -> pa.RecordBatch:
     """The result rows of ``batch``'s jobs (``result``: their metrics, errors and timings), one per job in batch
-    order. ``batch.keys`` and ``batch.strategy_ids`` must be set (a sweep's batches have them)."""
+    order. ``batch.keys`` and ``batch.strategy_ids`` must be set (a sweep's batches have them).
+
+    Built column-wise, without Python per job: what depends on the strategy alone (class name, parameter columns,
+    parameters JSON) is computed once per distinct strategy object, what depends on the range and symbol (range name
+    and instants, first and last bar) once per distinct pair, and both are spread over the jobs with
+    :meth:`pyarrow.Array.take`."""
     strategies, ranges, symbols = batch.strategies, batch.date_ranges, batch.symbols
-    spans = {pair: bar_times(market, *pair) for pair in set(zip(ranges, symbols))}
-    job_spans = [spans[pair] for pair in zip(ranges, symbols)]
+    n = len(strategies)
+    strategy_index, first = _first_seen(_identities(strategies))
+    distinct = [strategies[i] for i in first]
+    range_index, range_first = _first_seen(_identities(ranges))
+    symbol_index, _ = _first_seen(_identities(symbols))
+    pair_index, first = _first_seen(range_index * (int(symbol_index.max(initial=0)) + 1) + symbol_index)
+    pairs = [(ranges[i], symbols[i]) for i in first]
+    strategy_index, pair_index = pa.array(strategy_index), pa.array(pair_index)
     columns: dict[str, pa.Array] = {
-        "key": pa.array(batch.keys.astype(str), type=pa.string()),
+        "key": key_array(batch.keys),
         "strategy_id": pa.array(batch.strategy_ids, type=pa.string()),
-        "strategy": pa.array([type(s).__qualname__ for s in strategies], type=pa.string()),
+        "strategy": pa.array([type(s).__qualname__ for s in distinct], type=pa.string()).take(strategy_index),
     }
-    for name in dict.fromkeys(name for s in strategies for name in s._params):
-        columns[name] = param_column([s._params.get(name) for s in strategies])
-    columns["parameters"] = pa.array([parameters_json(s) for s in strategies], type=pa.string())
-    columns["symbol"] = pa.array(symbols, type=pa.string())
-    columns["range"] = pa.array([r.name if r is not None else "all" for r in ranges], type=pa.string())
-    columns["range_start"] = pa.array([_instant(r.start if r is not None else None) for r in ranges], type=_UTC_NS)
-    columns["range_end"] = pa.array([_instant(r.end if r is not None else None) for r in ranges], type=_UTC_NS)
-    columns["start"] = pa.array([span[0] for span in job_spans], type=_UTC_NS)
-    columns["end"] = pa.array([span[1] for span in job_spans], type=_UTC_NS)
+    for name in dict.fromkeys(name for s in distinct for name in s._params):
+        columns[name] = param_column([s._params.get(name) for s in distinct]).take(strategy_index)
+    columns["parameters"] = pa.array(parameters_texts(distinct), type=pa.string()).take(strategy_index)
+    spans = [bar_times(market, *pair) for pair in pairs]
+    columns["symbol"] = pa.array([symbol for _, symbol in pairs], type=pa.string()).take(pair_index)
+    columns["range"] = pa.array([r.name if r is not None else "all" for r, _ in pairs],
+                                type=pa.string()).take(pair_index)
+    columns["range_start"] = pa.array([_instant(r.start if r is not None else None) for r, _ in pairs],
+                                      type=_UTC_NS).take(pair_index)
+    columns["range_end"] = pa.array([_instant(r.end if r is not None else None) for r, _ in pairs],
+                                    type=_UTC_NS).take(pair_index)
+    columns["start"] = pa.array([span[0] for span in spans], type=_UTC_NS).take(pair_index)
+    columns["end"] = pa.array([span[1] for span in spans], type=_UTC_NS).take(pair_index)
+    metrics = np.ascontiguousarray(result.metrics.T)  # one contiguous row per metric: each column without a copy
     for position, name in enumerate(METRIC_NAMES):
-        columns[name] = pa.array(np.ascontiguousarray(result.metrics[:, position]))
+        columns[name] = pa.array(metrics[position])
     columns["error"] = pa.array(result.errors, type=pa.string())
     columns["duration_s"] = pa.array(result.durations, type=pa.float64())
-    columns["worker"] = pa.array([result.worker] * len(result.jobs), type=pa.string())
+    columns["worker"] = pa.repeat(pa.scalar(result.worker, type=pa.string()), n)
     return pa.RecordBatch.from_pydict(columns)
+
+
+def _identities(objects: list) -> np.ndarray:
+    """The identities of ``objects`` (equal for the same object; a batch's jobs of one strategy, range or symbol
+    share its object, in the driver and, by pickle's memo, in a worker)."""
+    return np.fromiter(map(id, objects), dtype=np.uint64, count=len(objects))
+
+
+def _first_seen(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For integer ``codes``: each one's position among the distinct codes in order of first appearance, and where
+    each distinct code first appears."""
+    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.reshape(-1)], first[order]
 
 
 def concat_rows(parts: Sequence[pa.RecordBatch]) -> pa.Table:
@@ -115,13 +147,3 @@ def bar_times(market: MarketData, date_range: DateRange | None, symbol: str | No
 
 def _instant(ts: pd.Timestamp | None) -> int | None:
     return None if ts is None else int(ts.as_unit("ns").value)
-
-
-def parameters_json(strategy: Strategy) -> str:
-    """A strategy's parameters as canonical JSON text (keys sorted): bool, int, float, str and None keep their
-    types through :func:`json.loads` (``5`` and ``5.0`` differ; NaN and infinities as Python's json writes them).
-
-    >>> parameters_json(raybt.demo.SmaCross(fast=5, slow=20))
-    '{"fast":5,"slow":20}'
-    """
-    return json.dumps(strategy._params, sort_keys=True, separators=(",", ":"))

@@ -31,7 +31,7 @@ import json
 import numbers
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -142,13 +142,11 @@ class Strategy:
         """Stable content hash of the code and the parameters: identical in every process and on every machine for
         the same code and values. The code is the class, the user code it reaches and its ``version``
         (:func:`raybt.code_digest.class_digest`); the id follows that digest when a sweep refreshes it after a
-        helper module was edited and reloaded."""
+        helper module was edited and reloaded. The formula is :func:`strategy_ids`'."""
         code = class_digest(type(self))
         cached = self._id
         if cached is None or cached[0] is not code:
-            payload = json.dumps(self._params, sort_keys=True, separators=(",", ":"))
-            cached = (code, hashlib.sha256(f"{code}\n{payload}".encode()).hexdigest()[:16])
-            object.__setattr__(self, "_id", cached)
+            return strategy_ids([self])[0]
         return cached[1]
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -173,6 +171,98 @@ class Strategy:
 
 def _rebuild(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
     return cls(**params)
+
+
+def _rebuild_checked(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
+    """``cls(**params)`` for parameters an instance of ``cls`` already had (a batch's strategies, rebuilt in a
+    worker): the same instance, parameters in the same order, without checking the values again when ``cls`` keeps
+    :class:`Strategy`'s ``__init__`` (checking costs microseconds per instance; a class with its own ``__init__``
+    goes through it)."""
+    if cls.__init__ is not Strategy.__init__:
+        return cls(**params)
+    values = {name: params[name] for name in cls._param_defaults}
+    values.update(params)  # the others after those with defaults, as __init__ orders them
+    strategy = object.__new__(cls)
+    object.__setattr__(strategy, "_params", values)
+    object.__setattr__(strategy, "_id", None)
+    for name, value in values.items():
+        object.__setattr__(strategy, name, value)
+    return strategy
+
+
+# ------------------------------------------------------------------------------------------ ids and parameters JSON
+
+def strategy_ids(strategies: Sequence[Strategy]) -> list[str]:
+    """``[s.id for s in strategies]``, computed class by class (see :func:`parameters_texts`) and cached by each
+    instance. Rule: ``sha256(f"{class digest}\\n{parameters JSON}")``, the first 16 hex digits, where the JSON is
+    ``json.dumps(params, sort_keys=True, separators=(",", ":"))``; stored rows and their keys depend on this text, so
+    it never changes."""
+    codes = {cls: class_digest(cls) for cls in set(map(type, strategies))}
+    ids = [None if cached is None or cached[0] is not codes[type(s)] else cached[1]
+           for s, cached in zip(strategies, [s._id for s in strategies])]
+    stale: dict[type, list[int]] = {}
+    for position in [p for p, strategy_id in enumerate(ids) if strategy_id is None]:
+        stale.setdefault(type(strategies[position]), []).append(position)
+    for cls, positions in stale.items():
+        code = codes[cls]
+        members = [strategies[p] for p in positions]
+        fresh = [_sha256(text.encode()).hexdigest()[:16]
+                 for text in _class_parameters_texts(cls, members, prefix=f"{code}\n")]
+        for position, strategy, strategy_id in zip(positions, members, fresh):
+            ids[position] = strategy_id
+            object.__setattr__(strategy, "_id", (code, strategy_id))
+    return ids  # type: ignore[return-value]
+
+
+def parameters_texts(strategies: Sequence[Strategy]) -> list[str]:
+    """Each strategy's parameters as canonical JSON text: exactly ``json.dumps(params, sort_keys=True,
+    separators=(",", ":"))`` (bool, int, float, str and None keep their types through :func:`json.loads`; ``5`` and
+    ``5.0`` differ; NaN and infinities as Python's json writes them, non-ASCII text escaped). Built column by column
+    for the strategies of one class (its parameter names are the same for every instance), not one ``json.dumps``
+    per strategy."""
+    texts: list[str | None] = [None] * len(strategies)
+    by_class: dict[type, list[int]] = {}
+    for position, strategy in enumerate(strategies):
+        by_class.setdefault(type(strategy), []).append(position)
+    for cls, positions in by_class.items():
+        for position, text in zip(positions, _class_parameters_texts(cls, [strategies[p] for p in positions])):
+            texts[position] = text
+    return texts  # type: ignore[return-value]
+
+
+def _class_parameters_texts(cls: type[Strategy], strategies: list[Strategy], prefix: str = "") -> list[str]:
+    """The JSON texts of instances of ``cls``, each after ``prefix``: one template per class (the sorted, escaped
+    parameter names) filled with each column of values as json writes it."""
+    names = sorted(cls._param_types)
+    if not names:
+        return [prefix + "{}"] * len(strategies)
+    template = (prefix.replace("%", "%%") + "{"
+                + ",".join(json.dumps(name).replace("%", "%%") + ":%s" for name in names) + "}")
+    columns = [_json_values([s._params[name] for s in strategies]) for name in names]
+    return [template % values for values in zip(*columns)]
+
+
+def _float_json(value: float) -> str:
+    text = float.__repr__(value)
+    return _FLOAT_JSON.get(text, text)
+
+
+_sha256 = hashlib.sha256
+_FLOAT_JSON = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # json's allow_nan=True spellings
+_JSON_OF_TYPE: dict[type, Callable[[Any], str]] = {
+    int: int.__repr__, float: _float_json, str: json.encoder.encode_basestring_ascii,
+    bool: lambda value: "true" if value else "false", type(None): lambda value: "null"}
+
+
+def _json_values(values: list) -> list[str]:
+    """``[json.dumps(v) for v in values]`` for scalars, one formatter per column when the values share a type
+    (subclasses of the scalar types, e.g. an ``IntEnum``, go through ``json.dumps`` itself)."""
+    kinds = set(map(type, values))
+    if len(kinds) == 1:
+        kind = kinds.pop()
+        if kind in _JSON_OF_TYPE:
+            return list(map(_JSON_OF_TYPE[kind], values))
+    return [_JSON_OF_TYPE[type(v)](v) if type(v) in _JSON_OF_TYPE else json.dumps(v) for v in values]
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -222,19 +312,25 @@ def _type_names(allowed: set[type]) -> str:
 
 
 def _check_rules(strategy: Strategy) -> None:
-    name = repr(strategy)
+    problem = _rules_problem(strategy)
+    if problem is not None:
+        raise ValueError(f"{strategy!r}: {problem}")  # the repr only when it is needed: strategies are made by millions
+
+
+def _rules_problem(strategy: Strategy) -> str | None:
     size = strategy.size
     if not isinstance(size, numbers.Real) or not size > 0:
-        raise ValueError(f"{name}: size must be a positive fraction of equity, got {size!r}")
+        return f"size must be a positive fraction of equity, got {size!r}"
     if strategy.direction not in _DIRECTIONS:
-        raise ValueError(f"{name}: direction must be one of {_DIRECTIONS}, got {strategy.direction!r}")
+        return f"direction must be one of {_DIRECTIONS}, got {strategy.direction!r}"
     for rule in ("stop_loss", "take_profit", "trailing_stop"):
         value = getattr(strategy, rule)
         if value is not None and (not isinstance(value, numbers.Real) or not value > 0):
-            raise ValueError(f"{name}: {rule} must be None or a positive fraction, got {value!r}")
+            return f"{rule} must be None or a positive fraction, got {value!r}"
     warmup = strategy.warmup
     if not isinstance(warmup, numbers.Integral) or isinstance(warmup, bool) or warmup < 0:
-        raise ValueError(f"{name}: warmup must be a non-negative number of bars, got {warmup!r}")
+        return f"warmup must be a non-negative number of bars, got {warmup!r}"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ signals

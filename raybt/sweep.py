@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 import raybt
+from raybt._keys import contains
 from raybt._progress import tqdm
 from raybt.batch import Batch, BatchResult
 from raybt.checkpoint import CheckpointError, CheckpointStore, CheckpointWarning, MemoryStore
@@ -104,7 +105,7 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     refresh_code_digests(type(s) for s in strategies)  # user code may have been edited and reloaded since
     plan = plan_jobs(strategies, date_ranges, market, settings, per_symbol, _permutations)
     store = CheckpointStore(checkpoint_dir, writer=True) if checkpoint_dir is not None else MemoryStore()
-    todo = np.arange(len(plan)) if force else np.flatnonzero(~np.isin(plan.keys, store.done_keys(rerun_errors)))
+    todo = np.arange(len(plan)) if force else np.flatnonzero(~contains(store.done_keys(rerun_errors), plan.keys))
     n_skipped = len(plan) - len(todo)
     progress = tqdm(total=len(plan), initial=n_skipped, disable=not show_progress, unit="backtest",
                     desc="raybt", dynamic_ncols=True, smoothing=0.1)
@@ -225,14 +226,14 @@ def _rerun_lost_jobs(plan: Plan, store: CheckpointStore | MemoryStore,
     rerun: list[np.ndarray] = []
     n_failed = 0
     for _ in range(_LOST_JOB_ROUNDS):
-        lost = np.flatnonzero(~np.isin(plan.keys, store.done_keys()))
+        lost = np.flatnonzero(~contains(store.done_keys(), plan.keys))
         if not len(lost):
             return np.concatenate(rerun) if rerun else np.array([], dtype=np.int64), n_failed
         warnings.warn(f"{len(lost)} jobs of this sweep lost their stored rows while it ran ({store.location}); "
                       f"running them again", CheckpointWarning, stacklevel=3)
         n_failed += run_jobs(lost)
         rerun.append(lost)
-    lost = np.flatnonzero(~np.isin(plan.keys, store.done_keys()))
+    lost = np.flatnonzero(~contains(store.done_keys(), plan.keys))
     if len(lost):
         raise CheckpointError(f"{len(lost)} jobs of this sweep, e.g. {plan.describe(int(lost[0]))}, still have no "
                               f"usable row in {store.location} after running them {_LOST_JOB_ROUNDS} more times; "
@@ -285,5 +286,5 @@ def _interrupted(plan: Plan, store: CheckpointStore | MemoryStore) -> str:
     """The one line that says what an interrupted sweep kept."""
     if store.location is None:
         return "interrupted: nothing saved (no checkpoint_dir)"
-    n_saved = int(np.isin(plan.keys, store.done_keys()).sum())
+    n_saved = int(contains(store.done_keys(), plan.keys).sum())
     return f"interrupted: {n_saved} of {len(plan)} backtests saved in {store.location}; run again to resume"

@@ -256,18 +256,21 @@ def test_rows_of_several_batches_join_with_the_kinds_of_one_table(market):
 
 
 def test_a_sweep_computes_each_strategy_id_once(monkeypatch):
+    import raybt.strategy
+
     counted = []
-    original = raybt.Strategy.id
+    original = raybt.strategy._sha256  # the id's hash (raybt.strategy.strategy_ids)
 
-    def counting(self):
-        counted.append(self)
-        return original.fget(self)
+    def counting(payload):
+        counted.append(payload)
+        return original(payload)
 
-    monkeypatch.setattr(raybt.Strategy, "id", property(counting))
+    monkeypatch.setattr(raybt.strategy, "_sha256", counting)
     strategies = [SmaCross(fast=f, slow=30) for f in range(2, 12)]
     data = raybt.synthetic_ohlcv(start="2023-01-01", end="2023-04-01", freq="1D", seed=4)
     results = raybt.run_backtests(strategies, data, RANGES, show_progress=False)
-    assert len(results.df) == 20 and len(counted) == len(strategies)
+    assert len(results.df) == 20 and len(counted) == len(set(counted)) == len(strategies)
+    assert [s.id for s in strategies] and len(counted) == len(strategies)  # cached by the instances
 
 
 def test_a_subclass_that_overrides_signals_does_not_use_the_inherited_hook():

@@ -42,8 +42,12 @@ def files_of(ck):
 
 
 def flip_byte_mid_file(path):
+    """Flip a byte inside the data pages, so that a page checksum no longer matches: the last byte of the key
+    column's chunk (page payload, not a page header, which checksums do not cover)."""
+    chunk = pq.read_metadata(path).row_group(0).column(0)
+    assert chunk.path_in_schema == "key"
     data = bytearray(path.read_bytes())
-    data[len(data) // 3] ^= 0xFF  # inside the data pages: the page checksum no longer matches
+    data[(chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size - 1] ^= 0xFF
     path.write_bytes(bytes(data))
 
 
