@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pyarrow as pa
 
+from raybt._accel.malloc import keep_freed_memory
 from raybt.backtest import evaluate
 from raybt.batch_eval import describe_error, evaluate_group
 from raybt.data import DateRange, MarketData
@@ -164,6 +165,7 @@ def run_batch(market: MarketData, batch: Batch, settings: RunSettings, profile: 
     Jobs that share a strategy class, a warm-up, a date range and a symbol are evaluated together, one compiled
     call per group (:func:`raybt.batch_eval.evaluate_group`); replays (``keep_curves``) run one by one, keeping each
     equity curve."""
+    keep_freed_memory()  # a batch's large temporaries reuse freed memory (raybt._accel.malloc)
     market = _shared_market(market)
     profiler = cProfile.Profile() if profile else None
     if profiler is not None:
