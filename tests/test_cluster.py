@@ -151,5 +151,10 @@ def test_ray_job_submit_runs_raybt_run_from_a_working_dir(tmp_path):
         assert len(stored) == 8 and stored["error"].isna().all()
         assert set(stored["window"]) == {12, 24, 48, 96}
     finally:
+        # `ray start --block` takes ~30 s to stop gracefully (its dashboard agents); a few seconds, then the group
         os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
+        try:
+            head.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=60)
