@@ -4,9 +4,9 @@ A batch allocates the same large temporaries again and again: each chunk's stack
 twice: 17 MB each for 1,915 one-year hourly jobs), a ``signals_many`` hook's stacked averages, the user's own numpy
 temporaries. By default glibc serves a block above its mmap threshold (128 KiB, raised as large blocks are freed, to
 32 MiB at most) with a fresh mapping, and gives freed memory at the top of its heap back to the kernel beyond its
-trim threshold (twice the mmap threshold). Each chunk's arrays then start as untouched pages: one page fault per
-4 KB page and the kernel zeroing it, several µs per backtest, more with two workers sharing the memory bus
-(figures in the README, "Hot path"). With the mmap threshold at its 32 MiB maximum and the trim threshold at
+trim threshold (twice the mmap threshold). Each chunk's arrays then start as untouched pages that fault in and that
+the kernel fills with zeros: several µs per backtest, more with two workers sharing the memory bus (figures in the
+README, "Hot path"). With the mmap threshold at its 32 MiB maximum and the trim threshold at
 256 MiB, freed blocks stay in the heap and the next chunk reuses them.
 
 :func:`keep_freed_memory` applies this once per process, when the process first evaluates a batch (a sweep's Ray
