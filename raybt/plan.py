@@ -26,7 +26,7 @@ from raybt.code_digest import raybt_digest
 from raybt.data import DateRange, DateRangeWarning, MarketData
 from raybt.engine import CostModel
 from raybt.permute import Permutation
-from raybt.strategy import Strategy, strategy_ids
+from raybt.strategy import Strategy, checked_strategies, strategy_ids
 
 _blake2b = hashlib.blake2b
 
@@ -102,10 +102,7 @@ def plan_jobs(strategies: Iterable[Strategy], date_ranges: Iterable[DateRange | 
     ``permutations`` (for :func:`raybt.stats.permutation_test`) crosses the jobs once more, with markets permuted
     by ``(seed, i)`` (:mod:`raybt.permute`; None: the real data), outermost, so that a batch's jobs mostly share
     one permuted market; the permutation is part of a permuted job's key."""
-    strategies = list(strategies)
-    for position, strategy in enumerate(strategies):
-        if not isinstance(strategy, Strategy):
-            raise TypeError(f"strategies[{position}] is a {type(strategy).__name__}, not a raybt.Strategy")
+    strategies = checked_strategies(strategies)
     if not strategies:
         raise ValueError("no strategies to run")
     ranges = _as_ranges(date_ranges)

@@ -204,10 +204,14 @@ def _ranges(df: pd.DataFrame, metric: str) -> str:
     return _figures([plots.plot_ranges(df, metric, top=20)])
 
 
+_PASS_THE_DATA = ("pass the data (and the strategy classes) the sweep ran on "
+                  "(<code>raybt report DIR --spec SPEC.py</code> or <code>results.report(path, data)</code>).")
+"""What the sections that run rows again (replay, verdict) ask for when the report has no data."""
+
+
 def _replayed(best: pd.DataFrame, replay: Replay | None, metric: str) -> str:
     if replay is None:
-        return ("<p>Not recomputed: pass the data (and the strategy classes) the sweep ran on "
-                "(<code>raybt report DIR --spec SPEC.py</code> or <code>results.report(path, data)</code>).</p>")
+        return f"<p>Not recomputed: {_PASS_THE_DATA}</p>"
     if best.empty:
         return "<p>No row to replay.</p>"
     backtests = [replay(row) for _, row in best.iterrows()]
@@ -219,8 +223,7 @@ def _replayed(best: pd.DataFrame, replay: Replay | None, metric: str) -> str:
 
 def _is_it_real(best: pd.DataFrame, judge: Judge | None, metric: str) -> str:
     if judge is None:
-        return ("<p>Not judged: pass the data (and the strategy classes) the sweep ran on "
-                "(<code>raybt report DIR --spec SPEC.py</code> or <code>results.report(path, data)</code>).</p>")
+        return f"<p>Not judged: {_PASS_THE_DATA}</p>"
     if best.empty:
         return "<p>No row to judge.</p>"
     try:

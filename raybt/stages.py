@@ -44,7 +44,7 @@ import pandas as pd
 
 from raybt.data import DataLike, DateRange, MarketData, load_ohlcv
 from raybt.results import Results
-from raybt.strategy import Strategy
+from raybt.strategy import Strategy, checked_strategies
 from raybt.sweep import BacktestError, run_backtests
 
 KeepRule = int | Callable[[Results], Any]
@@ -229,9 +229,7 @@ def _check_keep(keep: Any) -> None:
 def _unique(strategies: Iterable[Strategy]) -> list[Strategy]:
     """The strategies, each id once (the first one given), as a sweep plans them."""
     unique: dict[str, Strategy] = {}
-    for i, strategy in enumerate(strategies):
-        if not isinstance(strategy, Strategy):
-            raise TypeError(f"strategies[{i}] is a {type(strategy).__name__}, not a raybt.Strategy")
+    for strategy in checked_strategies(strategies):
         unique.setdefault(strategy.id, strategy)
     return list(unique.values())
 

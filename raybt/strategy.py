@@ -31,7 +31,7 @@ import json
 import numbers
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -188,6 +188,16 @@ def _rebuild_checked(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
     for name, value in values.items():
         object.__setattr__(strategy, name, value)
     return strategy
+
+
+def checked_strategies(strategies: Iterable[Any]) -> list[Strategy]:
+    """``strategies`` as a list, each a :class:`Strategy`; else a :class:`TypeError` naming the first that is not
+    (its position and type)."""
+    strategies = list(strategies)
+    for position, strategy in enumerate(strategies):
+        if not isinstance(strategy, Strategy):
+            raise TypeError(f"strategies[{position}] is a {type(strategy).__name__}, not a raybt.Strategy")
+    return strategies
 
 
 # ------------------------------------------------------------------------------------------ ids and parameters JSON

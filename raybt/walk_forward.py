@@ -37,7 +37,7 @@ import pandas as pd
 from raybt.backtest import run_backtest
 from raybt.data import DataLike, DateRange, load_ohlcv
 from raybt.results import Results
-from raybt.strategy import Strategy
+from raybt.strategy import Strategy, checked_strategies
 from raybt.sweep import run_backtests
 
 Selector = str | Callable[[pd.DataFrame], Any]
@@ -77,11 +77,9 @@ def walk_forward(strategies: Iterable[Strategy], data: DataLike, folds: Sequence
     >>> wf = raybt.walk_forward(strategies, data, folds, fees=0.001, n_workers=-1)
     >>> wf.folds[["train", "test", "parameters", "is_sharpe", "oos_sharpe"]]; wf.efficiency; wf.equity.plot()
     """
-    strategies = list(strategies)
+    strategies = checked_strategies(strategies)
     position = {}
     for i, strategy in enumerate(strategies):
-        if not isinstance(strategy, Strategy):
-            raise TypeError(f"strategies[{i}] is a {type(strategy).__name__}, not a raybt.Strategy")
         position.setdefault(strategy.id, i)
     if run_options.get("per_symbol"):
         raise ValueError("walk_forward does not support per_symbol=True: select per symbol by running it on each "

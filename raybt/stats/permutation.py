@@ -53,7 +53,7 @@ from raybt.data import DataError, DataLike, DateRange, load_ohlcv
 from raybt.metrics import METRIC_NAMES
 from raybt.permute import check_permutable, window
 from raybt.results import LOWER_IS_BETTER
-from raybt.strategy import Strategy
+from raybt.strategy import Strategy, checked_strategies
 from raybt.sweep import run_backtests
 
 
@@ -110,10 +110,7 @@ def permutation_test(strategies: Strategy | Iterable[Strategy], data: DataLike, 
     >>> test = raybt.stats.permutation_test(SmaCross(fast=10, slow=50), data, n=200, n_workers=-1)
     >>> test.p_value, test.observed, test.permuted.max()  # p small: the order of the bars mattered to it
     """
-    strategies = [strategies] if isinstance(strategies, Strategy) else list(strategies)
-    for position, strategy in enumerate(strategies):
-        if not isinstance(strategy, Strategy):
-            raise TypeError(f"strategies[{position}] is a {type(strategy).__name__}, not a raybt.Strategy")
+    strategies = checked_strategies([strategies] if isinstance(strategies, Strategy) else strategies)
     if not strategies:
         raise ValueError("permutation_test: no strategies")
     _check_arguments(n, seed, date_range, metric)
