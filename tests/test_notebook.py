@@ -4,6 +4,7 @@ start-up chatter, strategies' print() output still shown."""
 
 import json
 import os
+import time
 from pathlib import Path
 
 import nbformat
@@ -14,10 +15,15 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 NOISE = ("IProgress", "Started a local Ray instance", "INFO worker.py", "INFO ")
 
 
-def _execute(notebook, directory):
-    """Run a notebook in a fresh kernel (raybt from this tree) in ``directory``; every output as text."""
+def _client(notebook, directory) -> NotebookClient:
+    """A client running ``notebook`` in a fresh kernel (raybt from this tree) in ``directory``."""
     os.environ["PYTHONPATH"] = os.pathsep.join([str(NOTEBOOK.parent.parent), os.environ.get("PYTHONPATH", "")])
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(directory)}}).execute()
+    return NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(directory)}})
+
+
+def _execute(notebook, directory):
+    """Run a notebook top to bottom; every output as text."""
+    _client(notebook, directory).execute()
     return notebook
 
 
@@ -56,18 +62,31 @@ PLAIN = [
     "        print(f'signals of n={self.n}')\n        return data.close > data.close.shift(self.n), data.close < data.close.shift(self.n)",
     "data = raybt.synthetic_ohlcv(['A'], '2023-01-01', '2023-02-01', '1h', seed=1)\n"
     "results = raybt.run_backtests([Loud(n=1), Loud(n=2)], data, n_workers=2, address='local', batch_size=1)\n"
-    "import time\ntime.sleep(15)  # Ray's log monitor forwards worker output seconds later; stay in this cell\n"
     "len(results.df)",
 ]
+WORKER_PRINTS = ("(_run_remote pid=", "signals of n=")
+"""What the strategy's print() in a Ray worker looks like once Ray's log monitor has forwarded it."""
 
 
 def test_kernel_without_ipywidgets_and_ray_started_by_raybt(tmp_path):
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in PLAIN])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    _execute(notebook, tmp_path)
-    everything = "\n".join(t for c in notebook.cells for t in _texts(c))
-    assert not any(noise in everything for noise in NOISE), everything
-    assert "raybt: 100%" in everything  # the plain text progress bar
-    # prints of Ray workers are shown, under Ray's prefix (the log monitor may deliver some only after the cell)
-    assert "(_run_remote pid=" in everything and "signals of n=" in everything
+    client = _client(notebook, tmp_path)
+
+    def everything() -> str:
+        return "\n".join(t for c in notebook.cells for t in _texts(c))
+
+    with client.setup_kernel():
+        for index, cell in enumerate(notebook.cells):
+            client.execute_cell(cell, index)
+        # Ray's log monitor forwards worker output seconds after the sweep: wait in short cells until it arrives,
+        # rather than a fixed sleep
+        deadline = time.monotonic() + 60
+        while not all(text in everything() for text in WORKER_PRINTS) and time.monotonic() < deadline:
+            notebook.cells.append(nbformat.v4.new_code_cell("import time; time.sleep(0.5)"))
+            client.execute_cell(notebook.cells[-1], len(notebook.cells) - 1)
+    assert not any(noise in everything() for noise in NOISE), everything()
+    assert "raybt: 100%" in everything()  # the plain text progress bar
+    # prints of Ray workers are shown, under Ray's prefix
+    assert all(text in everything() for text in WORKER_PRINTS), everything()
     assert not any(WIDGET in o.get("data", {}) for c in notebook.cells for o in c.outputs)
