@@ -37,7 +37,7 @@ from numba import njit
 
 from raybt.backtest import RangeContext, range_context
 from raybt.data import DateRange, MarketData
-from raybt.engine import DIRECTION_CODES, Workspace
+from raybt.engine import DIRECTION_CODES, Workspace, kernel_input
 from raybt import _accel
 from raybt._kernel.state import POS
 from raybt.engine import _off, _simulate_any, _simulate_one_symbol  # the bar loop, not its wrapper
@@ -212,9 +212,9 @@ go whatever their layout."""
 
 def _stacked(signals: np.ndarray) -> np.ndarray:
     """A hook's ``(bars, sets)`` ``signals`` as stacked ``(sets, 1, bars)`` signals: a view when each set's column is
-    contiguous and writable (the compiled call is compiled for writable arrays), else a copy."""
+    contiguous, else a copy."""
     rows = signals.T
-    if rows.flags.c_contiguous and rows.flags.writeable:
+    if rows.flags.c_contiguous:
         return rows.reshape(rows.shape[0], 1, rows.shape[1])
     stacked = np.empty((rows.shape[0], 1, rows.shape[1]), dtype=np.bool_)
     _copy_sets(signals, stacked[:, 0, :])
@@ -287,7 +287,8 @@ def _run_compiled(strategies: Sequence[Strategy], market: MarketData, ctx: Range
     rules = np.array([(float(s.size), _off(s.stop_loss), _off(s.take_profit), _off(s.trailing_stop))
                       for s in strategies]).reshape(len(strategies), 4)
     directions = np.array([DIRECTION_CODES[s.direction] for s in strategies], dtype=np.int64)
-    _evaluate_jobs(market.open, market.high, market.low, market.close, entries, exits, ok, ctx.start, n_bars,
+    _evaluate_jobs(market.open, market.high, market.low, market.close, kernel_input(entries, np.bool_),
+                   kernel_input(exits, np.bool_), ok, ctx.start, n_bars,
                    ctx.start - ctx.signal_start, costs.initial_amount, np.ascontiguousarray(rules[:, 0]), directions,
                    costs.fees, costs.fixed_fee, costs.slippage, costs.fill == "next_open",
                    np.ascontiguousarray(rules[:, 1]), np.ascontiguousarray(rules[:, 2]),

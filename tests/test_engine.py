@@ -955,6 +955,43 @@ def test_kernel_cache_names_follow_the_compiled_sources(tmp_path):
     assert _jit.sources_digest(tuple(map(str, copies)), _accel.MODE) != _jit.DIGEST
 
 
+def test_every_caller_shares_one_compiled_bar_loop_per_variant_and_one_metrics_row():
+    """A sweep's batch (read-only market data, stacked signals), a replay and a user's own arrays (writable,
+    read-only, a non-contiguous slice, float32, a list) all reach the compiled kernels as the same array types: each
+    bar-loop variant and the stored-curve metrics row is compiled once, not once per writability or layout (each
+    bar loop takes seconds to compile)."""
+    market = raybt.synthetic_ohlcv(["A", "B"], "2023-01-01", "2023-01-20", "1h", seed=3)
+    for data in (market.symbol_data("A"), market):
+        raybt.run_backtests([_Alternate(every=3), _Alternate(every=4)], data, show_progress=False)
+    prices = np.linspace(10.0, 12.0, 2 * 60).reshape(2, 60)
+    signals = np.zeros((2, 60), dtype=bool)
+    signals[:, ::7] = True
+    frozen = prices.copy()
+    frozen.setflags(write=False)
+    costs = CostModel(fees=0.001)
+    for p, e in ((prices, signals), (frozen, signals), (prices[:, 5:], signals[:, 5:]), (prices.astype(np.float32),
+                                                                                        signals)):
+        for rows in (slice(0, 1), slice(0, 2)):
+            sim = simulate(p[rows], p[rows], p[rows], p[rows], e[rows], ~e[rows], costs)
+            calendar = metrics.RangeCalendar.build(np.arange(sim.equity.size, dtype=np.int64) * 3_600_000_000_000,
+                                                   np.asarray(p[0, -sim.equity.size:], dtype=np.float64))
+            metrics.compute_metrics(sim.equity, sim.trades, sim.bars_in_market, initial_amount=1000.0,
+                                    calendar=calendar)
+            metrics.compute_metrics(list(sim.equity), sim.trades.copy(), sim.bars_in_market, initial_amount=1000.0,
+                                    calendar=calendar)
+    for kernel in (engine._simulate_one_symbol, engine._simulate_any, metrics.compute._metrics_row):
+        assert len(kernel.signatures) == 1, (kernel.py_func.__name__, kernel.signatures)
+
+
+class _Alternate(raybt.Strategy):
+    every: int = 3
+
+    def signals(self, data):
+        bar = pd.Series(np.arange(len(data.close)), index=data.close.index)
+        return (pd.DataFrame({c: bar % self.every == 0 for c in data.close.columns}),
+                pd.DataFrame({c: bar % self.every == 1 for c in data.close.columns}))
+
+
 def _first_signal_reference(entries: np.ndarray, exits: np.ndarray, q: int, stop: int) -> int:
     hits = np.flatnonzero((entries[:, q:stop] | exits[:, q:stop]).any(axis=0))
     return q + int(hits[0]) if hits.size else stop

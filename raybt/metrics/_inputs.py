@@ -44,22 +44,24 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 
 
 def _as_float_array(values: Any) -> np.ndarray:
-    """C-contiguous float64 1-D equity, the input itself when it already is one (writable or not: numba compiles
-    a version for each, cheaper than making a read-only view on every call)."""
+    """C-contiguous, read-only float64 1-D equity (a view of the input when it already is C-contiguous float64): a
+    curve the kernel wrote, one read back from Parquet and a user's list then share one compiled version of each
+    metric function instead of compiling one per writability."""
     array = np.ascontiguousarray(values, dtype=np.float64)
     if array.ndim != 1:
         raise ValueError(f"equity must be one-dimensional, got shape {array.shape}")
-    return array
+    return _readonly(array)
 
 
 def _as_trades(trades: Any) -> np.ndarray:
-    """C-contiguous float64 trade records, the input itself when it already is (see :func:`_as_float_array`)."""
+    """C-contiguous, read-only float64 trade records (a view when the input already is C-contiguous float64; see
+    :func:`_as_float_array`)."""
     array = np.ascontiguousarray(trades, dtype=np.float64)
     if array.size == 0:
         array = array.reshape(0, rec.N_TRADE_FIELDS)
     if array.ndim != 2 or array.shape[1] != rec.N_TRADE_FIELDS:
         raise ValueError(f"trades must have shape (n_trades, {rec.N_TRADE_FIELDS}), got {array.shape}")
-    return array
+    return _readonly(array)
 
 
 def _as_times_ns(times: TimesLike) -> np.ndarray:
