@@ -115,9 +115,12 @@ class Strategy:
         if unknown:
             raise TypeError(f"{cls.__qualname__}: unknown parameter(s) {unknown}; "
                             f"parameters are {list(cls._param_types)}")
-        values = dict(cls._param_defaults)
-        for name, value in params.items():
-            values[name] = _check_value(cls, name, cls._param_types[name], value)
+        values = {}  # in the class's order of declaration, whatever the order of the keywords
+        for name, annotation in cls._param_types.items():
+            if name in params:
+                values[name] = _check_value(cls, name, annotation, params[name])
+            elif name in cls._param_defaults:
+                values[name] = cls._param_defaults[name]
         missing = [n for n in cls._param_types if n not in values]
         if missing:
             raise TypeError(f"{cls.__qualname__}: missing required parameter(s) {missing}")
@@ -175,13 +178,12 @@ def _rebuild(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
 
 def _rebuild_checked(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
     """``cls(**params)`` for parameters an instance of ``cls`` already had (a batch's strategies, rebuilt in a
-    worker): the same instance, parameters in the same order, without checking the values again when ``cls`` keeps
-    :class:`Strategy`'s ``__init__`` (checking costs microseconds per instance; a class with its own ``__init__``
-    goes through it)."""
+    worker): the same instance, parameters in the class's order as ``__init__`` puts them, without checking the
+    values again when ``cls`` keeps :class:`Strategy`'s ``__init__`` (checking costs microseconds per instance; a
+    class with its own ``__init__`` goes through it)."""
     if cls.__init__ is not Strategy.__init__:
         return cls(**params)
-    values = {name: params[name] for name in cls._param_defaults}
-    values.update(params)  # the others after those with defaults, as __init__ orders them
+    values = {name: params[name] for name in cls._param_types}
     strategy = object.__new__(cls)
     object.__setattr__(strategy, "_params", values)
     object.__setattr__(strategy, "_id", None)

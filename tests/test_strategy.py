@@ -36,6 +36,21 @@ def test_params_defaults_and_overrides():
     assert Cross(stop_loss=0.05).stop_loss == 0.05
 
 
+def test_parameters_in_the_order_the_class_declares_them():
+    """Keywords in any order, defaults or not: params, repr and a rebuilt instance (as a Ray worker makes one from
+    packed parameter columns) list the parameters as the class declares them."""
+    class Declared(Strategy):
+        a: int
+        b: int = 2
+        c: int
+
+    made = Declared(c=3, a=1)
+    assert list(made.params) == ["a", "b", "c"] and repr(made).endswith(".Declared(a=1, b=2, c=3)")
+    from raybt.batch import _pack_strategies, _unpack_strategies
+    rebuilt = _unpack_strategies(*_pack_strategies([made]))[0]
+    assert rebuilt == made and list(rebuilt.params) == ["a", "b", "c"]
+
+
 def test_int_accepted_for_float_and_numpy_scalars_converted():
     s = Cross(threshold=1, fast=np.int64(7))
     assert s.threshold == 1.0 and isinstance(s.threshold, float)

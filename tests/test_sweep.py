@@ -70,6 +70,26 @@ def test_ray_results_identical_to_sequential(ray_cluster, reference, tmp_path):
         assert results.n_computed == len(reference)
 
 
+class Declared(raybt.Strategy):
+    """Parameters declared required, defaulted, required: instances made with keywords in other orders."""
+    a: int
+    b: int = 2
+    c: int
+
+    def signals(self, data):
+        return data.close > data.close.shift(self.a), data.close < data.close.shift(self.c)
+
+
+def test_parameter_columns_follow_the_class_on_every_executor(ray_cluster):
+    """Parameter columns come in the order the class declares them, whatever the order of the keywords and
+    whichever executor ran the jobs (Ray rebuilds the instances from packed parameter columns)."""
+    grid = [Declared(c=3, a=1), Declared(b=5, c=1, a=2)]
+    in_process, on_ray = run(grid).df, run(grid, n_workers=2).df
+    assert list(in_process.columns) == list(on_ray.columns)
+    assert list(in_process.columns[3:6]) == ["a", "b", "c"]
+    same_rows(on_ray, in_process)
+
+
 def test_worker_killed_mid_sweep_is_retried_without_duplicates(ray_cluster, tmp_path):
     marker = tmp_path / "killed"
     grid = [KillsItsWorkerOnce(n=n, marker=str(marker)) for n in range(12)]
