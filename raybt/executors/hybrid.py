@@ -23,9 +23,15 @@ Rules:
   :data:`CACHE_MB_WHILE_RAY_STARTS` until the sweep ends (then the bound it had is restored), and cleared at the
   hand-over (nothing here reads it any more). A full cache (``RAYBT_INDICATOR_CACHE_MB``, 256 MiB by default)
   would otherwise stay in the driver for the whole sweep.
-* **A sweep done first** never waits for Ray: Ray goes on starting in its thread (a daemon thread: it does not hold
-  up the end of the program) and later sweeps of the process use it, as they use a Ray started by an earlier sweep.
-  A sweep while Ray is still starting joins that start (computing here meanwhile), never starts another Ray.
+* **A sweep done first** never waits for Ray: Ray goes on starting in its thread (a daemon thread) and later sweeps
+  of the process use it, as they use a Ray started by an earlier sweep. A sweep while Ray is still starting joins
+  that start (computing here meanwhile), never starts another Ray.
+* **The end of the program while Ray starts** (a sweep done first, Ctrl-C, an exception) says so on stderr and
+  waits for ``ray.init`` to return, at most :data:`EXIT_WAIT_S` (the workers' warm-up is skipped; seconds), so that
+  Ray's own exit handler, which runs next, shuts the Ray down in order. A process that exits with ``ray.init`` half
+  done in another thread may crash (SIGSEGV, seen here about one time in five: Ray's C++ threads run on while the
+  process destroys its globals). A second Ctrl-C during the wait ends the process at once, by SIGINT (exit code
+  130); raybt's watchdog, started before ``ray.init``, then takes the half-started Ray down.
 * **Failures** of the start (e.g. :class:`raybt.executors.ray_env.LocalRayError`) are raised in the sweep when it
   would hand over; a sweep that finished first warns instead (its rows are complete). The checks that need no
   running Ray (Ray's version, the authentication mode: :func:`check_can_start`) run before anything is computed,
@@ -37,15 +43,19 @@ Rules:
   thread (Ray logs a warning, filtered here): a SIGTERM then ends the driver without Ray's ``atexit`` shutdown,
   and raybt's watchdog takes the local Ray down.
 
-This module does not import Ray (``ray_tasks`` does, in the starting thread).
+This module does not import Ray itself; it imports ``ray_tasks`` (and so Ray) when a start is asked for, before it
+registers its exit handler: exit handlers run last registered first, and Ray registers its own when imported.
 """
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import importlib.metadata
 import itertools
 import logging
 import os
+import signal
 import sys
 import threading
 import warnings
@@ -73,6 +83,10 @@ batch alone fills the default 256 MiB."""
 
 _MB = 2**20
 
+EXIT_WAIT_S = 60.0
+"""At most this long the end of the program waits for a background start's ``ray.init`` to return (see the module
+docstring); ``ray.init`` gives up on a Ray that does not come up well before that."""
+
 _RAY_ALIVE_POLL_S = 5.0
 """How often the starting thread looks whether its Ray has been shut down (then it may end)."""
 
@@ -98,6 +112,7 @@ class RayStart:
         self.error: BaseException | None = None
         self.error_reported = False
         self._finished = threading.Event()
+        self._skip_warm_up = threading.Event()
         self._thread = threading.Thread(target=self._start, args=(data_bytes,), name="raybt-ray-start", daemon=True)
         self._thread.start()
 
@@ -109,13 +124,20 @@ class RayStart:
     def wait(self, timeout: float | None = None) -> bool:
         return self._finished.wait(timeout)
 
+    def finish_without_warm_up(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) for ``ray.init`` to return; skip the workers' warm-up if it has not
+        begun. True once the start has finished."""
+        self._skip_warm_up.set()
+        return self._finished.wait(timeout)
+
     def _start(self, data_bytes: int) -> None:
         try:
             logging.getLogger("ray._private.worker").addFilter(_no_sigterm_handler_warning)
             from raybt.executors import ray_tasks
 
             ray_tasks.connect(None, data_bytes)
-            ray_tasks.warm_up_workers()
+            if not self._skip_warm_up.is_set():
+                ray_tasks.warm_up_workers()
         except BaseException as exc:  # noqa: BLE001 - handed to the sweep, which raises or warns
             self.error = exc
         finally:
@@ -150,14 +172,39 @@ def start_in_background(data_bytes: int) -> RayStart:
         if _current is not None and not _current.finished:
             return _current
         check_can_start()
-        # `import ray` imports tqdm.auto, which warns "IProgress not found" in a notebook kernel without ipywidgets;
-        # imported here under a filter, since warning filters cannot be changed safely from the starting thread
+        logging.getLogger("ray.widgets").setLevel(logging.WARNING)
+        # Ray imported here, not in the starting thread: its exit handler (ray.shutdown) must be registered before
+        # raybt's, which runs first. `import ray` imports tqdm.auto, which warns "IProgress not found" in a notebook
+        # kernel without ipywidgets: imported under a filter (filters cannot be changed safely from another thread)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="IProgress not found")
-            import tqdm.auto  # noqa: F401 - imported for its side effect only
-        logging.getLogger("ray.widgets").setLevel(logging.WARNING)
+            importlib.import_module("raybt.executors.ray_tasks")
+        global _exit_handler_registered
+        if not _exit_handler_registered:
+            atexit.register(_finish_start_at_exit)
+            _exit_handler_registered = True
         _current = RayStart(data_bytes)
         return _current
+
+
+_exit_handler_registered = False
+
+
+def _finish_start_at_exit() -> None:
+    """At the end of the program, while a background start is under way: say so, and wait for its ``ray.init`` to
+    return (see the module docstring); a second Ctrl-C meanwhile ends the process by SIGINT, as Python ends on an
+    uncaught KeyboardInterrupt, without running what is left of the exit (the process would crash in it)."""
+    if not starting():
+        return
+    print("raybt: waiting for the local Ray that is still starting, to shut it down in order (Ctrl-C again to quit "
+          "at once)", file=sys.stderr, flush=True)
+    try:
+        _current.finish_without_warm_up(EXIT_WAIT_S)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def starting() -> bool:

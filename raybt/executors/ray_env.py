@@ -11,8 +11,9 @@ A local Ray started by raybt (no ``address``, no ``RAY_ADDRESS``, no Ray initial
 * listen on 127.0.0.1 only, unless the user opted in to other machines with
   ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` (:func:`loopback_only`); the Ray executor checks the node address after
   the start and shuts the Ray down if it is not the loopback address;
-* not outlive its driver: :func:`start_watchdog` starts ``ray_watchdog.py``, which kills the Ray processes once the
-  driver is gone, SIGKILL included (Ray's own helpers — dashboard agent, runtime-env agent — linger 20 s or more).
+* not outlive its driver, whenever the driver stops (during the start included): :func:`start_watchdog` starts
+  ``ray_watchdog.py`` before ``ray.init``, which kills the Ray processes once the driver is gone, SIGKILL included
+  (Ray's own helpers — dashboard agent, runtime-env agent — linger 20 s or more).
 
 Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` and ``RAY_AUTH_MODE`` when it is imported, so the Ray executor also
 refreshes what the driver read (``ray_tasks.start_local_ray``): the rules hold whatever the import order.
@@ -103,11 +104,13 @@ def loopback_only() -> Iterator[None]:
             os.environ[CLUSTER_MODE] = previous
 
 
-def start_watchdog(ray_pids: list[int]) -> subprocess.Popen:
-    """Start the process that kills ``ray_pids`` and their descendants once this process is gone.
+def start_watchdog() -> subprocess.Popen:
+    """Start the process that kills the local Ray this process is about to start, once this process is gone.
 
-    It runs in a session of its own (a Ctrl-C in the terminal does not reach it) with no inherited pipes (a
-    caller reading the driver's output does not wait for it), isolated from the user's import path (``-I``)."""
-    return subprocess.Popen([sys.executable, "-I", str(WATCHDOG), str(os.getpid()), *map(str, ray_pids)],
+    Started before ``ray.init``, it covers every moment of the start: it finds the Ray by its session directory
+    (see :mod:`raybt.executors.ray_watchdog`). It runs in a session of its own (a Ctrl-C in the terminal does not
+    reach it) with no inherited pipes (a caller reading the driver's output does not wait for it), isolated from the
+    user's import path (``-I``)."""
+    return subprocess.Popen([sys.executable, "-I", str(WATCHDOG), str(os.getpid())],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

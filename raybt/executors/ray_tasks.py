@@ -230,7 +230,9 @@ def start_local_ray(**init_options) -> None:
         raise ray_env.LocalRayError("Ray did not take up RAY_AUTH_MODE=token; set it before importing ray")
     ray_env.secure_token_file()
     loopback = ray_env.loopback_requested()
-    spawned_before = {child.pid for child in psutil.Process().children()}
+    # before ray.init: a driver stopped in the middle of the start (Ctrl-C, an exception in the main thread while
+    # the hand-over executor starts Ray in its thread) must not leave the processes started so far behind
+    ray_env.start_watchdog()
     if loopback:
         cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
         ray_constants.ENABLE_RAY_CLUSTER = False
@@ -246,7 +248,6 @@ def start_local_ray(**init_options) -> None:
         ray.shutdown()
         raise ray_env.LocalRayError(f"the local Ray came up on {node}, not {ray_env.LOOPBACK}, and was shut down; set "
                                     f"{ray_env.CLUSTER_MODE}=0 in the environment before importing ray")
-    ray_env.start_watchdog([child.pid for child in psutil.Process().children() if child.pid not in spawned_before])
 
 
 def object_store_bytes(data_bytes: int) -> int:

@@ -1,19 +1,27 @@
-"""Kill a local Ray's processes once the driver that started it is gone: ``python ray_watchdog.py DRIVER PID...``.
+"""Kill a local Ray's processes once the driver that started it is gone: ``python ray_watchdog.py DRIVER``.
 
-Started by the driver (``ray_env.start_watchdog``) right after ``ray.init`` with the pids of the processes that
-``ray.init`` spawned (GCS, raylet, dashboard, monitors). Ray's own fate-sharing takes the GCS and raylet down with
-a killed driver, but its agents (dashboard agent, runtime-env agent) keep retrying the dead GCS for 20 s or more.
+Started by the driver (``ray_env.start_watchdog``) just *before* ``ray.init``, so that a driver stopped at any
+moment of the start (Ctrl-C, an exception, SIGKILL) leaves nothing behind. Ray's own fate-sharing takes the GCS and
+raylet down with the driver (``PR_SET_PDEATHSIG``), but not what the raylet spawned: its agents (dashboard agent,
+runtime-env agent), orphaned by then, keep retrying the dead GCS for 20 s or more, and with no parent to look
+for they are no longer anyone's descendants.
 
 Rules:
 
+* **Which processes.** The driver's Ray: every process started since the watchdog that holds a file open under a
+  session directory of that driver, ``.../session_<date>_<time>_<DRIVER pid>/`` (Ray names a local session after
+  the process that ran ``ray.init``; every Ray process holds its logs there from its first instant: the GCS, raylet
+  and helpers their ``.out``/``.err``, agents and workers the raylet's or their own, and they keep them when their
+  parent dies and when they rename themselves, ``ray::DashboardAgent``), plus their descendants. Processes older
+  than the watchdog are never taken: a pid or session name of an earlier driver is not this one.
 * every ``POLL_S`` the watchdog checks its parent; the driver is gone when the watchdog has been re-parented
   (its parent pid changed), which happens as the driver exits, before anyone reaps it;
-* every ``RECORD_S`` it records the live descendants of the Ray processes (workers and agents come and go), as
-  ``psutil.Process`` objects, so a pid reused by an unrelated process is never killed;
-* once the driver is gone it kills (SIGKILL) every recorded process still running, their descendants and the
-  workers started since the last record (orphans by then: Ray puts their raylet's pid in their environment,
-  ``RAY_RAYLET_PID``), twice, ``SWEEP_GAP_S`` apart (a worker forked at the last moment), then exits;
-* it also exits, killing nothing, once every recorded process has ended (the user shut Ray down).
+* every ``RECORD_S`` it records the driver's Ray children and their live descendants (workers and agents come and
+  go), as ``psutil.Process`` objects, so a pid reused by an unrelated process is never killed;
+* once the driver is gone it kills (SIGKILL) every recorded process still running, every process of the driver's
+  Ray (found anew: those started since the last record, and those a dying raylet orphaned) and their descendants,
+  twice, ``SWEEP_GAP_S`` apart (a worker forked at the last moment), then exits;
+* it also exits, killing nothing, once the Ray it recorded has ended (the user shut Ray down).
 
 Runs as a script (no raybt import: it starts in milliseconds) and needs only psutil.
 """
@@ -21,6 +29,7 @@ Runs as a script (no raybt import: it starts in milliseconds) and needs only psu
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
@@ -31,20 +40,27 @@ RECORD_S = 1.0
 SWEEP_GAP_S = 1.0
 
 
-def watch(driver_pid: int, ray_pids: list[int]) -> None:
-    recorded = _alive(ray_pids)
-    ray_started = min((process.create_time() for process in recorded), default=time.time())
-    raylets = {str(process.pid) for process in recorded if _name(process) == "raylet"}  # started by ray.init
+def watch(driver_pid: int) -> None:
+    since = psutil.Process().create_time()  # started before ray.init: every process of the driver's Ray is younger
+    session = _session_pattern(driver_pid)
+    recorded: list[psutil.Process] = []
+    ray_seen = False
     last_record = time.monotonic()
     while os.getppid() == driver_pid:
         if time.monotonic() - last_record >= RECORD_S:
-            recorded = _with_descendants(recorded)
+            table = _children_by_parent()
+            known = {process.pid for process in recorded}
+            new_ray_children = [child for child in table.get(driver_pid, ())
+                                if child.pid not in known and _holds_session_file(child, session, since)]
+            recorded = _with_descendants(recorded + new_ray_children, table)
             last_record = time.monotonic()
-            if not recorded:
+            if recorded:
+                ray_seen = True
+            elif ray_seen:
                 return
         time.sleep(POLL_S)
     for sweep in range(2):
-        doomed = _with_descendants(recorded) + _workers_of(raylets, ray_started)
+        doomed = _with_descendants(recorded + _in_session(session, since), _children_by_parent())
         for process in doomed:
             try:
                 process.kill()
@@ -55,45 +71,39 @@ def watch(driver_pid: int, ray_pids: list[int]) -> None:
             time.sleep(SWEEP_GAP_S)
 
 
-def _workers_of(raylet_pids: set[str], since: float) -> list[psutil.Process]:
-    """Processes started since ``since`` whose environment names one of ``raylet_pids`` as their raylet."""
-    found = []
-    for process in psutil.process_iter(["create_time"]):
-        if process.info["create_time"] < since or process.pid == os.getpid():
-            continue
-        try:
-            if process.environ().get("RAY_RAYLET_PID") in raylet_pids:
-                found.append(process)
-        except psutil.Error:
-            pass  # gone, or not ours to read
-    return found
+def _session_pattern(driver_pid: int) -> re.Pattern[str]:
+    """A path inside a session directory of a local Ray started by the process ``driver_pid``."""
+    return re.compile(rf"[/\\]session_\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_{driver_pid}[/\\]")
 
 
-def _name(process: psutil.Process) -> str:
+def _in_session(session: re.Pattern[str], since: float) -> list[psutil.Process]:
+    """Every process started since ``since`` that holds a file of the session open, orphans included."""
+    return [process for process in psutil.process_iter() if _holds_session_file(process, session, since)]
+
+
+def _holds_session_file(process: psutil.Process, session: re.Pattern[str], since: float) -> bool:
+    if process.pid == os.getpid():
+        return False
     try:
-        return process.name()
+        return process.create_time() >= since and any(session.search(file.path) for file in process.open_files())
     except psutil.Error:
-        return ""
+        return False  # gone, or not ours to read
 
 
-def _alive(pids: list[int]) -> list[psutil.Process]:
-    processes = []
-    for pid in pids:
-        try:
-            processes.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
-    return processes
-
-
-def _with_descendants(processes: list[psutil.Process]) -> list[psutil.Process]:
-    """``processes`` still running and all their descendants, from one pass over the process table (asking each
-    process for its children would scan the whole table once per process, every ``RECORD_S``). A descendant
-    started before its recorded ancestor is a reused pid, not ours."""
+def _children_by_parent() -> dict[int, list[psutil.Process]]:
+    """Every process by its parent's pid, from one pass over the process table (asking each process for its
+    children would scan the whole table once per process, every ``RECORD_S``)."""
     children: dict[int, list[psutil.Process]] = {}
     for process in psutil.process_iter(["ppid", "create_time"]):
         if process.info["ppid"] is not None:
             children.setdefault(process.info["ppid"], []).append(process)
+    return children
+
+
+def _with_descendants(processes: list[psutil.Process],
+                      children: dict[int, list[psutil.Process]]) -> list[psutil.Process]:
+    """``processes`` still running and all their descendants in ``children`` (:func:`_children_by_parent`). A
+    descendant started before its recorded ancestor is a reused pid, not ours."""
     found: dict[int, psutil.Process] = {}
     # is_running also compares creation times: a recorded process whose pid was reused is not ours
     pending = [process for process in processes if process.is_running()]
@@ -116,4 +126,4 @@ def _created(process: psutil.Process) -> float:
 
 
 if __name__ == "__main__":
-    watch(int(sys.argv[1]), [int(pid) for pid in sys.argv[2:]])
+    watch(int(sys.argv[1]))
