@@ -155,9 +155,10 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_a_real_small_sweep_returns_before_ray_is_up_and_exits_without_waiting(tmp_path):
+def test_a_real_small_sweep_returns_before_ray_is_up_and_the_program_ends_cleanly(tmp_path):
     """The sweep (24 quick backtests) ends long before a local Ray could be up (seconds on any machine); the
-    interpreter then exits with Ray half started in its thread, cleanly and at once."""
+    program then ends cleanly, once ``ray.init`` has returned in its thread (hybrid: the end of the program while
+    Ray starts)."""
     script = tmp_path / "small.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
