@@ -8,7 +8,7 @@ for they are no longer anyone's descendants.
 
 Rules:
 
-* **Which processes.** The driver's Ray: every process started since the watchdog that holds a file open under a
+* the driver's Ray is every process started since the watchdog that holds a file open under a
   session directory of that driver, ``.../session_<date>_<time>_<DRIVER pid>/`` (Ray names a local session after
   the process that ran ``ray.init``; every Ray process holds its logs there from its first instant: the GCS, raylet
   and helpers their ``.out``/``.err``, agents and workers the raylet's or their own, and they keep them when their
