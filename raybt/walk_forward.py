@@ -27,9 +27,9 @@ window with :func:`raybt.run_backtest` for its equity curve. Nothing of the test
   strategies' code as it is when the call starts (:func:`raybt.code_digest.fixed`): editing a source file meanwhile
   changes nothing of the call (the running process still has the code it loaded), and the next call keys its rows
   by the edited files. If the code that runs does change during the call (a module it uses reloaded, a module-level
-  value it reads reassigned), the walk-forward stops before the next fold with a :class:`RuntimeError` naming the
-  class and its file, rather than mix two versions of the code: calling it again computes every fold with the new
-  code.
+  value it reads reassigned or modified), the walk-forward stops before the next fold with a :class:`RuntimeError`
+  naming the class and its file, rather than mix two versions of the code: calling it again computes every fold
+  with the new code.
 """
 
 from __future__ import annotations
@@ -138,9 +138,10 @@ def _check_code_unchanged(classes: list[type], fold: int, n_folds: int) -> None:
     where = getattr(module, "__file__", None) or cls.__module__
     stopped = f"before fold {fold + 1}" if fold + 1 < n_folds else "after its last fold"
     raise RuntimeError(f"walk_forward stopped {stopped}: the code of strategy class {cls.__qualname__} ({where}) "
-                       f"changed in memory while fold {fold} ran (a module it uses was reloaded, or a module-level "
-                       f"value it reads was reassigned); going on would mix two versions of the code in one "
-                       f"walk-forward. Nothing later was computed; call walk_forward again to compute every fold "
+                       f"changed in memory while fold {fold} ran: a module it uses was reloaded, or a module-level "
+                       f"value it reads was reassigned or modified (a cache the strategy fills counts too: keep it "
+                       f"out of module-level values). Going on would mix two versions of the code in one "
+                       f"walk-forward; nothing later was computed. Call walk_forward again to compute every fold "
                        f"with the code as it is now (rows of the earlier code in checkpoint_dir are not reused).")
 
 

@@ -333,7 +333,7 @@ def test_code_changed_in_memory_while_walk_forward_runs_stops_it_with_a_clear_er
     folder = str(tmp_path / "checkpoints")
     after_the_first_call(monkeypatch, "run_backtest", lambda: CODE_CHANGES[change](tmp_path))
     message = (r"walk_forward stopped before fold 1: the code of strategy class EditedMomentum \(.*"
-               r"wf_edited_strategy\.py\) changed in memory while fold 0 ran .* call walk_forward again")
+               r"wf_edited_strategy\.py\) changed in memory while fold 0 ran: .* Call walk_forward again")
     with pytest.raises(RuntimeError, match=message):
         walk(grid, folds=FOLDS[:2], checkpoint_dir=folder)
     assert len(raybt.load_results(folder)) == 2 * len(grid)  # fold 0's train and test rows only
