@@ -117,12 +117,12 @@ class _ClassCode:
     specs: tuple[object, ...]  # each module's ``__spec__`` when walked: ``importlib.reload`` gives it a new one
 
 
-SET_BY_PYTHON = ("__builtins__", "__slotnames__")
-"""Attributes that change while no code does: a module's ``__builtins__`` (Ray replaces ``print`` in it when it
-starts; the interactive prompt sets ``_``) and a class's ``__slotnames__`` (``copyreg`` caches it when an instance of
-the class is first pickled, e.g. for Ray). The digest includes them, as it always has (leaving them out would change
-the ids of the classes that reach them), so it can move once after Ray starts; the in-memory form that
-:func:`changed_in_memory` compares leaves them out."""
+SET_BY_PYTHON = frozenset({"__builtins__", "__file__", "__cached__", "__slotnames__"})
+"""Attributes that Python sets, not the code, and that differ while the code does not: a module's ``__builtins__``
+(Ray replaces ``print`` in it when it starts; the interactive prompt sets ``_``), ``__file__`` and ``__cached__``
+(where the project folder is) and a class's ``__slotnames__`` (``copyreg`` caches it when an instance is first
+pickled, e.g. for Ray). The walk leaves them out, so the same code has the same ids in another folder, on another
+machine and after Ray started."""
 
 _DIGESTS: weakref.WeakKeyDictionary[type, _ClassCode] = weakref.WeakKeyDictionary()
 _FIXED: weakref.WeakSet[type] = weakref.WeakSet()
@@ -172,8 +172,7 @@ def changed_in_memory(classes: Iterable[type]) -> list[type]:
     """Those of ``classes`` whose code in memory is no longer what their current digest was computed from: the
     in-memory form the walk reads (bytecode, values, the functions, classes and modules reached) differs, or a module
     reached was reloaded (``importlib.reload`` replaces its ``__spec__``; that also catches code the walk cannot read,
-    e.g. a compiled helper). A source file edited but not (re)loaded does not count: the code that runs is the same;
-    nor do the attributes of :data:`SET_BY_PYTHON`."""
+    e.g. a compiled helper). A source file edited but not (re)loaded does not count: the code that runs is the same."""
     changed = []
     for cls in dict.fromkeys(classes):
         class_digest(cls)
@@ -188,7 +187,7 @@ def _walk_class(cls: type) -> _ClassCode:
     walk = _Walk()
     walk.visit(cls)
     parts = [_name(cls), f"version={walk.token(getattr(cls, 'version', 0))}", *walk.tokens]
-    in_memory = hashlib.sha256("\n".join(p for p in parts if p not in walk.set_by_python).encode()).hexdigest()
+    in_memory = hashlib.sha256("\n".join(parts).encode()).hexdigest()
     modules = sorted(walk.modules.values(), key=_label)
     parts.extend(f"module {_label(module)}:\n{_source(module)}" for module in modules)
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()
@@ -201,7 +200,6 @@ class _Walk:
 
     def __init__(self) -> None:
         self.tokens: list[str] = []
-        self.set_by_python: set[str] = set()  # the tokens of the attributes named in SET_BY_PYTHON
         self.modules: dict[str, types.ModuleType] = {}
         self._seen: dict[int, object] = {}  # id -> object (kept alive so ids stay unique during the walk)
         self._queue: deque[object] = deque()
@@ -252,10 +250,8 @@ class _Walk:
             self._attribute(f"{cls.__qualname__}.{name}", name, item)
 
     def _attribute(self, label: str, name: str, value: object) -> None:
-        token = f"{label} = {self.token(value)}"
-        self.tokens.append(token)
-        if name in SET_BY_PYTHON:
-            self.set_by_python.add(token)
+        if name not in SET_BY_PYTHON:
+            self.tokens.append(f"{label} = {self.token(value)}")
 
     def _visit_function(self, func: types.FunctionType) -> None:
         self.tokens.append(f"def {_name(func)}: {_code_token(func.__code__)}")
