@@ -26,6 +26,8 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
+import raybt
+
 GRACE_S = 8.0  # what is left of the driver's Ray must be gone within this after the driver exited
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 N_JOBS = 3000
@@ -187,7 +189,16 @@ def _stored_rows(checkpoint: Path) -> int:
     return sum(len(pd.read_parquet(part)) for part in parts)
 
 
+class Up(raybt.Strategy):
+    def signals(self, data):
+        return data.close > data.close.shift(1), data.close < data.close.shift(1)
+
+
 def test_no_ray_process_outlives_a_driver_stopped_while_ray_starts(tmp_path):
+    # compiled here first (from numba's cache when warm): five drivers compiling the same bar loop at once would
+    # take minutes on a cold cache
+    raybt.run_backtests([Up()], raybt.synthetic_ohlcv(["A"], "2023-01-01", "2023-01-15", "1h", seed=1),
+                        show_progress=False)
     cases = [Case("sweep started", "interrupt", tmp_path / "early"),
              Case("ray processes appear", "interrupt", tmp_path / "appearing"),
              Case("handed over", "interrupt", tmp_path / "handed"),
