@@ -1,12 +1,16 @@
 """Nothing of a local Ray that a sweep starts in the background outlives the driver, whatever the moment the
-driver stops: Ctrl-C (SIGINT to its process group, as a terminal sends it) right after the sweep started, while
-Ray's processes appear, after the hand-over; and a job error (``continue_on_error=False``) while Ray starts.
+driver stops: Ctrl-C (SIGINT to its process group, as a terminal sends it) right after the start is asked for, while
+Ray's processes appear, after the hand-over; a job error (``continue_on_error=False``) and SIGKILL while they appear.
 
 Each case is a ``raybt run --n-workers -1`` command in a session of its own, with a Ray temporary directory of its
 own (``RAY_TMPDIR``); the cases run side by side. Until the driver stops, the test records the driver's process
 tree; after the driver has exited, every recorded process and every process holding a file under that directory
 must be gone within ``GRACE_S`` (no process of another test, or of the session's Ray, is looked at). The sweep's
-own contract holds too: exit code 130 and one line saying what was saved, or the job's error.
+own contract holds too: exit code 130 and one line saying what was saved, or the job's error. The old code left the
+dashboard and runtime-env agents of every case stopped while Ray's processes appeared.
+
+A Ctrl-C while Ray starts ends the program once ``ray.init`` has returned (raybt.executors.hybrid); a second one
+ends it at once (the last test).
 """
 
 from __future__ import annotations

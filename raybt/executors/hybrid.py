@@ -85,7 +85,7 @@ _MB = 2**20
 
 EXIT_WAIT_S = 60.0
 """At most this long the end of the program waits for a background start's ``ray.init`` to return (see the module
-docstring); ``ray.init`` gives up on a Ray that does not come up well before that."""
+docstring): ten times a start on a loaded machine here, a bound for a start that hangs."""
 
 _RAY_ALIVE_POLL_S = 5.0
 """How often the starting thread looks whether its Ray has been shut down (then it may end)."""
@@ -99,7 +99,7 @@ def wanted(address: str | None) -> bool:
     """True when a sweep on Ray would have to start a local Ray itself (or one such start is under way)."""
     if address is not None or os.environ.get("RAY_ADDRESS"):
         return False
-    # ray may be half imported (by the thread starting it): then it is not initialised either
+    # ray may be half imported (by another thread): then it is not initialised either
     is_initialized = getattr(sys.modules.get("ray"), "is_initialized", None)
     return not (is_initialized is not None and is_initialized())
 
@@ -124,11 +124,11 @@ class RayStart:
     def wait(self, timeout: float | None = None) -> bool:
         return self._finished.wait(timeout)
 
-    def finish_without_warm_up(self, timeout: float) -> bool:
+    def finish_without_warm_up(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) for ``ray.init`` to return; skip the workers' warm-up if it has not
-        begun. True once the start has finished."""
+        begun."""
         self._skip_warm_up.set()
-        return self._finished.wait(timeout)
+        self._finished.wait(timeout)
 
     def _start(self, data_bytes: int) -> None:
         try:
