@@ -2,9 +2,10 @@
 
 A worker knows everything a row says: the job's key and strategy id (computed once on the driver, when planning, and
 sent with the batch), the strategy's class and parameters, the symbol and range, the bars simulated, the permuted
-market of a permutation test's job, the metrics, the error and the timing. :func:`job_rows` turns one finished batch into one :class:`pyarrow.RecordBatch` with the
-columns of :mod:`raybt.results` (``RESULT_COLUMNS`` of :mod:`raybt.checkpoint` plus a column per parameter);
-:func:`concat_rows` joins the record batches of many tasks into the table of one checkpoint part.
+market of a permutation test's job, the metrics, the error and the timing. :func:`job_rows` turns one finished batch
+into one :class:`pyarrow.RecordBatch` with the columns of :mod:`raybt.results` (``RESULT_COLUMNS`` of
+:mod:`raybt.checkpoint` plus a column per parameter); :func:`concat_rows` joins the record batches of many tasks into
+the table of one checkpoint part.
 
 Parameter columns: one per parameter name, in the order of first appearance; null where a strategy has no such
 parameter. A parameter whose values have different kinds (a name shared by strategy classes with different types,

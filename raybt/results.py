@@ -8,9 +8,9 @@ as the user defined it: start inclusive, end exclusive, UTC; null for an open si
 times of the first and last simulated bar; null when the job's symbol has no bar in the range), ``permutation_seed``
 and ``permutation`` (the ``(seed, i)`` of the permuted market a :func:`raybt.stats.permutation_test` row ran on, see
 :mod:`raybt.permute`; pandas ``Int64``, ``<NA>`` for rows on the real data: every sweep's rows and a permutation
-test's real-data rows), every metric of :data:`raybt.metrics.METRIC_NAMES`, ``error`` (null when the job ran; else exception type, message and traceback
-tail), ``duration_s`` (seconds in the worker) and ``worker`` (where it ran: ``local:<pid>`` in-process, ``<Ray node
-id>:<pid>`` on Ray).
+test's real-data rows), every metric of :data:`raybt.metrics.METRIC_NAMES`, ``error`` (null when the job ran; else
+exception type, message and traceback tail), ``duration_s`` (seconds in the worker) and ``worker`` (where it ran:
+``local:<pid>`` in-process, ``<Ray node id>:<pid>`` on Ray).
 """
 
 from __future__ import annotations
@@ -214,7 +214,8 @@ class Results:
         return display_order(ranked, first=["score", *weights])
 
     def summary(self) -> pd.DataFrame:
-        """One row per strategy (per strategy and symbol in a per-symbol sweep) across its date ranges:
+        """One row per strategy (per strategy and symbol in a per-symbol sweep; per strategy and market — the real
+        data, each permuted one — in a permutation test's rows) across its date ranges:
 
         ``n_ranges`` (ranges that ran), ``n_failed`` (ranges whose job failed), ``n_profitable`` (``total_return``
         > 0), ``consistency`` (n_profitable / n_ranges), ``compounded_return`` (prod(1 + total_return) − 1, as if
@@ -227,6 +228,7 @@ class Results:
         _require(df, needed)
         params = param_columns(df)
         by = ["strategy_id", "symbol"] if "symbol" in df.columns else ["strategy_id"]
+        by += _permutation_columns(df)
         frame = df.assign(_failed=df["error"].notna(), _profitable=df["total_return"] > 0,
                           _growth=1.0 + df["total_return"])
         ok = frame[~frame["_failed"]]
@@ -252,7 +254,7 @@ class Results:
         out = out.reset_index()
         out = out.sort_values(["compounded_return", "strategy_id"], ascending=[False, True], na_position="last",
                               kind="stable")
-        columns = ["strategy", *params, *(["symbol"] if "symbol" in by else []), "n_ranges", "n_failed",
+        columns = ["strategy", *params, *by[1:], "n_ranges", "n_failed",  # by[1:]: symbol, the permuted market
                    "n_profitable", "consistency", "compounded_return", "worst_max_drawdown", "mean_sharpe",
                    "worst_sharpe", "n_trades", "strategy_id"]
         return out[columns].reset_index(drop=True)
@@ -364,8 +366,8 @@ class Results:
                 return _Job(row["key"], strategy, inputs.date_range, inputs.symbol, settings, inputs.permutation)
         where = "" if inputs.permutation is None else (f", permuted market {inputs.permutation[1]} of seed "
                                                        f"{inputs.permutation[0]}")
-        raise ValueError(f"row {row['key']} ({strategy!r}, range {row['range']!r}{where}) does not come from this code: "
-                         f"its key is not reproduced by {cls.__qualname__} as defined now with the data and the "
+        raise ValueError(f"row {row['key']} ({strategy!r}, range {row['range']!r}{where}) does not come from this "
+                         f"code: its key is not reproduced by {cls.__qualname__} as defined now with the data and the "
                          f"settings of the run(s) that wrote here — the class's code (or what it calls) or raybt's "
                          f"results version changed since the sweep; rerun the sweep to get rows of this code")
 
@@ -483,23 +485,28 @@ quality half as much), ``profit`` (total return first, then how trades earn it),
 Sortino, Calmar and drawdown once), ``frequency`` (many trades, with Sharpe and win rate as quality checks)."""
 
 
+_PERMUTATION_COLUMNS = ("permutation_seed", "permutation")
+
+
+def _permutation_columns(frame: pd.DataFrame) -> list[str]:
+    """The permutation columns, when some row of ``frame`` ran on a permuted market (a permutation test's rows);
+    else none (a sweep's rows, all on the real data)."""
+    present = [c for c in _PERMUTATION_COLUMNS if c in frame.columns]
+    return present if present and bool(frame[present].notna().to_numpy().any()) else []
+
+
 def display_order(frame: pd.DataFrame, first: Sequence[str] = ()) -> pd.DataFrame:
     """``frame``'s columns for reading: the strategy class, its parameters, symbol and range (and the permuted
     market, when some row ran on one), then ``first`` (e.g. the metric ranked by), the other metrics, and last the
     ids and bookkeeping (key, strategy_id, parameters JSON, the range's instants, error, duration, worker; the
     permutation columns, when every row ran on the real data)."""
     params = param_columns(frame)
-    permutation = [c for c in _PERMUTATION_COLUMNS if c in frame.columns]
-    permuted = bool(permutation) and bool(frame[permutation].notna().to_numpy().any())
-    head = [c for c in ("strategy", *params, "symbol", "range", *(permutation if permuted else ()), *first)
+    head = [c for c in ("strategy", *params, "symbol", "range", *_permutation_columns(frame), *first)
             if c in frame.columns]
     ids = [c for c in ("key", "strategy_id", "parameters", "range_start", "range_end", "start", "end",
-                       *permutation, "error", "duration_s", "worker") if c in frame.columns]
+                       *_PERMUTATION_COLUMNS, "error", "duration_s", "worker") if c in frame.columns]
     middle = [c for c in frame.columns if c not in head and c not in ids]
     return frame[list(dict.fromkeys([*head, *middle, *ids]))]
-
-
-_PERMUTATION_COLUMNS = ("permutation_seed", "permutation")
 
 
 def param_columns(frame: pd.DataFrame) -> list[str]:

@@ -259,7 +259,7 @@ def test_real_data_jobs_keep_a_sweeps_keys_and_permuted_ones_key_their_permutati
         raybt.plan.plan_jobs(grid, None, market, settings, permutations=[(0, 1), (0, 1)])
 
 
-# ------------------------------------------------------------------------------------- the rows a permutation test stores
+# ------------------------------------------------------------------------------- the rows a permutation test stores
 
 PERMUTATION_COLUMNS = ["permutation_seed", "permutation"]
 
@@ -305,6 +305,20 @@ def test_each_stored_row_names_the_permuted_market_it_ran_on(stored_test):
     real = raybt.load_results(directory, columns=["sharpe", *PERMUTATION_COLUMNS],
                               filter=pc.field("permutation").is_null()).df
     assert sorted(real["key"]) == sorted(k for k, p in planned.items() if p is None)
+
+
+def test_a_summary_of_a_permutation_tests_rows_keeps_each_market_apart(stored_test):
+    directory, grid, _, _ = stored_test
+    df = raybt.load_results(directory).df
+    summary = raybt.load_results(directory).summary()
+    assert len(summary) == len(df) == 2 * 4  # one range: a line per strategy and market, not one per strategy
+    assert list(summary.columns[summary.columns.get_loc("symbol") + 1:][:2]) == PERMUTATION_COLUMNS
+    by_market = df.set_index(["strategy_id", *PERMUTATION_COLUMNS])
+    for _, line in summary.iterrows():
+        row = by_market.loc[(line["strategy_id"], line["permutation_seed"], line["permutation"])]
+        assert line["n_ranges"] == 1 and line["compounded_return"] == row["total_return"]
+    sweep = raybt.run_backtests(grid, random_walk(n_bars=300), show_progress=False).summary()
+    assert not set(PERMUTATION_COLUMNS) & set(sweep.columns)  # a sweep's summary is as it was
 
 
 def test_a_permuted_row_replays_on_its_permuted_market(stored_test):
