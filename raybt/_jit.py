@@ -11,7 +11,9 @@ entries, instead of a stale cached copy. Old entries stay behind in ``__pycache_
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,3 +51,27 @@ def jit(*signature: Any, **options: Any) -> Callable[[Callable], Any]:
         return njit(*signature, cache=True, **options)(func)
 
     return compile_cached
+
+
+def jit_on_first_call(*signature: Any, **options: Any) -> Callable[[Callable], Callable]:
+    """:func:`jit` for a declared ``signature``, compiled (or loaded from numba's cache) at the function's first call
+    instead of when its module is imported, so importing raybt compiles nothing a sweep does not call (a cold cache
+    otherwise compiles every indicator kernel on the first import). Arguments convert to the declared types as they
+    do for an eagerly compiled function. For functions called from Python: a compiled caller needs the numba
+    dispatcher itself."""
+
+    def wrap(func: Callable) -> Callable:
+        compiled: list[Any] = []
+        lock = threading.Lock()
+
+        @functools.wraps(func)
+        def call(*args: Any) -> Any:
+            if not compiled:
+                with lock:  # one compilation when threads call it first at once
+                    if not compiled:
+                        compiled.append(jit(*signature, **options)(func))
+            return compiled[0](*args)
+
+        return call
+
+    return wrap

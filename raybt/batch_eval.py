@@ -9,7 +9,7 @@ vectorised :meth:`~raybt.strategy.Strategy.signals_many` hook.
 
 Rules:
 
-* **Bit-identical.** :func:`_evaluate_jobs` runs, job by job, the very kernels the one-by-one path runs
+* **Bit-identical.** :func:`_evaluate_jobs_source` runs, job by job, the very kernels the one-by-one path runs
   (:func:`raybt.engine.simulate`'s bar loop with a :class:`~raybt.metrics.CurveScan`, then the scan's row), on
   arrays of the same types, with the same var/cvar retry (a job whose tail quantile lies above the limit the
   previous job suggested runs again with every return kept). Its rows equal :func:`raybt.backtest.evaluate`'s bit
@@ -30,6 +30,7 @@ import traceback
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -274,7 +275,8 @@ def _check_hook_agrees(strategy: Strategy, ctx: RangeContext, entries: np.ndarra
 def _run_compiled(strategies: Sequence[Strategy], market: MarketData, ctx: RangeContext, settings: RunSettings,
                   workspace: Workspace, entries: np.ndarray, exits: np.ndarray, ok: np.ndarray,
                   metrics: np.ndarray) -> None:
-    """Simulate and score every job with ``ok`` set in one call of :func:`_evaluate_jobs`, into ``metrics``."""
+    """Simulate and score every job with ``ok`` set in one compiled call (:func:`_evaluate_jobs_source`), into
+    ``metrics``."""
     if not ok.any():
         return
     costs, n_bars, n_symbols = settings.costs, ctx.end - ctx.start, len(market.symbols)
@@ -287,7 +289,8 @@ def _run_compiled(strategies: Sequence[Strategy], market: MarketData, ctx: Range
     rules = np.array([(float(s.size), _off(s.stop_loss), _off(s.take_profit), _off(s.trailing_stop))
                       for s in strategies]).reshape(len(strategies), 4)
     directions = np.array([DIRECTION_CODES[s.direction] for s in strategies], dtype=np.int64)
-    _evaluate_jobs(market.open, market.high, market.low, market.close, kernel_input(entries, np.bool_),
+    evaluate_jobs = _evaluate_jobs_one_symbol if n_symbols == 1 else _evaluate_jobs_any
+    evaluate_jobs(market.open, market.high, market.low, market.close, kernel_input(entries, np.bool_),
                    kernel_input(exits, np.bool_), ok, ctx.start, n_bars,
                    ctx.start - ctx.signal_start, costs.initial_amount, np.ascontiguousarray(rules[:, 0]), directions,
                    costs.fees, costs.fixed_fee, costs.slippage, costs.fill == "next_open",
@@ -300,8 +303,9 @@ def _run_compiled(strategies: Sequence[Strategy], market: MarketData, ctx: Range
 def _evaluate_jobs_source(open_, high, low, close, entries, exits, ok, bar0, n_bars, sig0, initial, sizes, directions,
                           fees, fixed_fee, slippage, next_open, stop_losses, take_profits, trailing_stops, curve,
                           trades, state, pending, values, slots, scan, rf_bar, periods_per_year, buy_and_hold, out):
-    """For each job ``j`` with ``ok[j]``: the bar loop over ``entries[j]``/``exits[j]`` with the job's rules, the
-    curve scan, and its row into ``out[j]`` (the :data:`~raybt.metrics.METRIC_NAMES` values). The var/cvar limit
+    """For each job ``j`` with ``ok[j]``: the bar loop (``_simulate``, bound per variant by
+    :func:`_compile_evaluate_jobs`) over ``entries[j]``/``exits[j]`` with the job's rules, the curve scan, and its
+    row into ``out[j]`` (the :data:`~raybt.metrics.METRIC_NAMES` values). The var/cvar limit
     follows :class:`~raybt.metrics.CurveScan`: the first job keeps every return, each next one starts from the
     previous one's var per unit of size, and runs again with every return kept if its quantile is not below it."""
     times, month_last, months, year_last, years, stats, counts, returns, tail = scan
@@ -317,16 +321,10 @@ def _evaluate_jobs_source(open_, high, low, close, entries, exits, ok, bar0, n_b
             _scan_start(initial, t0, rf_bar, limit, values, stats, counts)
             state[:] = 0.0
             pending[:] = False
-            if close.shape[0] == 1:
-                n_trades, in_market, unfunded = _simulate_one_symbol(
-                    open_, high, low, close, entries[j], exits[j], bar0, n_bars, sig0, initial, size, directions[j],
-                    fees, fixed_fee, slippage, next_open, stop_losses[j], take_profits[j], trailing_stops[j], curve,
-                    trades, state, pending, values, slots, scan)
-            else:
-                n_trades, in_market, unfunded = _simulate_any(
-                    open_, high, low, close, entries[j], exits[j], bar0, n_bars, sig0, initial, size, directions[j],
-                    fees, fixed_fee, slippage, next_open, stop_losses[j], take_profits[j], trailing_stops[j], curve,
-                    trades, state, pending, values, slots, scan)
+            n_trades, in_market, unfunded = _simulate(
+                open_, high, low, close, entries[j], exits[j], bar0, n_bars, sig0, initial, size, directions[j], fees,
+                fixed_fee, slippage, next_open, stop_losses[j], take_profits[j], trailing_stops[j], curve, trades,
+                state, pending, values, slots, scan)
             found, row = _scan_row(stats, counts, tail, values, times, months, years, trades[:n_trades], in_market,
                                    initial, periods_per_year, buy_and_hold)
             if found:
@@ -339,15 +337,18 @@ def _evaluate_jobs_source(open_, high, low, close, entries, exits, ok, bar0, n_b
         unit_limit = var * _LIMIT_FACTOR / size if var < 0.0 else np.inf
 
 
-def _compile_evaluate_jobs():
-    """numba's disk cache of a function is invalidated by its own file only, not by the kernels it links in (the bar
-    loop, the scan): the compiled function's name carries raybt's results version, so any change of raybt's
-    computing code compiles it anew, and the acceleration mode (raybt._accel), so the fast and portable kernels it
-    links in never share a cache entry."""
-    name = f"_evaluate_jobs_{RESULTS_VERSION}_{_accel.MODE}"
-    func = types.FunctionType(_evaluate_jobs_source.__code__, globals(), name)
+def _compile_evaluate_jobs(variant: str, simulate: Any):
+    """:func:`_evaluate_jobs_source` compiled with ``simulate`` as its bar loop (``_simulate`` in its globals), one
+    function per variant of :mod:`raybt.engine`'s kernel, so that data of one symbol never compiles the bar loop of
+    several (each takes seconds to compile). numba's disk cache of a function is invalidated by its own file only,
+    not by the kernels it links in (the bar loop, the scan): the compiled function's name carries raybt's results
+    version, so any change of raybt's computing code compiles it anew, and the acceleration mode (raybt._accel), so
+    the fast and portable kernels it links in never share a cache entry."""
+    name = f"_evaluate_jobs_{variant}_{RESULTS_VERSION}_{_accel.MODE}"
+    func = types.FunctionType(_evaluate_jobs_source.__code__, {**globals(), "_simulate": simulate}, name)
     func.__qualname__ = func.__name__
     return njit(cache=True)(func)
 
 
-_evaluate_jobs = _compile_evaluate_jobs()
+_evaluate_jobs_one_symbol = _compile_evaluate_jobs("1", _simulate_one_symbol)
+_evaluate_jobs_any = _compile_evaluate_jobs("any", _simulate_any)

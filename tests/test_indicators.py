@@ -975,3 +975,36 @@ def test_cache_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         assert ind._limit_from_env() == 256 * 2**20
     with pytest.raises(ValueError):
         ind.set_cache_limit(-1)
+
+
+COMPILES_OF_IMPORT_THEN_SMA = """
+import numpy as np
+from numba.core import event
+
+def compiled(action):
+    with event.install_recorder("numba:compile") as recorder:
+        action()
+    return sorted({str(e.data["dispatcher"]).split(" ")[1] for _, e in recorder.buffer if e.is_start})
+
+print(compiled(lambda: __import__("raybt")))
+import raybt
+print(compiled(lambda: raybt.indicators.sma(np.arange(60.0).reshape(30, 2), 5)))
+"""
+
+
+def test_importing_raybt_compiles_nothing_and_an_indicator_compiles_its_own_kernels(tmp_path):
+    """With an empty numba cache (a fresh install), ``import raybt`` compiles no kernel: the indicator kernels,
+    declared with one signature each, compile on their first call (a first sweep of SMA crossings does not wait
+    for the stochastic oscillator's). The first ``sma`` call compiles the SMA kernels only."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    done = subprocess.run([sys.executable, "-c", COMPILES_OF_IMPORT_THEN_SMA], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    at_import, at_sma = done.stdout.splitlines()
+    assert at_import == "[]"
+    others = ("_wma_", "_ema_", "_std_", "_bollinger_", "_macd_", "_rsi_", "_atr_", "_stochastic_", "_crossings_")
+    assert "_sma_" in at_sma and not any(name in at_sma for name in others), at_sma

@@ -5,17 +5,17 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from raybt._jit import jit
+from raybt._jit import jit, jit_on_first_call
 from raybt.indicators._columns import _ARR2D, _JIT, _OUT2D, _OUT_ROWS, _ROWS, _sma_col, _smooth_col, _std_col, _wma_col
 
 
-@jit((_ARR2D, nb.int64, _OUT2D), **_JIT)
+@jit_on_first_call((_ARR2D, nb.int64, _OUT2D), **_JIT)
 def _sma_2d(x: np.ndarray, n: int, out: np.ndarray) -> None:
     for j in range(x.shape[1]):
         _sma_col(x[:, j], out[:, j], n)
 
 
-@jit((_ROWS, nb.int64, _OUT_ROWS), **_JIT)
+@jit_on_first_call((_ROWS, nb.int64, _OUT_ROWS), **_JIT)
 def _sma_rows(rows: np.ndarray, n: int, out_rows: np.ndarray) -> None:
     """:func:`_sma_2d` of ``rows.T`` into ``out_rows.T``, for inputs whose
     columns are contiguous (``rows`` typed C-contiguous, so numba knows each
@@ -34,25 +34,25 @@ def _sma_kernel(x: np.ndarray, n: int, out: np.ndarray) -> None:
         _sma_2d(x, n, out)
 
 
-@jit((_ARR2D, nb.int64, _OUT2D), **_JIT)
+@jit_on_first_call((_ARR2D, nb.int64, _OUT2D), **_JIT)
 def _wma_2d(x: np.ndarray, n: int, out: np.ndarray) -> None:
     for j in range(x.shape[1]):
         _wma_col(x[:, j], out[:, j], n)
 
 
-@jit((_ARR2D, nb.int64, nb.int64, _OUT2D), **_JIT)
+@jit_on_first_call((_ARR2D, nb.int64, nb.int64, _OUT2D), **_JIT)
 def _std_2d(x: np.ndarray, n: int, ddof: int, out: np.ndarray) -> None:
     for j in range(x.shape[1]):
         _std_col(x[:, j], out[:, j], n, ddof)
 
 
-@jit((_ARR2D, nb.int64, _OUT2D), **_JIT)
+@jit_on_first_call((_ARR2D, nb.int64, _OUT2D), **_JIT)
 def _ema_2d(x: np.ndarray, n: int, out: np.ndarray) -> None:
     for j in range(x.shape[1]):
         _smooth_col(x[:, j], out[:, j], n, 2.0 / (n + 1.0))
 
 
-@jit((_ARR2D, nb.int64, nb.int64, nb.float64, _OUT2D, _OUT2D, _OUT2D), **_JIT)
+@jit_on_first_call((_ARR2D, nb.int64, nb.int64, nb.float64, _OUT2D, _OUT2D, _OUT2D), **_JIT)
 def _bollinger_2d(
     x: np.ndarray, n: int, ddof: int, k: float, middle: np.ndarray, upper: np.ndarray, lower: np.ndarray
 ) -> None:
@@ -66,7 +66,7 @@ def _bollinger_2d(
             lower[i, j] = middle[i, j] - width
 
 
-@jit((_ARR2D, nb.int64, nb.int64, nb.int64, _OUT2D, _OUT2D, _OUT2D), **_JIT)
+@jit_on_first_call((_ARR2D, nb.int64, nb.int64, nb.int64, _OUT2D, _OUT2D, _OUT2D), **_JIT)
 def _macd_2d(
     x: np.ndarray, fast: int, slow: int, signal: int, line: np.ndarray, sig: np.ndarray, hist: np.ndarray
 ) -> None:
@@ -81,7 +81,7 @@ def _macd_2d(
             hist[i, j] = line[i, j] - sig[i, j]
 
 
-@jit((_ARR2D, nb.int64, _OUT2D), **_JIT)
+@jit_on_first_call((_ARR2D, nb.int64, _OUT2D), **_JIT)
 def _rsi_2d(x: np.ndarray, n: int, out: np.ndarray) -> None:
     nrows, ncols = x.shape
     gain = np.empty(nrows)
@@ -110,7 +110,7 @@ def _rsi_2d(x: np.ndarray, n: int, out: np.ndarray) -> None:
                 out[i, j] = 50.0
 
 
-@jit((_ARR2D, _ARR2D, _ARR2D, nb.int64, _OUT2D), **_JIT)
+@jit_on_first_call((_ARR2D, _ARR2D, _ARR2D, nb.int64, _OUT2D), **_JIT)
 def _atr_2d(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int, out: np.ndarray) -> None:
     nrows, ncols = close.shape
     for j in range(ncols):
@@ -131,7 +131,7 @@ def _atr_2d(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int, out: n
         _smooth_col(col, col, n, 1.0 / n)
 
 
-@jit((_ARR2D, _ARR2D, _ARR2D, nb.int64, nb.int64, _OUT2D, _OUT2D), **_JIT)
+@jit_on_first_call((_ARR2D, _ARR2D, _ARR2D, nb.int64, nb.int64, _OUT2D, _OUT2D), **_JIT)
 def _stochastic_2d(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, k: int, d: int, pct_k: np.ndarray, pct_d: np.ndarray
 ) -> None:
@@ -224,7 +224,7 @@ def _crossings_of(rel: np.ndarray, up: np.ndarray, down: np.ndarray) -> None:
         d[i] = (now[i] == _AT_OR_BELOW) & ((before[i] & _AT_OR_ABOVE) != _NEITHER)
 
 
-@jit((_ROWS, _ROWS), **_JIT)
+@jit_on_first_call((_ROWS, _ROWS), **_JIT)
 def _crossings_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Crossings along the rows of C-contiguous ``(columns, bars)`` arrays.
 
@@ -245,7 +245,7 @@ def _crossings_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return up, down
 
 
-@jit((_ROWS, nb.float64), **_JIT)
+@jit_on_first_call((_ROWS, nb.float64), **_JIT)
 def _level_crossings_rows(a: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_crossings_rows` against a constant level."""
     ncols, nrows = a.shape
@@ -262,7 +262,7 @@ _BOOL_ROWS = nb.types.Array(nb.bool_, 2, "C")  # an output as (columns, bars)
 _POSITIONS = nb.types.Array(nb.int64, 1, "C", readonly=True)
 
 
-@jit((_ROWS, _POSITIONS, _POSITIONS, _POSITIONS, _BOOL_ROWS, _BOOL_ROWS), **_JIT)
+@jit_on_first_call((_ROWS, _POSITIONS, _POSITIONS, _POSITIONS, _BOOL_ROWS, _BOOL_ROWS), **_JIT)
 def _pair_crossings_rows(
     rows: np.ndarray, left: np.ndarray, right: np.ndarray, order: np.ndarray, up: np.ndarray, down: np.ndarray
 ) -> None:
