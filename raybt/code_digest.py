@@ -30,6 +30,12 @@ A job's key (see :mod:`raybt.plan`) must change whenever its result can. Two dig
   of a sweep once when it starts, because a helper module can be edited and reloaded while the class object stays
   the same. ``importlib.reload`` of the strategy's own module creates a new class object, with a digest of its own.
 
+  One call, one version of the code: a sweep refreshes once, when it starts, and keys all its rows with that digest
+  whatever is edited while it runs. A call made of several sweeps (:func:`raybt.walk_forward`) holds its classes'
+  digests with :func:`fixed` for the same rule, and asks :func:`changed_in_memory` between sweeps whether the code
+  that runs is still the code the digests describe: a source file edited but not (re)loaded does not change the code
+  that runs (the digest read at the start stays true for it); a reload or a reassigned value does.
+
 * :func:`raybt_digest` — raybt's own result-affecting code: the source text of every module of the package except
   :data:`RAYBT_NOT_RESULT_AFFECTING` (commands, storage, transport, this module), and the versions of the packages
   that compute with it (:data:`COMPUTING_LIBRARIES`: numpy, pandas, numba, llvmlite). It is the results version
@@ -43,6 +49,8 @@ so workers run exactly the code the key was computed from.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import hashlib
 import importlib.metadata
@@ -53,7 +61,7 @@ import sysconfig
 import types
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,10 +112,21 @@ def _excluded(relative: str) -> bool:
 @dataclass(frozen=True)
 class _ClassCode:
     digest: str
+    in_memory: str  # digest of the in-memory form alone (no source text): moves only when the running code does
     modules: tuple[types.ModuleType, ...]  # the user modules the class reaches (``__main__`` included)
+    specs: tuple[object, ...]  # each module's ``__spec__`` when walked: ``importlib.reload`` gives it a new one
 
+
+SET_BY_PYTHON = frozenset({"__builtins__", "__file__", "__cached__", "__slotnames__"})
+"""Attributes that Python sets, not the code, and that differ while the code does not: a module's ``__builtins__``
+(Ray replaces ``print`` in it when it starts; the interactive prompt sets ``_``), ``__file__`` and ``__cached__``
+(where the project folder is) and a class's ``__slotnames__`` (``copyreg`` caches it when an instance is first
+pickled, e.g. for Ray). The walk leaves them out, so the same code has the same ids in another folder, on another
+machine and after Ray started."""
 
 _DIGESTS: weakref.WeakKeyDictionary[type, _ClassCode] = weakref.WeakKeyDictionary()
+_FIXED: weakref.WeakSet[type] = weakref.WeakSet()
+"""Classes whose digests :func:`refresh` leaves as they are (inside a :func:`fixed` block)."""
 
 
 def class_digest(cls: type) -> str:
@@ -126,20 +145,53 @@ def user_modules(cls: type) -> tuple[types.ModuleType, ...]:
 
 def refresh(classes: Iterable[type]) -> None:
     """Recompute the digests of ``classes``: user code they call may have been edited or reloaded since. An unchanged
-    digest keeps its string object, so the ids cached by instances (checked by identity) stay valid."""
-    for cls in set(classes):
+    digest keeps its string object, so the ids cached by instances (checked by identity) stay valid. Classes held by
+    a :func:`fixed` block keep their digests."""
+    for cls in set(classes) - set(_FIXED):
         old, new = _DIGESTS.get(cls), _walk_class(cls)
-        _DIGESTS[cls] = new if old is None or old.digest != new.digest else _ClassCode(old.digest, new.modules)
+        _DIGESTS[cls] = new if old is None or old.digest != new.digest else dataclasses.replace(new, digest=old.digest)
+
+
+@contextlib.contextmanager
+def fixed(classes: Iterable[type]) -> Iterator[None]:
+    """Refresh the digests of ``classes`` once, then hold them for the block: the sweeps run inside it do not
+    refresh them, so all their rows are keyed with the code as it was when the block started, even if a source file
+    is edited meanwhile. The caller checks :func:`changed_in_memory` between sweeps and stops if the code that runs
+    changed. A class already held by an enclosing block is left to it."""
+    added = [cls for cls in dict.fromkeys(classes) if cls not in _FIXED]
+    refresh(added)
+    _FIXED.update(added)
+    try:
+        yield
+    finally:
+        for cls in added:
+            _FIXED.discard(cls)
+
+
+def changed_in_memory(classes: Iterable[type]) -> list[type]:
+    """Those of ``classes`` whose code in memory is no longer what their current digest was computed from: the
+    in-memory form the walk reads (bytecode, values, the functions, classes and modules reached) differs, or a module
+    reached was reloaded (``importlib.reload`` replaces its ``__spec__``; that also catches code the walk cannot read,
+    e.g. a compiled helper). A source file edited but not (re)loaded does not count: the code that runs is the same."""
+    changed = []
+    for cls in dict.fromkeys(classes):
+        class_digest(cls)
+        old, new = _DIGESTS[cls], _walk_class(cls)
+        reloaded = any(getattr(module, "__spec__", None) is not spec for module, spec in zip(old.modules, old.specs))
+        if old.in_memory != new.in_memory or reloaded:
+            changed.append(cls)
+    return changed
 
 
 def _walk_class(cls: type) -> _ClassCode:
     walk = _Walk()
     walk.visit(cls)
     parts = [_name(cls), f"version={walk.token(getattr(cls, 'version', 0))}", *walk.tokens]
+    in_memory = hashlib.sha256("\n".join(parts).encode()).hexdigest()
     modules = sorted(walk.modules.values(), key=_label)
     parts.extend(f"module {_label(module)}:\n{_source(module)}" for module in modules)
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()
-    return _ClassCode(digest, tuple(modules))
+    return _ClassCode(digest, in_memory, tuple(modules), tuple(getattr(m, "__spec__", None) for m in modules))
 
 
 class _Walk:
@@ -171,7 +223,7 @@ class _Walk:
                 self.modules[value.__name__] = value
                 for name, item in sorted(vars(value).items()):
                     if _defined_in(item, value.__name__) or _is_plain_value(item):
-                        self.tokens.append(f"{_label(value)}.{name} = {self.token(item)}")
+                        self._attribute(f"{_label(value)}.{name}", name, item)
             return
         if not isinstance(value, (type, types.FunctionType)):
             return
@@ -195,7 +247,11 @@ class _Walk:
         for name, item in cls.__dict__.items():
             if name in ("__dict__", "__weakref__", "__module__", "__doc__", "_param_types", "_param_defaults"):
                 continue
-            self.tokens.append(f"{cls.__qualname__}.{name} = {self.token(item)}")
+            self._attribute(f"{cls.__qualname__}.{name}", name, item)
+
+    def _attribute(self, label: str, name: str, value: object) -> None:
+        if name not in SET_BY_PYTHON:
+            self.tokens.append(f"{label} = {self.token(value)}")
 
     def _visit_function(self, func: types.FunctionType) -> None:
         self.tokens.append(f"def {_name(func)}: {_code_token(func.__code__)}")

@@ -23,10 +23,18 @@ window with :func:`raybt.run_backtest` for its equity curve. Nothing of the test
   of a train window); ``oos_all=False`` skips it.
 * **Checkpoints.** With ``checkpoint_dir`` every fold's sweep is stored there; calling again with the same
   arguments resumes, reruns nothing stored, and reproduces the same folds.
+* **One version of the code.** Like one :func:`raybt.run_backtests`, one call computes and keys every fold with the
+  strategies' code as it is when the call starts (:func:`raybt.code_digest.fixed`): editing a source file meanwhile
+  changes nothing of the call (the running process still has the code it loaded), and the next call keys its rows
+  by the edited files. If the code that runs does change during the call (a module it uses reloaded, a module-level
+  value it reads reassigned or modified), the walk-forward stops before the next fold with a :class:`RuntimeError`
+  naming the class and its file, rather than mix two versions of the code: calling it again computes every fold
+  with the new code.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from raybt.backtest import run_backtest
+from raybt.code_digest import changed_in_memory, fixed
 from raybt.data import DataLike, DateRange, load_ohlcv
 from raybt.results import Results
 from raybt.strategy import Strategy, checked_strategies
@@ -78,9 +87,6 @@ def walk_forward(strategies: Iterable[Strategy], data: DataLike, folds: Sequence
     >>> wf.folds[["train", "test", "parameters", "is_sharpe", "oos_sharpe"]]; wf.efficiency; wf.equity.plot()
     """
     strategies = checked_strategies(strategies)
-    position = {}
-    for i, strategy in enumerate(strategies):
-        position.setdefault(strategy.id, i)
     if run_options.get("per_symbol"):
         raise ValueError("walk_forward does not support per_symbol=True: select per symbol by running it on each "
                          "symbol's data")
@@ -92,27 +98,51 @@ def walk_forward(strategies: Iterable[Strategy], data: DataLike, folds: Sequence
     initial = float(backtest_options.get("initial_amount", 10_000))
     metrics = REPORTED_METRICS + ((select,) if isinstance(select, str) and select not in REPORTED_METRICS else ())
     rows, curves, fold_results = [], [], []
-    for i, (train, test) in enumerate(folds):
-        results = run_backtests(strategies, market, [train, test] if oos_all else [train], **run_options)
-        fold_results.append(results)
-        by_range = {name: frame for name, frame in results.df.groupby("range", sort=False)}
-        train_rows = by_range[train.name]
-        chosen = _select(train_rows, select, position, f"fold-{i} ({train.name})")
-        best = strategies[position[chosen["strategy_id"]]]
-        oos = run_backtest(best, market, test, **backtest_options)
-        curves.append(oos.equity)
-        row: dict[str, Any] = {"fold": i, "train": train.name, "test": test.name, "strategy_id": best.id,
-                               "strategy": type(best).__name__, "parameters": chosen["parameters"]}
-        for metric in metrics:
-            row[f"is_{metric}"] = chosen[metric]
-            row[f"oos_{metric}"] = oos.metrics[metric]
-        row["sharpe_ratio_oos_is"] = _ratio(oos.metrics["sharpe"], chosen["sharpe"])
-        row["rank_correlation"] = _rank_correlation(train_rows, by_range[test.name]) if oos_all else np.nan
-        rows.append(row)
+    classes = list(dict.fromkeys(type(s) for s in strategies))
+    with fixed(classes):  # these ids, and every fold's keys, are those of the code as it is when the call starts
+        position = {}
+        for i, strategy in enumerate(strategies):
+            position.setdefault(strategy.id, i)
+        for i, (train, test) in enumerate(folds):
+            results = run_backtests(strategies, market, [train, test] if oos_all else [train], **run_options)
+            fold_results.append(results)
+            by_range = {name: frame for name, frame in results.df.groupby("range", sort=False)}
+            train_rows = by_range[train.name]
+            chosen = _select(train_rows, select, position, f"fold-{i} ({train.name})")
+            best = strategies[position[chosen["strategy_id"]]]
+            oos = run_backtest(best, market, test, **backtest_options)
+            curves.append(oos.equity)
+            row: dict[str, Any] = {"fold": i, "train": train.name, "test": test.name, "strategy_id": best.id,
+                                   "strategy": type(best).__name__, "parameters": chosen["parameters"]}
+            for metric in metrics:
+                row[f"is_{metric}"] = chosen[metric]
+                row[f"oos_{metric}"] = oos.metrics[metric]
+            row["sharpe_ratio_oos_is"] = _ratio(oos.metrics["sharpe"], chosen["sharpe"])
+            row["rank_correlation"] = _rank_correlation(train_rows, by_range[test.name]) if oos_all else np.nan
+            rows.append(row)
+            _check_code_unchanged(classes, i, len(folds))
     table = pd.DataFrame(rows)
     return WalkForward(folds=table, equity=_stitch(curves, initial),
                        efficiency=_ratio(table["oos_sharpe"].mean(), table["is_sharpe"].mean()),
                        rank_correlation=float(table["rank_correlation"].mean()), results=tuple(fold_results))
+
+
+def _check_code_unchanged(classes: list[type], fold: int, n_folds: int) -> None:
+    """Raise if the code of a strategy class changed in memory while fold ``fold`` ran (checked after each fold, so
+    no fold after the change is computed and no result mixing two versions is returned)."""
+    changed = changed_in_memory(classes)
+    if not changed:
+        return
+    cls = changed[0]
+    module = sys.modules.get(cls.__module__)
+    where = getattr(module, "__file__", None) or cls.__module__
+    stopped = f"before fold {fold + 1}" if fold + 1 < n_folds else "after its last fold"
+    raise RuntimeError(f"walk_forward stopped {stopped}: the code of strategy class {cls.__qualname__} ({where}) "
+                       f"changed in memory while fold {fold} ran: a module it uses was reloaded, or a module-level "
+                       f"value it reads was reassigned or modified (a cache the strategy fills counts too: keep it "
+                       f"out of module-level values). Going on would mix two versions of the code in one "
+                       f"walk-forward; nothing later was computed. Call walk_forward again to compute every fold "
+                       f"with the code as it is now (rows of the earlier code in checkpoint_dir are not reused).")
 
 
 def _checked_folds(folds: Sequence[tuple[DateRange, DateRange]]) -> list[tuple[DateRange, DateRange]]:

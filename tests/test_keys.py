@@ -304,6 +304,41 @@ def test_ids_are_the_same_in_every_process_whatever_the_hash_seed(tmp_path):
     assert len(ids) == 1
 
 
+HELPED = {
+    "helpers.py": "LIMIT = 3\n\n\ndef above(close, n):\n    return close > close.shift(min(n, LIMIT))\n",
+    "helped.py": "import helpers\nimport raybt\n\n\nclass Helped(raybt.Strategy):\n    n: int = 1\n\n"
+                 "    def signals(self, data):\n        return helpers.above(data.close, self.n), data.close < 0\n",
+}
+
+IDS_BEFORE_AND_AFTER = """
+import builtins, pickle, sys
+import helped
+from raybt import code_digest
+sys.stdout.write(helped.Helped(n=2).id + "\\n")
+pickle.dumps(helped.Helped(n=2))  # caches Helped.__slotnames__
+builtins.print = lambda *args, **kwargs: None  # as Ray does when it starts
+code_digest.refresh([helped.Helped])  # as the next sweep does
+sys.stdout.write(helped.Helped(n=2).id + "\\n")
+"""
+
+
+def test_ids_do_not_depend_on_the_folder_or_on_what_python_sets_in_a_helper_module(tmp_path):
+    """A strategy calling a helper module (``import helpers``) has the same id in another folder (another machine,
+    a moved project: the module's ``__file__`` differs), and after Ray replaced ``print`` in the modules' builtins
+    and an instance was pickled (``__slotnames__``): else a rerun there would not find its stored rows."""
+    ids = []
+    for folder in ("one", "elsewhere/two"):
+        for name, text in HELPED.items():
+            (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+            (tmp_path / folder / name).write_text(text)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path / folder)]))
+        done = subprocess.run([sys.executable, "-c", IDS_BEFORE_AND_AFTER], cwd=tmp_path / folder, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        ids.extend(done.stdout.split())
+    assert len(ids) == 4 and len(set(ids)) == 1, ids
+
+
 # ----------------------------------------------------------------------------------- results version warnings
 
 def test_load_results_and_the_cli_warn_about_rows_of_another_results_version(code, tmp_path):

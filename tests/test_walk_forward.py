@@ -1,9 +1,14 @@
 """raybt.walk_forward equals the same folds run by hand with run_backtests / run_backtest."""
 
+import builtins
+import functools
+import importlib
 import os
+import pickle
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -182,3 +187,159 @@ def test_errors_name_the_problem():
         walk(per_symbol=True)
     with pytest.raises(KeyError, match="unknown select metric 'sharp'"):
         walk(select="sharp")
+
+
+# ------------------------------------------------------------------ the strategy's code edited while it runs
+
+EDITED_STRATEGY = textwrap.dedent('''
+    import raybt
+    import wf_edited_helpers
+
+
+    class EditedMomentum(raybt.Strategy):
+        n: int = 5
+
+        def signals(self, data):
+            lag = wf_edited_helpers.lag(self.n)
+            return data.close > data.close.shift(lag), data.close < data.close.shift(lag)
+''')
+EDITED_HELPERS = textwrap.dedent('''
+    EXTRA = 0
+
+
+    class Shift:
+        """A callable object, as a compiled helper is: the code walk reads its class, not the instance's values."""
+
+        def __init__(self, extra):
+            self.extra = extra
+
+        def __call__(self, n):
+            return n + self.extra
+
+
+    shift = Shift(0)
+
+
+    def lag(n):
+        return shift(n) + EXTRA
+''')
+
+
+@pytest.fixture()
+def edited_code(tmp_path, monkeypatch):
+    """``wf_edited_strategy.EditedMomentum``, which calls ``wf_edited_helpers.lag``: modules written to tmp_path,
+    imported afresh, forgotten after the test."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # an edit within the same second must not load a stale .pyc
+    (tmp_path / "wf_edited_strategy.py").write_text(EDITED_STRATEGY)
+    (tmp_path / "wf_edited_helpers.py").write_text(EDITED_HELPERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = ("wf_edited_strategy", "wf_edited_helpers")
+    try:
+        yield importlib.import_module("wf_edited_strategy")
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+
+
+def edit_files(folder, edits=(("wf_edited_strategy.py", "lag(self.n)", "lag(self.n) + 2"),
+                               ("wf_edited_helpers.py", "shift(n) + EXTRA", "shift(n) + EXTRA + 3"))):
+    """Result-changing edits (by default of both files: the lag grows by 2 and by 3), on disk only."""
+    for name, old, new in edits:
+        text = (folder / name).read_text()
+        assert old in text, (name, old)
+        (folder / name).write_text(text.replace(old, new))
+
+
+def after_the_first_call(monkeypatch, name, action):
+    """Run ``action`` right after walk_forward's first call of ``name`` (``run_backtests``: fold 0's sweep;
+    ``run_backtest``: fold 0's test backtest, i.e. between fold 0 and fold 1)."""
+    module = sys.modules["raybt.walk_forward"]
+    real, calls = getattr(module, name), []
+
+    def hooked(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if not calls:
+            action()
+        calls.append(name)
+        return result
+
+    monkeypatch.setattr(module, name, hooked)
+
+
+@pytest.mark.parametrize("when", ["before the call", "between a fold's sweep and its test backtest",
+                                  "between folds"])
+def test_a_strategy_file_edited_while_walk_forward_runs_gives_one_version_of_the_code(edited_code, tmp_path,
+                                                                                        monkeypatch, when):
+    """Editing the files (without reloading them) does not change the code that runs: the whole walk-forward is
+    computed, keyed and reported with the code as it was when the call started, like one run_backtests. (Before:
+    the next sweep refreshed the ids from the edited file and the selected id was not found, a bare KeyError.)"""
+    grid = [edited_code.EditedMomentum(n=n) for n in (3, 8, 21)]
+    unedited = walk(grid, checkpoint_dir=str(tmp_path / "unedited"))
+    if when == "before the call":
+        edit_files(tmp_path)  # the ids the strategies cached are now stale
+    else:
+        after_the_first_call(monkeypatch, "run_backtests" if "sweep" in when else "run_backtest",
+                             lambda: edit_files(tmp_path))
+    wf = walk(grid, checkpoint_dir=str(tmp_path / "edited"))
+    ids = [s.id for s in grid]
+    assert set(wf.folds["strategy_id"]) <= set(ids)
+    for results in wf.results:  # every fold's rows are keyed by one version of the code
+        assert set(results.df["strategy_id"]) == set(ids)
+    same_ids = when != "before the call"  # the call started before the edit: the ids of the unedited files
+    pd.testing.assert_frame_equal(wf.folds.drop(columns="strategy_id"), unedited.folds.drop(columns="strategy_id"))
+    assert wf.folds["strategy_id"].equals(unedited.folds["strategy_id"]) == same_ids
+    pd.testing.assert_series_equal(wf.equity, unedited.equity)
+    again = walk(grid, checkpoint_dir=str(tmp_path / "edited"))  # a new call keys its rows by the files as they are
+    assert [r.n_computed for r in again.results] == [len(r) if same_ids else 0 for r in again.results]
+    reload_helpers()  # the edited code, once loaded, gives other results: none of it ran above
+    loaded = importlib.reload(edited_code)
+    assert not walk([loaded.EditedMomentum(n=n) for n in (3, 8, 21)]).equity.equals(unedited.equity)
+
+
+def test_what_python_and_ray_set_while_no_code_changes_does_not_stop_a_walk_forward(edited_code, monkeypatch):
+    """Between the folds of a first walk-forward on Ray, Ray replaces ``builtins.print`` (a value of every module's
+    ``__builtins__``) with a function of its own, and pickling an object for the workers caches ``__slotnames__`` on
+    its class: the code that runs is the same, so the walk-forward goes on."""
+    helpers = sys.modules["wf_edited_helpers"]
+
+    def as_ray_does():
+        monkeypatch.setattr(builtins, "print", functools.partial(print))  # not user code, as Ray's is not
+        pickle.dumps(helpers.shift)
+
+    after_the_first_call(monkeypatch, "run_backtest", as_ray_does)
+    wf = walk([edited_code.EditedMomentum(n=n) for n in (3, 8, 21)], folds=FOLDS[:2])
+    assert len(wf.folds) == 2 and "__slotnames__" in vars(helpers.Shift)
+
+
+def reload_helpers():
+    importlib.reload(sys.modules["wf_edited_helpers"])
+
+
+CODE_CHANGES = {
+    "a helper edited and reloaded": lambda folder: (edit_files(folder), reload_helpers()),
+    "a helper object rebuilt by a reload (invisible to the code walk)":
+        lambda folder: (edit_files(folder, [("wf_edited_helpers.py", "Shift(0)", "Shift(3)")]), reload_helpers()),
+    "a module-level value reassigned": lambda folder: setattr(sys.modules["wf_edited_helpers"], "EXTRA", 3),
+}
+
+
+@pytest.mark.parametrize("change", list(CODE_CHANGES))
+def test_code_changed_in_memory_while_walk_forward_runs_stops_it_with_a_clear_error(edited_code, tmp_path,
+                                                                                     monkeypatch, change):
+    """The code that runs changes between fold 0 and fold 1: going on would mix two versions in one walk-forward.
+    It stops before fold 1 computes anything, naming the class, its file and what to do; called again, every fold
+    runs the new code (fold 0's rows of the old code are not reused)."""
+    grid = [edited_code.EditedMomentum(n=n) for n in (3, 8, 21)]
+    folder = str(tmp_path / "checkpoints")
+    after_the_first_call(monkeypatch, "run_backtest", lambda: CODE_CHANGES[change](tmp_path))
+    message = (r"walk_forward stopped before fold 1: the code of strategy class EditedMomentum \(.*"
+               r"wf_edited_strategy\.py\) changed in memory while fold 0 ran: .* Call walk_forward again")
+    with pytest.raises(RuntimeError, match=message):
+        walk(grid, folds=FOLDS[:2], checkpoint_dir=folder)
+    assert len(raybt.load_results(folder)) == 2 * len(grid)  # fold 0's train and test rows only
+    old_ids = [s.id for s in grid]
+    again = walk(grid, folds=FOLDS[:2], checkpoint_dir=folder)  # the hook acts once: the code stays as changed
+    assert all(r.n_computed == len(r) for r in again.results)
+    new_ids = [s.id for s in grid]
+    assert not set(new_ids) & set(old_ids)
+    assert all(set(r.df["strategy_id"]) == set(new_ids) for r in again.results)
