@@ -85,6 +85,10 @@ def _is_utc_ns(t: pa.DataType) -> bool:
     return t == pa.timestamp("ns", tz="UTC")
 
 
+def _is_int64(t: pa.DataType) -> bool:
+    return pa.types.is_int64(t)
+
+
 def _is_plain(t: pa.DataType) -> bool:
     return (pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or _is_string(t)
             or pa.types.is_timestamp(t) or pa.types.is_null(t))
@@ -101,6 +105,8 @@ RESULT_COLUMNS: dict[str, tuple[str, Callable[[pa.DataType], bool]]] = {
     "range_end": ("timestamp[ns, tz=UTC]", _is_utc_ns),
     "start": ("timestamp[ns, tz=UTC]", _is_utc_ns),
     "end": ("timestamp[ns, tz=UTC]", _is_utc_ns),
+    "permutation_seed": ("int64", _is_int64),
+    "permutation": ("int64", _is_int64),
     **{name: ("float64", _is_float64) for name in METRIC_NAMES},
     ERROR_COLUMN: ("string", _is_string),
     "duration_s": ("float64", _is_float64),
@@ -111,6 +117,13 @@ column (parameters, and columns later versions add) must have a plain scalar typ
 string, timestamp or null (a column that is null in every row of a part). Binary, nested, dictionary, decimal and
 extension types are never read."""
 
+ADDED_COLUMNS: dict[str, pa.DataType] = {"permutation_seed": pa.int64(), "permutation": pa.int64()}
+"""Result columns that parts written by older raybt lack (checked like the others when present): such a part reads
+as if it had them, null in every row, at their place in :data:`RESULT_COLUMNS`. Older raybt wrote no permutation in
+rows, so null is right for a sweep's rows; an older permutation test's permuted rows also read null, but their runs
+are of another results version (``load_results`` says so) and none of their rows is reused or replayed. These
+integers may be missing, so they read as pandas' nullable ``Int64`` (never as floats)."""
+
 
 def schema_problem(schema: pa.Schema) -> str | None:
     """Why ``schema`` is not one raybt writes (see :data:`RESULT_COLUMNS`), or None if it is."""
@@ -118,7 +131,7 @@ def schema_problem(schema: pa.Schema) -> str | None:
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         return f"duplicate columns {duplicated}"
-    missing = [n for n in RESULT_COLUMNS if n not in names]
+    missing = [n for n in RESULT_COLUMNS if n not in names and n not in ADDED_COLUMNS]
     if missing:
         return (f"missing columns {missing[:5]}{' …' if len(missing) > 5 else ''} (another results version or not "
                 f"a raybt part)")
@@ -322,6 +335,7 @@ class CheckpointStore:
         """The whole part at ``path``, checked (:meth:`_checked_read`), with the exact values of its parameter
         columns stored as text (:func:`_exact_parameters`)."""
         _, table = self._checked_read(path)
+        table = _with_added_columns(table)
         try:
             return table, _exact_parameters(table)
         except ValueError as exc:
@@ -443,6 +457,28 @@ def _parquet_options(table: pa.Table) -> dict[str, Any]:
             "use_dictionary": [name for name in table.column_names if name not in _DISTINCT_VALUED]}
 
 
+def _with_added_columns(table: pa.Table) -> pa.Table:
+    """``table`` with the :data:`ADDED_COLUMNS` it lacks (a part of older raybt), null in every row."""
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in table.column_names:
+            table = table.add_column(_added_position(table.schema, name), name, pa.nulls(len(table), kind))
+    return table
+
+
+def _with_added_fields(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the :data:`ADDED_COLUMNS` it lacks."""
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in schema.names:
+            schema = schema.insert(_added_position(schema, name), pa.field(name, kind))
+    return schema
+
+
+def _added_position(schema: pa.Schema, name: str) -> int:
+    """Where added column ``name`` goes: after the column before it in :data:`RESULT_COLUMNS`."""
+    order = list(RESULT_COLUMNS)
+    return schema.get_field_index(order[order.index(name) - 1]) + 1
+
+
 def _done_of(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """A part's keys (``S24``) and whether each row failed, as arrays of their own (not views of the part's
     buffers, which may live in shared memory the part should not keep)."""
@@ -478,7 +514,8 @@ def _combine(parts: Iterable[tuple[pa.Table, dict[str, list]]], keys: np.ndarray
     """Rows of several parts (each a table and its exact parameter values, see :func:`_exact_parameters`) as one
     frame: the newest row per key, optionally only keys in ``keys``.
 
-    Columns are unified by name (first-seen order). :data:`RESULT_COLUMNS` keep their dtypes; any other column keeps
+    Columns are unified by name (first-seen order). :data:`RESULT_COLUMNS` keep their dtypes (:data:`ADDED_COLUMNS`:
+    pandas' ``Int64``, ``<NA>`` where null); any other column keeps
     its native dtype only if it has one type and a value in every row, else it becomes ``object`` holding the exact
     Python values (None where missing)."""
     parts = list(parts)
@@ -490,11 +527,15 @@ def _combine(parts: Iterable[tuple[pa.Table, dict[str, list]]], keys: np.ndarray
     tables = [table for table, _ in parts]
     names = list(dict.fromkeys(name for t in tables for name in t.column_names))
     native: dict[str, pa.ChunkedArray] = {}
+    nullable_ints: dict[str, pa.ChunkedArray] = {}  # ADDED_COLUMNS: read as pandas' Int64
     exact_columns: dict[str, np.ndarray] = {}
     for name in names:
         chunks = [t.column(name) if name in t.column_names else None for t in tables]
         types = {c.type for c in chunks if c is not None and not pa.types.is_null(c.type)}
-        if name in RESULT_COLUMNS:
+        if name in ADDED_COLUMNS:
+            nullable_ints[name] = pa.chunked_array([piece for c in chunks for piece in c.chunks],
+                                                   type=ADDED_COLUMNS[name])
+        elif name in RESULT_COLUMNS:
             target = pa.large_string() if any(pa.types.is_large_string(t) for t in types) else None
             native[name] = pa.chunked_array([piece for c in chunks for piece in _cast(c, target).chunks],
                                             type=_cast(chunks[0], target).type)
@@ -510,6 +551,8 @@ def _combine(parts: Iterable[tuple[pa.Table, dict[str, list]]], keys: np.ndarray
         else:
             exact_columns[name] = _object_column(parts, name)
     frame = pa.table(native).to_pandas()
+    for name, column in nullable_ints.items():
+        frame[name] = column.to_pandas(types_mapper={column.type: pd.Int64Dtype()}.get).array
     for name, values in exact_columns.items():
         frame[name] = values
     frame = frame[names]
@@ -586,7 +629,7 @@ def _scan(sources: list[tuple[pa.ChunkedArray, pa.Schema, Any]], columns: list[s
     (first, if not named). Unknown names in ``columns`` raise ``KeyError``."""
     if not sources:
         return pa.table({})
-    unified = _unified_schema([schema for _, schema, _ in sources])
+    unified = _unified_schema([_with_added_fields(schema) for _, schema, _ in sources])
     names = unified.names if columns is None else list(dict.fromkeys([KEY_COLUMN, *columns]))
     unknown = [c for c in names if c not in unified.names]
     if unknown:

@@ -1,10 +1,11 @@
 """Result rows as Arrow record batches, built where the jobs ran; the driver only concatenates and writes them.
 
 A worker knows everything a row says: the job's key and strategy id (computed once on the driver, when planning, and
-sent with the batch), the strategy's class and parameters, the symbol and range, the bars simulated, the metrics,
-the error and the timing. :func:`job_rows` turns one finished batch into one :class:`pyarrow.RecordBatch` with the
-columns of :mod:`raybt.results` (``RESULT_COLUMNS`` of :mod:`raybt.checkpoint` plus a column per parameter);
-:func:`concat_rows` joins the record batches of many tasks into the table of one checkpoint part.
+sent with the batch), the strategy's class and parameters, the symbol and range, the bars simulated, the permuted
+market of a permutation test's job, the metrics, the error and the timing. :func:`job_rows` turns one finished batch
+into one :class:`pyarrow.RecordBatch` with the columns of :mod:`raybt.results` (``RESULT_COLUMNS`` of
+:mod:`raybt.checkpoint` plus a column per parameter); :func:`concat_rows` joins the record batches of many tasks into
+the table of one checkpoint part.
 
 Parameter columns: one per parameter name, in the order of first appearance; null where a strategy has no such
 parameter. A parameter whose values have different kinds (a name shared by strategy classes with different types,
@@ -23,6 +24,7 @@ import pyarrow as pa
 from raybt._keys import key_array
 from raybt.data import DataError, DateRange, MarketData
 from raybt.metrics import METRIC_NAMES
+from raybt.permute import Permutation
 from raybt.strategy import parameters_texts
 
 if TYPE_CHECKING:
@@ -30,8 +32,8 @@ if TYPE_CHECKING:
 
 _UTC_NS = pa.timestamp("ns", tz="UTC")
 _LEADING = ("key", "strategy_id", "strategy")
-_TRAILING = ("parameters", "symbol", "range", "range_start", "range_end", "start", "end", *METRIC_NAMES, "error",
-             "duration_s", "worker")
+_TRAILING = ("parameters", "symbol", "range", "range_start", "range_end", "start", "end", "permutation_seed",
+             "permutation", *METRIC_NAMES, "error", "duration_s", "worker")
 
 
 def job_rows(batch: Batch, result: BatchResult, market: MarketData) -> pa.RecordBatch:
@@ -69,6 +71,7 @@ def job_rows(batch: Batch, result: BatchResult, market: MarketData) -> pa.Record
                                     type=_UTC_NS).take(pair_index)
     columns["start"] = pa.array([span[0] for span in spans], type=_UTC_NS).take(pair_index)
     columns["end"] = pa.array([span[1] for span in spans], type=_UTC_NS).take(pair_index)
+    columns["permutation_seed"], columns["permutation"] = _permutation_columns(batch.permutations, n)
     metrics = np.ascontiguousarray(result.metrics.T)  # one contiguous row per metric: each column without a copy
     for position, name in enumerate(METRIC_NAMES):
         columns[name] = pa.array(metrics[position])
@@ -76,6 +79,19 @@ def job_rows(batch: Batch, result: BatchResult, market: MarketData) -> pa.Record
     columns["duration_s"] = pa.array(result.durations, type=pa.float64())
     columns["worker"] = pa.repeat(pa.scalar(result.worker, type=pa.string()), n)
     return pa.RecordBatch.from_pydict(columns)
+
+
+def _permutation_columns(permutations: list[Permutation | None] | None, n: int) -> tuple[pa.Array, pa.Array]:
+    """The ``permutation_seed`` and ``permutation`` columns: each job's ``(seed, i)``, null on the real data (every
+    job of a sweep). A permutation test's jobs on one permuted market share its tuple, so each distinct one is read
+    once."""
+    if permutations is None:
+        return pa.nulls(n, pa.int64()), pa.nulls(n, pa.int64())
+    index, first = _first_seen(_identities(permutations))
+    distinct = [permutations[i] for i in first]
+    index = pa.array(index)
+    return tuple(pa.array([None if p is None else int(p[field]) for p in distinct], type=pa.int64()).take(index)
+                 for field in (0, 1))
 
 
 def _identities(objects: list) -> np.ndarray:

@@ -5,10 +5,12 @@ parameter (named after it; null for strategies without it), ``parameters`` (the 
 given, as JSON text: ints stay ints, ``None`` stays null — what a replay reads), ``symbol`` (the symbol of a
 per-symbol job; null for a portfolio of every symbol), ``range`` (name), ``range_start`` and ``range_end`` (the range
 as the user defined it: start inclusive, end exclusive, UTC; null for an open side), ``start`` and ``end`` (UTC
-times of the first and last simulated bar; null when the job's symbol has no bar in the range), every metric of
-:data:`raybt.metrics.METRIC_NAMES`, ``error`` (null when the job ran; else exception type, message and traceback
-tail), ``duration_s`` (seconds in the worker) and ``worker`` (where it ran: ``local:<pid>`` in-process, ``<Ray node
-id>:<pid>`` on Ray).
+times of the first and last simulated bar; null when the job's symbol has no bar in the range), ``permutation_seed``
+and ``permutation`` (the ``(seed, i)`` of the permuted market a :func:`raybt.stats.permutation_test` row ran on, see
+:mod:`raybt.permute`; pandas ``Int64``, ``<NA>`` for rows on the real data: every sweep's rows and a permutation
+test's real-data rows), every metric of :data:`raybt.metrics.METRIC_NAMES`, ``error`` (null when the job ran; else
+exception type, message and traceback tail), ``duration_s`` (seconds in the worker) and ``worker`` (where it ran:
+``local:<pid>`` in-process, ``<Ray node id>:<pid>`` on Ray).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from raybt.checkpoint import CheckpointStore, MemoryStore, recorded_runs, scan_f
 from raybt.data import DataError, DataLike, DateRange, DateRangeWarning, MarketData, load_ohlcv
 from raybt.engine import CostModel
 from raybt.metrics import METRIC_NAMES
+from raybt.permute import Permutation, permuted_market
 from raybt.plan import RESULTS_VERSION, RunSettings, plan_jobs
 from raybt.result_rows import concat_rows
 from raybt.strategy import RESULT_COLUMNS, Strategy
@@ -57,21 +60,41 @@ class RowInputs(NamedTuple):
     parameters: dict[str, Any]
     date_range: DateRange | None
     symbol: str | None
+    permutation: Permutation | None = None
+    """``(seed, i)`` of the permuted market a permutation test's row ran on (:mod:`raybt.permute`); None: the real
+    data."""
 
 
 def row_inputs(row: Mapping[str, Any]) -> RowInputs:
-    """The parameters, date range (as the user defined it, name included) and symbol of a result row (a
-    ``results.df`` row, a dict or a pandas Series), read from its ``parameters``, ``range``, ``range_start``,
-    ``range_end`` and ``symbol`` columns only.
+    """The parameters, date range (as the user defined it, name included), symbol and permuted market of a result
+    row (a ``results.df`` row, a dict or a pandas Series), read from its ``parameters``, ``range``, ``range_start``,
+    ``range_end``, ``symbol``, ``permutation_seed`` and ``permutation`` columns only (a row without the last two ran
+    on the real data; one with only one of them is refused).
 
     >>> inputs = row_inputs(results.df.iloc[0])
     >>> raybt.run_backtest(SmaCross(**inputs.parameters), data, inputs.date_range, symbol=inputs.symbol)
+
+    (on the real data; ``results.backtest(row, data)`` also replays a row whose ``inputs.permutation`` is set.)
     """
     name = row["range"]
     start, end = (_timestamp_or_none(row[column]) for column in ("range_start", "range_end"))
     date_range = None if name == "all" and start is None and end is None else DateRange(start, end, name=name)
     symbol = row["symbol"]
-    return RowInputs(json.loads(row["parameters"]), date_range, None if _is_null(symbol) else str(symbol))
+    return RowInputs(json.loads(row["parameters"]), date_range, None if _is_null(symbol) else str(symbol),
+                     _permutation_of(row))
+
+
+def _permutation_of(row: Mapping[str, Any]) -> Permutation | None:
+    """A row's ``(permutation_seed, permutation)``; None when it has neither (the real data)."""
+    seed, i = row.get("permutation_seed"), row.get("permutation")
+    if _is_null(seed) and _is_null(i):
+        return None
+    if _is_null(seed) or _is_null(i):
+        given, value, lacking = ("permutation_seed", seed, "permutation") if _is_null(i) else ("permutation", i,
+                                                                                              "permutation_seed")
+        raise ValueError(f"row {row.get('key', '')} has {given}={value} but no {lacking}: a permutation test's row "
+                         f"has both, a row on the real data neither; it cannot be replayed")
+    return int(seed), int(i)
 
 
 def _timestamp_or_none(value: Any) -> pd.Timestamp | None:
@@ -191,7 +214,8 @@ class Results:
         return display_order(ranked, first=["score", *weights])
 
     def summary(self) -> pd.DataFrame:
-        """One row per strategy (per strategy and symbol in a per-symbol sweep) across its date ranges:
+        """One row per strategy (per strategy and symbol in a per-symbol sweep; per strategy and market — the real
+        data, each permuted one — in a permutation test's rows) across its date ranges:
 
         ``n_ranges`` (ranges that ran), ``n_failed`` (ranges whose job failed), ``n_profitable`` (``total_return``
         > 0), ``consistency`` (n_profitable / n_ranges), ``compounded_return`` (prod(1 + total_return) − 1, as if
@@ -204,6 +228,7 @@ class Results:
         _require(df, needed)
         params = param_columns(df)
         by = ["strategy_id", "symbol"] if "symbol" in df.columns else ["strategy_id"]
+        by += _permutation_columns(df)
         frame = df.assign(_failed=df["error"].notna(), _profitable=df["total_return"] > 0,
                           _growth=1.0 + df["total_return"])
         ok = frame[~frame["_failed"]]
@@ -229,7 +254,7 @@ class Results:
         out = out.reset_index()
         out = out.sort_values(["compounded_return", "strategy_id"], ascending=[False, True], na_position="last",
                               kind="stable")
-        columns = ["strategy", *params, *(["symbol"] if "symbol" in by else []), "n_ranges", "n_failed",
+        columns = ["strategy", *params, *by[1:], "n_ranges", "n_failed",  # by[1:]: symbol, the permuted market
                    "n_profitable", "consistency", "compounded_return", "worst_max_drawdown", "mean_sharpe",
                    "worst_sharpe", "n_trades", "strategy_id"]
         return out[columns].reset_index(drop=True)
@@ -250,6 +275,10 @@ class Results:
         :class:`~raybt.data.DataError`. ``strategy``: the strategy class (or a mapping class name → class); not
         needed for the Results of :func:`run_backtests`, which knows its strategies.
 
+        A permutation test's row on a permuted market (``permutation`` set) runs on that market, rebuilt from the
+        real data and ``(permutation_seed, permutation)`` exactly as the test's worker built it
+        (:func:`raybt.permute.permuted_market`): the Backtest's ``prices`` are the permuted ones.
+
         The costs and settings are the run's: those of the :func:`run_backtests` call, or, for a loaded directory,
         the run recorded in ``manifest.json`` whose settings reproduce the row's key. The job's key is recomputed
         from the class, parameters, range, symbol, data and settings and must equal the stored one — so a strategy
@@ -257,9 +286,10 @@ class Results:
         market = load_ohlcv(data)
         row = self._full_rows([_key_of(row_or_key)]).iloc[0]
         job = self._replayable(row, market, strategy)
+        on = market if job.permutation is None else permuted_market(market, job.date_range, job.permutation)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DateRangeWarning)  # reported when the sweep ran
-            backtest = run_backtest(job.strategy, market, job.date_range, symbol=job.symbol,
+            backtest = run_backtest(job.strategy, on, job.date_range, symbol=job.symbol,
                                     **asdict(job.settings.costs), periods_per_year=job.settings.periods_per_year,
                                     risk_free_rate=job.settings.risk_free_rate)
         _check_same_metrics(row, backtest.metrics)
@@ -275,7 +305,8 @@ class Results:
         with the first bar against the initial amount — bit for bit those of :meth:`backtest` on each row. ``rows``:
         a DataFrame of rows (e.g. ``best()``), a list of rows or keys. The backtests run with the executors of
         :func:`run_backtests` (``n_workers``: None/1 in this process, -1/N on Ray; ``batch_size`` jobs per task);
-        keys, data and metrics are checked as in :meth:`backtest`."""
+        keys, data and metrics are checked as in :meth:`backtest`, and a permutation test's permuted row runs on its
+        permuted market, as there."""
         from raybt.batch import Batch
         from raybt.sweep import _executor
 
@@ -288,7 +319,8 @@ class Results:
             executor = _executor(_Strategies([jobs[i].strategy for i in positions]), market, settings, n_workers,
                                  address, False)
             batches = (Batch(np.asarray(chunk), [jobs[i].strategy for i in chunk], [jobs[i].date_range for i in chunk],
-                             [jobs[i].symbol for i in chunk], keep_curves=True)
+                             [jobs[i].symbol for i in chunk], keep_curves=True,
+                             permutations=[jobs[i].permutation for i in chunk])
                        for chunk in _chunks(positions, batch_size))
             try:
                 for result in executor.run(batches):
@@ -331,9 +363,11 @@ class Results:
         candidates = self._candidate_settings(market)
         for settings in candidates:
             if _job_key(strategy, inputs, market, settings) == row["key"]:
-                return _Job(row["key"], strategy, inputs.date_range, inputs.symbol, settings)
-        raise ValueError(f"row {row['key']} ({strategy!r}, range {row['range']!r}) does not come from this code: "
-                         f"its key is not reproduced by {cls.__qualname__} as defined now with the data and the "
+                return _Job(row["key"], strategy, inputs.date_range, inputs.symbol, settings, inputs.permutation)
+        where = "" if inputs.permutation is None else (f", permuted market {inputs.permutation[1]} of seed "
+                                                       f"{inputs.permutation[0]}")
+        raise ValueError(f"row {row['key']} ({strategy!r}, range {row['range']!r}{where}) does not come from this "
+                         f"code: its key is not reproduced by {cls.__qualname__} as defined now with the data and the "
                          f"settings of the run(s) that wrote here — the class's code (or what it calls) or raybt's "
                          f"results version changed since the sweep; rerun the sweep to get rows of this code")
 
@@ -451,14 +485,26 @@ quality half as much), ``profit`` (total return first, then how trades earn it),
 Sortino, Calmar and drawdown once), ``frequency`` (many trades, with Sharpe and win rate as quality checks)."""
 
 
+_PERMUTATION_COLUMNS = ("permutation_seed", "permutation")
+
+
+def _permutation_columns(frame: pd.DataFrame) -> list[str]:
+    """The permutation columns, when some row of ``frame`` ran on a permuted market (a permutation test's rows);
+    else none (a sweep's rows, all on the real data)."""
+    present = [c for c in _PERMUTATION_COLUMNS if c in frame.columns]
+    return present if present and bool(frame[present].notna().to_numpy().any()) else []
+
+
 def display_order(frame: pd.DataFrame, first: Sequence[str] = ()) -> pd.DataFrame:
-    """``frame``'s columns for reading: the strategy class, its parameters, symbol and range, then ``first`` (e.g. the
-    metric ranked by), the other metrics, and last the ids and bookkeeping (key, strategy_id, parameters JSON, the
-    range's instants, error, duration, worker)."""
+    """``frame``'s columns for reading: the strategy class, its parameters, symbol and range (and the permuted
+    market, when some row ran on one), then ``first`` (e.g. the metric ranked by), the other metrics, and last the
+    ids and bookkeeping (key, strategy_id, parameters JSON, the range's instants, error, duration, worker; the
+    permutation columns, when every row ran on the real data)."""
     params = param_columns(frame)
-    head = [c for c in ("strategy", *params, "symbol", "range", *first) if c in frame.columns]
-    ids = [c for c in ("key", "strategy_id", "parameters", "range_start", "range_end", "start", "end", "error",
-                       "duration_s", "worker") if c in frame.columns]
+    head = [c for c in ("strategy", *params, "symbol", "range", *_permutation_columns(frame), *first)
+            if c in frame.columns]
+    ids = [c for c in ("key", "strategy_id", "parameters", "range_start", "range_end", "start", "end",
+                       *_PERMUTATION_COLUMNS, "error", "duration_s", "worker") if c in frame.columns]
     middle = [c for c in frame.columns if c not in head and c not in ids]
     return frame[list(dict.fromkeys([*head, *middle, *ids]))]
 
@@ -514,6 +560,7 @@ class _Job:
     date_range: DateRange | None
     symbol: str | None
     settings: RunSettings
+    permutation: Permutation | None = None
 
     def bar_index(self, market: MarketData) -> pd.DatetimeIndex:
         data = market if self.symbol is None else market.symbol_data(self.symbol)
@@ -531,7 +578,8 @@ class _Strategies:
 def _job_key(strategy: Strategy, inputs: RowInputs, market: MarketData, settings: RunSettings) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DateRangeWarning)
-        plan = plan_jobs([strategy], [inputs.date_range], market, settings, per_symbol=inputs.symbol is not None)
+        plan = plan_jobs([strategy], [inputs.date_range], market, settings, per_symbol=inputs.symbol is not None,
+                         permutations=None if inputs.permutation is None else [inputs.permutation])
     position = 0 if inputs.symbol is None else plan.symbols.index(inputs.symbol)
     return plan.keys[position].decode()
 

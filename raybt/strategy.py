@@ -43,7 +43,7 @@ from raybt.data import MarketView
 from raybt.metrics import METRIC_NAMES
 
 RESULT_COLUMNS = ("key", "strategy_id", "strategy", "parameters", "symbol", "range", "range_start", "range_end",
-                  "start", "end", "error", "duration_s", "worker")
+                  "start", "end", "permutation_seed", "permutation", "error", "duration_s", "worker")
 """Result columns besides parameters and metrics (a parameter may not take one of these names)."""
 _RULE_NAMES = ("size", "direction", "stop_loss", "take_profit", "trailing_stop", "warmup")
 _DIRECTIONS = ("long", "short", "both")

@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 import raybt
@@ -255,3 +257,125 @@ def test_real_data_jobs_keep_a_sweeps_keys_and_permuted_ones_key_their_permutati
     assert "permuted (permutation 1 of seed 0)" in test.describe(5)
     with pytest.raises(ValueError, match="distinct"):
         raybt.plan.plan_jobs(grid, None, market, settings, permutations=[(0, 1), (0, 1)])
+
+
+# ------------------------------------------------------------------------------- the rows a permutation test stores
+
+PERMUTATION_COLUMNS = ["permutation_seed", "permutation"]
+
+
+@pytest.fixture(scope="module")
+def stored_test(tmp_path_factory):
+    """A small permutation test in a checkpoint directory of its own: 2 strategies × (real data + 3 permutations)."""
+    directory = str(tmp_path_factory.mktemp("permutation"))
+    grid = [FollowsLastBar(lag=1), SmaCross(fast=3, slow=10)]
+    market = raybt.load_ohlcv(random_walk(n_bars=300))
+    window = raybt.DateRange(market.index[40], None, name="tail")
+    permutation_test(grid, market, n=3, seed=5, date_range=window, checkpoint_dir=directory, fees=0.001)
+    return directory, grid, market, window
+
+
+def planned_permutations(stored_test):
+    """Key -> the permutation (None: the real data) that the plan of :func:`stored_test` gave the job."""
+    _, grid, market, window = stored_test
+    settings = raybt.plan.RunSettings(raybt.engine.CostModel(10_000, 0.001, 0.0, 0.0, "close"))
+    drawn = [None, (5, 0), (5, 1), (5, 2)]
+    plan = raybt.plan.plan_jobs(grid, window, market, settings, permutations=drawn)
+    return {key.decode(): drawn[p] for key, p in zip(plan.keys, plan.permutation_index)}
+
+
+def test_each_stored_row_names_the_permuted_market_it_ran_on(stored_test):
+    directory = stored_test[0]
+    df = raybt.load_results(directory).df
+    planned = planned_permutations(stored_test)
+    assert set(df["key"]) == set(planned)
+    for _, row in df.iterrows():
+        expected = planned[row["key"]]
+        if expected is None:
+            assert row[PERMUTATION_COLUMNS].isna().all()
+        else:
+            assert (row["permutation_seed"], row["permutation"]) == expected
+    assert [str(df[c].dtype) for c in PERMUTATION_COLUMNS] == ["Int64", "Int64"]  # ints, <NA> on the real data
+    columns = list(df.columns)
+    assert columns[columns.index("end") + 1:columns.index("end") + 3] == PERMUTATION_COLUMNS
+    # a ranking shows them next to the range, as the only thing telling the rows apart from a sweep's
+    best = raybt.load_results(directory).best("sharpe", n=8)
+    assert list(best.columns[best.columns.get_loc("range") + 1:][:2]) == PERMUTATION_COLUMNS
+    # and they can be filtered on when reading
+    real = raybt.load_results(directory, columns=["sharpe", *PERMUTATION_COLUMNS],
+                              filter=pc.field("permutation").is_null()).df
+    assert sorted(real["key"]) == sorted(k for k, p in planned.items() if p is None)
+
+
+def test_a_summary_of_a_permutation_tests_rows_keeps_each_market_apart(stored_test):
+    directory, grid, _, _ = stored_test
+    df = raybt.load_results(directory).df
+    summary = raybt.load_results(directory).summary()
+    assert len(summary) == len(df) == 2 * 4  # one range: a line per strategy and market, not one per strategy
+    assert list(summary.columns[summary.columns.get_loc("symbol") + 1:][:2]) == PERMUTATION_COLUMNS
+    by_market = df.set_index(["strategy_id", *PERMUTATION_COLUMNS])
+    for _, line in summary.iterrows():
+        row = by_market.loc[(line["strategy_id"], line["permutation_seed"], line["permutation"])]
+        assert line["n_ranges"] == 1 and line["compounded_return"] == row["total_return"]
+    sweep = raybt.run_backtests(grid, random_walk(n_bars=300), show_progress=False).summary()
+    assert not set(PERMUTATION_COLUMNS) & set(sweep.columns)  # a sweep's summary is as it was
+
+
+def test_a_permuted_row_replays_on_its_permuted_market(stored_test):
+    directory, grid, market, window = stored_test
+    results = raybt.load_results(directory)
+    df = results.df
+    classes = {type(s).__qualname__: type(s) for s in grid}
+    planned = planned_permutations(stored_test)  # (not the new columns: this test also runs on older code)
+    on = df["key"].map(planned)
+    row = df[(on == (5, 1)) & (df["strategy"] == "SmaCross")].iloc[0]
+    replayed = results.backtest(row, market, classes)  # its metrics are checked bit for bit against the row
+    permuted = permute.permuted_market(market, window, (5, 1))
+    expected = raybt.run_backtest(SmaCross(fast=3, slow=10), permuted, window, fees=0.001)
+    assert replayed.metrics == expected.metrics and replayed.metrics["sharpe"] == row["sharpe"]
+    pd.testing.assert_series_equal(replayed.equity, expected.equity)
+    np.testing.assert_array_equal(replayed.prices.to_numpy()[:, 0], permuted.close[0, -len(replayed.prices):])
+    real = df[on.isna() & (df["strategy"] == "SmaCross")].iloc[0]
+    assert results.backtest(real, market, classes).metrics["sharpe"] == real["sharpe"]
+    assert real["sharpe"] != row["sharpe"]
+    returns = results.returns(df, market, strategy=classes)  # every row, the permuted ones each on its own market
+    for _, each in df.iterrows():
+        equity = results.backtest(each, market, classes).equity
+        np.testing.assert_array_equal(returns[each["key"]].to_numpy(),
+                                      raybt.results.bar_returns(equity, 10_000).to_numpy())
+
+
+def test_a_row_naming_half_a_permutation_is_refused(stored_test):
+    directory, grid, market, _ = stored_test
+    row = raybt.load_results(directory).df.dropna(subset=["permutation"]).iloc[0].copy()
+    row["permutation"] = pd.NA
+    with pytest.raises(ValueError, match=r"permutation_seed=5 but no permutation"):
+        raybt.results.row_inputs(row)
+
+
+def test_an_ordinary_sweeps_rows_and_a_part_written_before_the_permutation_columns_read_as_today(tmp_path):
+    grid = [FollowsLastBar(lag=1), FollowsLastBar(lag=2), SmaCross(fast=3, slow=10)]
+    sweep = functools.partial(raybt.run_backtests, grid, random_walk(), show_progress=False,
+                              checkpoint_dir=str(tmp_path), checkpoint_batch_size=2, batch_size=1)
+    new = sweep().df
+    assert new[PERMUTATION_COLUMNS].isna().all().all()
+    parts = sorted((tmp_path / "parts").glob("part-*.parquet"))
+    assert len(parts) == 2
+    old = pq.read_table(parts[0]).drop_columns(PERMUTATION_COLUMNS)  # as raybt wrote parts before the columns
+    pq.write_table(old, parts[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the old part is not set aside
+        loaded = raybt.load_results(str(tmp_path))
+        pd.testing.assert_frame_equal(loaded.df.drop(columns=["duration_s", "worker"]),
+                                      new.drop(columns=["duration_s", "worker"]), check_exact=True)
+        scanned = raybt.load_results(str(tmp_path), filter=[("n_trades", ">=", 0)]).df  # the lazy reader too
+        assert list(scanned.columns) == list(new.columns) and scanned[PERMUTATION_COLUMNS].isna().all().all()
+        again = sweep()
+    assert (again.n_computed, again.n_skipped) == (0, 3)  # resumed: the old part's rows count as done
+    assert pq.read_schema(parts[0]).names == old.column_names  # and it was left as it was
+    pq.write_table(pq.read_table(parts[1]).drop_columns(PERMUTATION_COLUMNS), parts[1])
+    only_old = raybt.load_results(str(tmp_path)).df  # no part has the columns: they are there all the same
+    assert list(only_old.columns) == list(new.columns) and only_old[PERMUTATION_COLUMNS].isna().all().all()
+    with pytest.raises(TypeError, match="collides with a result column"):
+        type("Shuffled", (raybt.Strategy,), {"__annotations__": {"permutation": int}, "permutation": 0,
+                                              "signals": FollowsLastBar.signals})

@@ -8,6 +8,7 @@ import enum
 import hashlib
 import json
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -145,6 +146,9 @@ def _rows_one_by_one(batch: Batch, result: BatchResult, market) -> pa.RecordBatc
     columns["range_end"] = pa.array([instant(r.end if r is not None else None) for r in ranges], type=utc)
     columns["start"] = pa.array([span[0] for span in spans], type=utc)
     columns["end"] = pa.array([span[1] for span in spans], type=utc)
+    permutations = batch.permutations or [None] * len(strategies)
+    columns["permutation_seed"] = pa.array([p and p[0] for p in permutations], type=pa.int64())
+    columns["permutation"] = pa.array([p and p[1] for p in permutations], type=pa.int64())
     for position, name in enumerate(METRIC_NAMES):
         columns[name] = pa.array(result.metrics[:, position])
     columns["error"] = pa.array(result.errors, type=pa.string())
@@ -170,14 +174,17 @@ def test_result_rows_equal_rows_built_job_by_job():
     metrics[3] = np.nan
     result = BatchResult(batch.jobs, metrics, [None if i % 4 else f"error {i}" for i in range(n)],
                          rng.random(n), "host:1")
-    rows = job_rows(batch, result, market)
-    expected = _rows_one_by_one(batch, result, market)
-    assert rows.schema == expected.schema
-    for name in expected.schema.names:
-        assert rows.column(name).to_pylist() == expected.column(name).to_pylist() or \
-            np.array_equal(rows.column(name).to_numpy(zero_copy_only=False),
-                           expected.column(name).to_numpy(zero_copy_only=False), equal_nan=True), name
-    assert rows.column("o").type == pa.string()  # "x", 2 and 2.5: text, as in one column built job by job
+    shared = (3, 1)  # a permutation test's batch: the real data and permuted markets, jobs of one sharing its tuple
+    permuted = replace(batch, permutations=[None if j % 3 == 0 else shared if j % 3 == 1 else (3, j) for j in range(n)])
+    for each in (batch, permuted):
+        rows = job_rows(each, result, market)
+        expected = _rows_one_by_one(each, result, market)
+        assert rows.schema == expected.schema
+        for name in expected.schema.names:
+            assert rows.column(name).to_pylist() == expected.column(name).to_pylist() or \
+                np.array_equal(rows.column(name).to_numpy(zero_copy_only=False),
+                               expected.column(name).to_numpy(zero_copy_only=False), equal_nan=True), name
+        assert rows.column("o").type == pa.string()  # "x", 2 and 2.5: text, as in one column built job by job
 
 
 def test_keys_between_numpy_and_arrow():

@@ -30,9 +30,10 @@ def test_results_columns_and_values(reference):
     assert len(df) == len(GRID) * len(RANGES)
     assert list(df.columns[:11]) == ["key", "strategy_id", "strategy", "fast", "slow", "parameters", "symbol",
                                      "range", "range_start", "range_end", "start"]
-    assert list(df.columns[11:12]) == ["end"]
-    assert list(df.columns[12:12 + len(METRIC_NAMES)]) == list(METRIC_NAMES)
+    assert list(df.columns[11:14]) == ["end", "permutation_seed", "permutation"]
+    assert list(df.columns[14:14 + len(METRIC_NAMES)]) == list(METRIC_NAMES)
     assert df["symbol"].isna().all()  # one portfolio of every symbol
+    assert df[["permutation_seed", "permutation"]].isna().all().all()  # on the real data
     assert (df[df["range"] == "first"]["range_end"] == pd.Timestamp("2023-02-15", tz="UTC")).all()
     assert list(df.columns[-3:]) == ["error", "duration_s", "worker"]
     assert df["worker"].str.startswith("local:").all()

@@ -33,10 +33,12 @@ Execution is an ordinary sweep (:func:`raybt.run_backtests`: the same executors,
 the object store once); each job carries only ``(seed, i)`` and the worker builds permuted market ``i`` itself.
 Every permutation is drawn from ``(seed, i)`` alone, so the same seed gives the same p-value with any ``n_workers``
 and batch size. With ``checkpoint_dir`` each row is stored under a key of the strategy, range, data, settings and
-``(seed, i)``: calling again resumes, and a larger ``n`` with the same seed computes only the new permutations. The
-stored rows look like a sweep's (strategy, range, metrics); only their keys tell which permutation each ran on, so
-read the outcome from the returned :class:`PermutationTest`. A permuted row cannot be replayed
-(``Results.backtest`` refuses it: its key is not reproduced on the real data); the real-data rows can.
+``(seed, i)``: calling again resumes, and a larger ``n`` with the same seed computes only the new permutations. Each
+stored row says which market it ran on: ``permutation_seed`` and ``permutation`` (the ``(seed, i)`` above; ``<NA>``
+on the real data), so ``raybt.load_results`` of the directory does not pass permuted rows off as real results
+(:meth:`~raybt.results.Results.best` shows the two columns next to the range); the outcome of the test is the
+returned :class:`PermutationTest`. ``Results.backtest`` and ``Results.returns`` replay a permuted row on its permuted
+market, rebuilt from the real data and ``(seed, i)``, with the metrics checked bit for bit as for any row.
 """
 
 from __future__ import annotations
