@@ -9,8 +9,9 @@ must be gone within ``GRACE_S`` (no process of another test, or of the session's
 own contract holds too: exit code 130 and one line saying what was saved, or the job's error. The old code left the
 dashboard and runtime-env agents of every case stopped while Ray's processes appeared.
 
-A Ctrl-C while Ray starts ends the program once ``ray.init`` has returned (raybt.executors.hybrid); a second one
-ends it at once (the last test).
+A Ctrl-C or an error that stops a sweep while Ray starts ends the program once ``ray.init`` has returned
+(raybt.executors.hybrid; a sweep that completes does not wait: tests/test_handover.py); a second Ctrl-C ends it at
+once (the last test).
 """
 
 from __future__ import annotations
@@ -258,6 +259,7 @@ SECOND_CTRL_C = textwrap.dedent("""
     atexit.register(print, "the rest of the exit ran")  # runs after raybt's handler (last registered, first run)
     atexit.register(hybrid._finish_start_at_exit)
     hybrid._current = StillStarting()
+    hybrid._wait_at_exit = True  # as a sweep stopped by an exception while Ray starts leaves it
 """)
 
 

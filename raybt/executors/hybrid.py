@@ -23,15 +23,16 @@ Rules:
   :data:`CACHE_MB_WHILE_RAY_STARTS` until the sweep ends (then the bound it had is restored), and cleared at the
   hand-over (nothing here reads it any more). A full cache (``RAYBT_INDICATOR_CACHE_MB``, 256 MiB by default)
   would otherwise stay in the driver for the whole sweep.
-* **A sweep done first** never waits for Ray: Ray goes on starting in its thread (a daemon thread) and later sweeps
-  of the process use it, as they use a Ray started by an earlier sweep. A sweep while Ray is still starting joins
-  that start (computing here meanwhile), never starts another Ray.
-* **The end of the program while Ray starts** (a sweep done first, Ctrl-C, an exception) says so on stderr and
-  waits for ``ray.init`` to return, at most :data:`EXIT_WAIT_S` (the workers' warm-up is skipped; seconds), so that
-  Ray's own exit handler, which runs next, shuts the Ray down in order. A process that exits with ``ray.init`` half
-  done in another thread may crash (SIGSEGV, seen here about one time in five: Ray's C++ threads run on while the
-  process destroys its globals). A second Ctrl-C during the wait ends the process at once, by SIGINT (exit code
-  130); raybt's watchdog, started before ``ray.init``, then takes the half-started Ray down.
+* **A sweep done first** never waits for Ray, nor does the program after it: Ray goes on starting in its thread (a
+  daemon thread) and later sweeps of the process use it, as they use a Ray started by an earlier sweep; a program
+  that ends meanwhile leaves the half-started Ray to raybt's watchdog (started before ``ray.init``). A sweep while
+  Ray is still starting joins that start (computing here meanwhile), never starts another Ray.
+* **The end of the program after a sweep stopped by an exception while Ray starts** (Ctrl-C, a failed job) says
+  so on stderr and waits for ``ray.init`` to return, at most :data:`EXIT_WAIT_S` (the workers' warm-up is skipped;
+  seconds), so that Ray's own exit handler, which runs next, shuts the Ray down in order: a process that exited
+  there with ``ray.init`` half done in another thread crashed about one time in five (SIGSEGV: Ray's C++ threads
+  run on while the process destroys its globals). A second Ctrl-C during the wait ends the process at once, by
+  SIGINT (exit code 130); the watchdog then takes the half-started Ray down.
 * **Failures** of the start (e.g. :class:`raybt.executors.ray_env.LocalRayError`) are raised in the sweep when it
   would hand over; a sweep that finished first warns instead (its rows are complete). The checks that need no
   running Ray (Ray's version, the authentication mode: :func:`check_can_start`) run before anything is computed,
@@ -190,11 +191,16 @@ def start_in_background(data_bytes: int) -> RayStart:
 _exit_handler_registered = False
 
 
+_wait_at_exit = False
+"""Set by a sweep that an exception stopped while its Ray was starting (see the module docstring)."""
+
+
 def _finish_start_at_exit() -> None:
-    """At the end of the program, while a background start is under way: say so, and wait for its ``ray.init`` to
-    return (see the module docstring); a second Ctrl-C meanwhile ends the process by SIGINT, as Python ends on an
-    uncaught KeyboardInterrupt, without running what is left of the exit (the process would crash in it)."""
-    if not starting():
+    """At the end of the program, after a sweep stopped by an exception while a background start is still under
+    way: say so, and wait for its ``ray.init`` to return (see the module docstring); a second Ctrl-C meanwhile ends
+    the process by SIGINT, as Python ends on an uncaught KeyboardInterrupt, without running what is left of the exit
+    (the process would crash in it)."""
+    if not (_wait_at_exit and starting()):
         return
     print("raybt: waiting for the local Ray that is still starting, to shut it down in order (Ctrl-C again to quit "
           "at once)", file=sys.stderr, flush=True)
@@ -277,7 +283,11 @@ class HybridExecutor:
 
     def close(self) -> None:
         """Release the Ray executor's data and restore the indicator cache's bound; never waits for a Ray still
-        starting."""
+        starting. Called while an exception stops the sweep (in the sweep's ``finally``), it makes the end of the
+        program wait for that start (see the module docstring)."""
+        global _wait_at_exit
+        if self._start is not None and not self._start.finished and sys.exc_info()[0] is not None:
+            _wait_at_exit = True
         if self._cache_limit is not None:
             set_cache_limit(self._cache_limit / _MB)
         if self._ray is not None:
