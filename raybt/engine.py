@@ -55,6 +55,7 @@ from raybt._jit import jit
 from raybt._kernel import loop, orders, state, stops, stretches
 from raybt._kernel.state import _BOTH, POS
 from raybt.metrics import CurveScan, ScanArrays
+from raybt.metrics._inputs import _readonly
 
 DIRECTION_CODES = {"long": 0, "short": 1, "both": 2}
 
@@ -192,8 +193,8 @@ def simulate(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
 
 
 def kernel_input(values: np.ndarray, dtype: type) -> np.ndarray:
-    """``values`` as a C-contiguous, read-only array of ``dtype``: a view when it already is C-contiguous of that
-    dtype, else a copy.
+    """``values`` as a C-contiguous, read-only array of ``dtype``: itself or a view when it already is C-contiguous
+    of that dtype, else a copy.
 
     numba compiles a function once per combination of argument types, and a read-only array is another type than a
     writable one. Prices and signals reach the bar loop from a sweep's batch (market data is read-only, the object
@@ -203,9 +204,7 @@ def kernel_input(values: np.ndarray, dtype: type) -> np.ndarray:
     >>> kernel_input(np.zeros((1, 3)), np.float64).flags.writeable
     False
     """
-    view = np.ascontiguousarray(values, dtype=dtype).view()
-    view.flags.writeable = False
-    return view
+    return _readonly(np.ascontiguousarray(values, dtype=dtype))
 
 
 def _off(value: float | None) -> float:
