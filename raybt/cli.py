@@ -167,6 +167,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
+    from raybt.permuted_rows import rows_of_one_market
     from raybt.results import load_results
 
     if "://" not in args.directory and not Path(args.directory, "parts").is_dir():
@@ -175,7 +176,8 @@ def _results(args: argparse.Namespace) -> int:
     if args.sort not in df.columns:
         raise UsageError(f"unknown column --sort {args.sort!r};{_did_you_mean(args.sort, df.columns)} choose one of "
                          f"{list(df.columns)}")
-    _print_summary(df, args.sort, args.top, ascending=args.ascending)
+    # the top list compares rows of one market; the CSV has every row
+    _print_summary(rows_of_one_market(df, "raybt results"), args.sort, args.top, ascending=args.ascending)
     if args.csv:
         df.to_csv(args.csv, index=False)
         print(f"\nwrote {len(df)} rows to {args.csv}")
@@ -183,6 +185,7 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from raybt.permuted_rows import rows_of_one_market
     from raybt.results import load_results
 
     if "://" not in args.directory and not Path(args.directory, "parts").is_dir():

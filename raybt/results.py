@@ -38,6 +38,7 @@ from raybt.data import DataError, DataLike, DateRange, DateRangeWarning, MarketD
 from raybt.engine import CostModel
 from raybt.metrics import METRIC_NAMES
 from raybt.permute import Permutation, permuted_market
+from raybt.permuted_rows import PERMUTATION_COLUMNS, PermutedRowsWarning, permutation_columns, rows_of_one_market
 from raybt.plan import RESULTS_VERSION, RunSettings, plan_jobs
 from raybt.result_rows import concat_rows
 from raybt.strategy import RESULT_COLUMNS, Strategy
@@ -178,8 +179,10 @@ class Results:
         Order: best first — highest first, or lowest first for the metrics in :data:`LOWER_IS_BETTER` (override
         with ``ascending``); ties by key (so the order is the same on every read); rows whose ``metric`` is NaN come
         after every row with a value (never first, as a plain descending sort of NaN could put them). Rows of failed
-        jobs (see :attr:`errors`) and rows with fewer than ``min_trades`` trades are left out."""
-        frame = self._ok_rows([metric, "n_trades"] if min_trades else [metric])
+        jobs (see :attr:`errors`) and rows with fewer than ``min_trades`` trades are left out; so are a permutation
+        test's rows on permuted markets, with a warning, when the rows also hold the real data's (the rule of
+        :mod:`raybt.permuted_rows`: markets are never mixed)."""
+        frame = self._ok_rows([metric, "n_trades"] if min_trades else [metric], "Results.best")
         if min_trades:
             frame = frame[frame["n_trades"] >= min_trades]
         if ascending is None:
@@ -198,9 +201,10 @@ class Results:
         metric counts 0 (worst). The score is ``sum(weight * percentile) / sum(weight)``. With ``per_range`` the
         percentiles are computed among the rows of each range separately (a strategy is compared with others on
         the same period). Failed rows and rows with fewer than ``min_trades`` trades are not ranked; ties are
-        ordered by key."""
+        ordered by key. Rows of one market are ranked: a permutation test's rows on permuted markets are left out,
+        with a warning, when the rows also hold the real data's (:mod:`raybt.permuted_rows`)."""
         weights = _rank_weights(weights, preset)
-        frame = self._ok_rows([*weights, "n_trades"] if min_trades else list(weights))
+        frame = self._ok_rows([*weights, "n_trades"] if min_trades else list(weights), "Results.rank")
         if min_trades:
             frame = frame[frame["n_trades"] >= min_trades]
         score = pd.Series(0.0, index=frame.index)
@@ -228,7 +232,7 @@ class Results:
         _require(df, needed)
         params = param_columns(df)
         by = ["strategy_id", "symbol"] if "symbol" in df.columns else ["strategy_id"]
-        by += _permutation_columns(df)
+        by += permutation_columns(df)
         frame = df.assign(_failed=df["error"].notna(), _profitable=df["total_return"] > 0,
                           _growth=1.0 + df["total_return"])
         ok = frame[~frame["_failed"]]
@@ -259,10 +263,12 @@ class Results:
                    "worst_sharpe", "n_trades", "strategy_id"]
         return out[columns].reset_index(drop=True)
 
-    def _ok_rows(self, metrics: Sequence[str]) -> pd.DataFrame:
+    def _ok_rows(self, metrics: Sequence[str], caller: str) -> pd.DataFrame:
+        """The rows of jobs that ran, of one market (:func:`raybt.permuted_rows.rows_of_one_market`)."""
         df = self.df
         _require(df, [*metrics, "key", "error"])
-        return df[df["error"].isna()]
+        rows = rows_of_one_market(df, caller, stacklevel=3)
+        return rows[rows["error"].isna()]
 
     # ------------------------------------------------------------------------------------------- replay
 
@@ -420,7 +426,9 @@ class Results:
             return f"Results({len(self)} rows loaded{where})"
         return f"Results({len(self)} jobs: {self.n_computed} computed, {self.n_skipped} from checkpoints{where})"
 
-    # Plots and the HTML report (raybt.plots, raybt.report; they need plotly: pip install 'raybt[plot]').
+    # Plots and the HTML report (raybt.plots, raybt.report; they need plotly: pip install 'raybt[plot]'). They
+    # show the rows of one market: a permutation test's rows on permuted markets are left out, with a warning, when
+    # the rows also hold the real data's (raybt.permuted_rows).
 
     def plot_heatmap(self, x: str, y: str, metric: str = "sharpe", agg: str | Callable = "median",
                      date_range: str | DateRange | None = None) -> Any:
@@ -428,42 +436,55 @@ class Results:
         aggregated with ``agg``; blank cells for parameter sets without a value: :func:`raybt.plots.plot_heatmap`."""
         from raybt.plots import plot_heatmap
 
-        return plot_heatmap(self.df, x, y, metric, agg, date_range)
+        return plot_heatmap(self._one_market("Results.plot_heatmap"), x, y, metric, agg, date_range)
 
     def plot_distribution(self, metric: str = "sharpe") -> Any:
         """Histogram of ``metric`` per range: :func:`raybt.plots.plot_distribution`."""
         from raybt.plots import plot_distribution
 
-        return plot_distribution(self.df, metric)
+        return plot_distribution(self._one_market("Results.plot_distribution"), metric)
 
     def plot_ranges(self, metric: str = "sharpe", top: int = 20, ascending: bool = False) -> Any:
         """The ``top`` strategies' ``metric`` in each range: :func:`raybt.plots.plot_ranges`."""
         from raybt.plots import plot_ranges
 
-        return plot_ranges(self.df, metric, top, ascending)
+        return plot_ranges(self._one_market("Results.plot_ranges"), metric, top, ascending)
 
     def plot_parallel(self, metric: str = "sharpe") -> Any:
         """Parallel coordinates over the swept parameters and ``metric``: :func:`raybt.plots.plot_parallel`."""
         from raybt.plots import plot_parallel
 
-        return plot_parallel(self.df, metric)
+        return plot_parallel(self._one_market("Results.plot_parallel"), metric)
 
     def report(self, path: str | os.PathLike[str], data: DataLike | None = None,
                strategy: StrategyClasses = None, *, metric: str = "sharpe", top: int = 5,
                leaderboard: int = 100) -> Path:
         """Write a self-contained HTML report of these rows to ``path`` (see :mod:`raybt.report`) and return the
         path. With ``data`` (and ``strategy`` for a loaded directory, as for :meth:`backtest`) the best ``top`` rows
-        are replayed for their equity and drawdown, and the best row is judged (:meth:`verdict`)."""
+        are replayed for their equity and drawdown, and the best row is judged (:meth:`verdict`). The report is of
+        the rows of one market: a permutation test's rows on permuted markets are left out, with a warning, when
+        the rows also hold the real data's (:mod:`raybt.permuted_rows`)."""
         from raybt.report import write_report
 
+        rows = self._one_market("Results.report")
         market = None if data is None else load_ohlcv(data)
         replay = None if market is None else (lambda row: self.backtest(row, market, strategy))
-        judge = None if market is None else (lambda row: self.verdict(row, market, strategy, metric=metric))
+        judge = None if market is None else (lambda row: self._judged_once(row, market, strategy, metric))
         manifest = self._store.manifest() if self.checkpoint_dir else None
         source = _redacted(self.checkpoint_dir) if self.checkpoint_dir else None
-        return write_report(self.df, path, manifest=manifest, source=source, replay=replay, judge=judge,
+        return write_report(rows, path, manifest=manifest, source=source, replay=replay, judge=judge,
                             metric=metric, top=top, leaderboard=leaderboard)
 
+
+    def _one_market(self, caller: str) -> pd.DataFrame:
+        """``df``'s rows of one market (:func:`raybt.permuted_rows.rows_of_one_market`), for a plot or the report."""
+        return rows_of_one_market(self.df, caller, stacklevel=3)
+
+    def _judged_once(self, row: pd.Series, market: MarketData, strategy: StrategyClasses, metric: str) -> Any:
+        """The report's verdict of its best row; the report has already said which rows it left out."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PermutedRowsWarning)
+            return self.verdict(row, market, strategy, metric=metric)
 
 Filter = pc.Expression | Sequence[Any] | None
 StrategyClasses = type[Strategy] | Mapping[str, type[Strategy]] | None
@@ -485,26 +506,16 @@ quality half as much), ``profit`` (total return first, then how trades earn it),
 Sortino, Calmar and drawdown once), ``frequency`` (many trades, with Sharpe and win rate as quality checks)."""
 
 
-_PERMUTATION_COLUMNS = ("permutation_seed", "permutation")
-
-
-def _permutation_columns(frame: pd.DataFrame) -> list[str]:
-    """The permutation columns, when some row of ``frame`` ran on a permuted market (a permutation test's rows);
-    else none (a sweep's rows, all on the real data)."""
-    present = [c for c in _PERMUTATION_COLUMNS if c in frame.columns]
-    return present if present and bool(frame[present].notna().to_numpy().any()) else []
-
-
 def display_order(frame: pd.DataFrame, first: Sequence[str] = ()) -> pd.DataFrame:
     """``frame``'s columns for reading: the strategy class, its parameters, symbol and range (and the permuted
     market, when some row ran on one), then ``first`` (e.g. the metric ranked by), the other metrics, and last the
     ids and bookkeeping (key, strategy_id, parameters JSON, the range's instants, error, duration, worker; the
     permutation columns, when every row ran on the real data)."""
     params = param_columns(frame)
-    head = [c for c in ("strategy", *params, "symbol", "range", *_permutation_columns(frame), *first)
+    head = [c for c in ("strategy", *params, "symbol", "range", *permutation_columns(frame), *first)
             if c in frame.columns]
     ids = [c for c in ("key", "strategy_id", "parameters", "range_start", "range_end", "start", "end",
-                       *_PERMUTATION_COLUMNS, "error", "duration_s", "worker") if c in frame.columns]
+                       *PERMUTATION_COLUMNS, "error", "duration_s", "worker") if c in frame.columns]
     middle = [c for c in frame.columns if c not in head and c not in ids]
     return frame[list(dict.fromkeys([*head, *middle, *ids]))]
 
@@ -662,7 +673,9 @@ def _redacted(location: str) -> str:
 def load_results(checkpoint_dir: str, columns: Sequence[str] | None = None, filter: Filter = None) -> Results:
     """The rows stored in a checkpoint directory (all runs, the newest row per key), without running anything.
 
-    Lazily: with ``columns`` only those columns are read (``key`` always comes too), and with ``filter`` (see
+    Lazily: with ``columns`` only those columns are read (``key`` always comes too, and in a permutation test's
+    directory ``permutation_seed`` and ``permutation``, so that its rows are never taken for rows on the real
+    data: see :mod:`raybt.permuted_rows`), and with ``filter`` (see
     :func:`as_expression`: a pyarrow expression or ``[("sharpe", ">", 1), ("n_trades", ">=", 30)]``) only matching
     rows are kept, using Parquet projection and predicate pushdown. The newest row of each key is chosen from the
     key column of every part first, and the filter applies to that row: an older version of a row never comes back
@@ -672,11 +685,13 @@ def load_results(checkpoint_dir: str, columns: Sequence[str] | None = None, filt
     ``df`` is first read. Warns (:class:`ResultsVersionWarning`) when some runs were made by raybt code that
     computes differently: their rows are returned as stored, but :func:`raybt.run_backtests` does not reuse them
     (their keys differ) and recomputes, and :meth:`Results.backtest` refuses to replay them."""
-    other = sorted({str(run.get("raybt_results_version")) for run in recorded_runs(checkpoint_dir)}
-                   - {RESULTS_VERSION})
+    runs = recorded_runs(checkpoint_dir)
+    other = sorted({str(run.get("raybt_results_version")) for run in runs} - {RESULTS_VERSION})
     if other:
         warnings.warn(f"{_redacted(str(checkpoint_dir))} holds rows written by another raybt results version "
                       f"({', '.join(other)}; this raybt is {RESULTS_VERSION}): they were computed by other raybt "
                       f"code and may differ from what it computes now; run the sweep again to recompute them",
                       ResultsVersionWarning, stacklevel=2)
+    if columns is not None and any("permutations" in run for run in runs):  # a permutation test wrote here
+        columns = list(dict.fromkeys([*columns, *PERMUTATION_COLUMNS]))
     return Results(CheckpointStore(checkpoint_dir), columns=columns, filter=filter)

@@ -23,6 +23,10 @@ What is judged, and on what:
   PBO judges the choice *among* the candidates: when the best ones are near-twins (neighbouring parameters riding
   one real effect), picking among them is a coin toss and PBO comes out high although the family is real; pass
   ``candidates=`` rows of your own (e.g. the best of each parameter region) to ask about a wider choice.
+* **Rows on permuted markets** (``raybt.load_results`` of a permutation test's directory) are neither rivals nor
+  trials: the trials, DSR peers and candidates come from the rows on the real data alone, the others left out with
+  a :class:`~raybt.permuted_rows.PermutedRowsWarning`; a row to judge or ``candidates=`` rows on a permuted market
+  are an error (:mod:`raybt.permuted_rows`).
 * **PBO** of choosing the best of the candidates: :func:`raybt.stats.probability_of_backtest_overfitting`
   (CSCV, ``n_splits`` blocks).
 * **SPA and Reality Check** p-values of the candidates against ``benchmark``: ``"zero"`` (cash) or
@@ -65,6 +69,7 @@ import pandas as pd
 from raybt import stats
 from raybt.data import DataLike, MarketData, load_ohlcv
 from raybt.metrics import infer_periods_per_year
+from raybt.permuted_rows import on_permuted_market, real_data_rows
 from raybt.results import LOWER_IS_BETTER, _key_of
 
 if TYPE_CHECKING:
@@ -195,7 +200,9 @@ def verdict(results: Results, row: Any, data: DataLike, *, strategy: StrategyCla
     """Judge ``row`` (a row of ``results`` or its key) of a sweep on ``data``; see the module docstring.
 
     ``strategy``: the strategy class(es), for a loaded directory (as :meth:`Results.backtest`). ``metric``: ranks
-    the candidates. ``reps`` and ``seed``: the bootstrap's. ``n_workers``: for replaying the candidates.
+    the candidates. ``reps`` and ``seed``: the bootstrap's. ``n_workers``: for replaying the candidates. Only rows
+    on the real data are judged and compared (rows of a permutation test's permuted markets are left out with a
+    warning, or refused when named: see the module docstring).
     """
     limits = {**THRESHOLDS, **(thresholds or {})}
     unknown_names = sorted(set(limits) - set(THRESHOLDS))
@@ -211,17 +218,21 @@ def verdict(results: Results, row: Any, data: DataLike, *, strategy: StrategyCla
     chosen = results._full_rows([_key_of(row)]).iloc[0]
     if isinstance(chosen.get("error"), str):
         raise ValueError(f"row {chosen['key']} is a failed job: nothing to judge")
+    _refuse_permuted(chosen.to_frame().T, "the row to judge")
     if not np.isfinite(chosen[metric]) or not np.isfinite(chosen["sharpe"]):
         raise ValueError(f"row {chosen['key']} has no {metric}/sharpe value (did it trade?): nothing to judge")
-    peers = _peers(results.df, chosen)
+    real = real_data_rows(results.df, "raybt.verdict", stacklevel=3)  # Results.verdict's caller, or verdict's
+    peers = _peers(real, chosen)
     rows = _candidates(peers, chosen, candidates, metric)
+    if isinstance(candidates, pd.DataFrame):
+        _refuse_permuted(results._full_rows(list(rows["key"])), "candidates=")
     returns = results.returns(rows, data=market, strategy=strategy, n_workers=n_workers)
     own = returns[chosen["key"]].dropna()
     settings = results._replayable(chosen, market, strategy).settings
     ppy = settings.periods_per_year or infer_periods_per_year(own.index)
     per_period = float(chosen["sharpe"]) / math.sqrt(ppy)
     moments = stats.sharpe_moments(own)
-    trials, source = _trials(results, chosen, market, n_trials)
+    trials, source = _trials(results, real, market, n_trials)
     peer_sharpes = peers["sharpe"].replace([np.inf, -np.inf], np.nan).dropna() / math.sqrt(ppy)
     periodic = _periodic(returns, freq)
     bench = _benchmark(market, chosen, returns.index, periodic.index, freq) if benchmark == "buy_and_hold" else 0.0
@@ -403,7 +414,18 @@ def _candidates(peers: pd.DataFrame, chosen: pd.Series, candidates: int | pd.Dat
     return pd.DataFrame({"key": list(dict.fromkeys([chosen["key"], *map(str, rows["key"])]))})
 
 
-def _trials(results: Results, chosen: pd.Series, market: MarketData,
+def _refuse_permuted(rows: pd.DataFrame, what: str) -> None:
+    """A verdict judges results on the real data: rows named to it that ran on a permuted market are an error."""
+    permuted = rows[on_permuted_market(rows).to_numpy()]
+    if len(permuted):
+        first = permuted.iloc[0]
+        raise ValueError(f"{what}: row {first['key']} ran on permuted market {first['permutation']} of seed "
+                         f"{first['permutation_seed']} of a permutation test ({len(permuted)} such row(s)), not on "
+                         f"the real data: a verdict judges rows on the real data (permutation_seed and permutation "
+                         f"null); pass the permutation test itself as permutation=")
+
+
+def _trials(results: Results, real: pd.DataFrame, market: MarketData,
             n_trials: float | None) -> tuple[float, str]:
     if n_trials is not None:
         if not isinstance(n_trials, numbers.Real) or isinstance(n_trials, bool) or not n_trials >= 1:
@@ -415,9 +437,8 @@ def _trials(results: Results, chosen: pd.Series, market: MarketData,
         except ValueError as exc:
             raise ValueError(f"the number of trials cannot be counted: {exc}; pass n_trials= yourself") from exc
         return count.n_configurations, "counted in the checkpoint directory, failed and pruned ones included"
-    df = results.df
-    columns = ["strategy_id", "symbol"] if "symbol" in df.columns else ["strategy_id"]
-    return (len(df[columns].drop_duplicates()),
+    columns = ["strategy_id", "symbol"] if "symbol" in real.columns else ["strategy_id"]
+    return (len(real[columns].drop_duplicates()),
             "the rows in memory: no checkpoint directory; pass n_trials= if more were tried")
 
 

@@ -2,6 +2,7 @@
 (p-values, determinism across executors, checkpoint resume, refusals)."""
 
 import functools
+import re
 import warnings
 
 import numpy as np
@@ -12,7 +13,9 @@ import pytest
 
 import raybt
 from raybt import permute
+from raybt.cli import EXIT_OK, main
 from raybt.demo import SmaCross
+from raybt.permuted_rows import PermutedRowsWarning
 
 TWO = raybt.synthetic_ohlcv(["A", "B"], "2023-01-01", "2023-01-15", "1h", seed=3)
 RANGE = raybt.DateRange("2023-01-05", "2023-01-12", name="middle")
@@ -298,8 +301,8 @@ def test_each_stored_row_names_the_permuted_market_it_ran_on(stored_test):
     assert [str(df[c].dtype) for c in PERMUTATION_COLUMNS] == ["Int64", "Int64"]  # ints, <NA> on the real data
     columns = list(df.columns)
     assert columns[columns.index("end") + 1:columns.index("end") + 3] == PERMUTATION_COLUMNS
-    # a ranking shows them next to the range, as the only thing telling the rows apart from a sweep's
-    best = raybt.load_results(directory).best("sharpe", n=8)
+    # rows of one permuted market show them next to the range, as the only thing telling them apart from a sweep's
+    best = raybt.load_results(directory, filter=pc.field("permutation") == 0).best("sharpe", n=8)
     assert list(best.columns[best.columns.get_loc("range") + 1:][:2]) == PERMUTATION_COLUMNS
     # and they can be filtered on when reading
     real = raybt.load_results(directory, columns=["sharpe", *PERMUTATION_COLUMNS],
@@ -319,6 +322,112 @@ def test_a_summary_of_a_permutation_tests_rows_keeps_each_market_apart(stored_te
         assert line["n_ranges"] == 1 and line["compounded_return"] == row["total_return"]
     sweep = raybt.run_backtests(grid, random_walk(n_bars=300), show_progress=False).summary()
     assert not set(PERMUTATION_COLUMNS) & set(sweep.columns)  # a sweep's summary is as it was
+
+
+# ------------------------------------ picking, ranking and testing among a permutation test's rows: never a mix
+
+REAL_DATA = pc.field("permutation").is_null()
+
+
+def real_data_alone(directory, **options):
+    """The real data's rows of a permutation test's directory, read with a filter (nothing left out afterwards)."""
+    return raybt.load_results(directory, filter=REAL_DATA, **options)
+
+
+def real_keys_by_sharpe(directory):
+    """Independently of raybt's ranking: the keys of the rows on the real data, best Sharpe ratio first."""
+    df = raybt.load_results(directory).df
+    real = df[df["permutation_seed"].isna() & df["permutation"].isna()]
+    return real.sort_values(["sharpe", "key"], ascending=[False, True])["key"].tolist()
+
+
+def test_best_and_rank_of_a_permutation_tests_rows_use_the_real_data_alone_and_say_so(stored_test):
+    directory = stored_test[0]
+    results = raybt.load_results(directory)
+    assert len(results.df) == 8 and len(real_keys_by_sharpe(directory)) == 2
+    with pytest.warns(PermutedRowsWarning, match=r"Results.best: left out 6 rows on permuted markets \(seed 5: 3 "
+                                                 r"markets, 6 rows\).*used the 2 rows on the real data"):
+        best = results.best("sharpe", n=8)
+    assert best["key"].tolist() == real_keys_by_sharpe(directory)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rows all on the real data: nothing left out, nothing said
+        pd.testing.assert_frame_equal(best, real_data_alone(directory).best("sharpe", n=8))
+        ranked = real_data_alone(directory).rank(preset="balanced")
+    with pytest.warns(PermutedRowsWarning, match="Results.rank: left out 6 rows"):
+        pd.testing.assert_frame_equal(results.rank(preset="balanced"), ranked)
+    # read lazily with a few columns, the permutation columns come too: the permuted rows are still told apart
+    lazy = raybt.load_results(directory, columns=["sharpe", "error"])
+    assert set(lazy.df.columns) == {"key", "sharpe", "error", *PERMUTATION_COLUMNS}
+    with pytest.warns(PermutedRowsWarning, match="Results.best: left out 6 rows"):
+        assert lazy.best("sharpe", n=8)["key"].tolist() == real_keys_by_sharpe(directory)
+
+
+def test_rows_of_one_permuted_market_are_compared_as_they_are_and_rows_of_several_are_refused(stored_test):
+    directory = stored_test[0]
+    one = raybt.load_results(directory, filter=[("permutation_seed", "==", 5), ("permutation", "==", 1)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one market: nothing to mix, nothing to say
+        best = one.best("sharpe")
+    assert len(best) == 2 and (best["permutation"] == 1).all()
+    several = raybt.load_results(directory, filter=pc.field("permutation").is_valid())
+    with pytest.raises(ValueError, match=r"Results.rank: these 6 rows ran on 3 permuted markets of a permutation "
+                                         r"test \(seed 5: 3 markets, 6 rows\) and none on the real data.*"
+                                         r"permutation_seed and permutation"):
+        several.rank(preset="balanced")
+
+
+def test_a_verdict_among_a_permutation_tests_rows_judges_the_real_data_alone(stored_test):
+    directory, grid, market, _ = stored_test
+    # count_trials refuses a permutation test's directory, so the number of trials is given
+    options = dict(strategy={type(s).__qualname__: type(s) for s in grid}, n_trials=2, freq=None, reps=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        real = real_data_alone(directory)
+        expected = real.verdict(real_keys_by_sharpe(directory)[0], market, **options)
+    results = raybt.load_results(directory)
+    with pytest.warns(PermutedRowsWarning, match="raybt.verdict: left out 6 rows"):
+        judged = results.verdict(real_keys_by_sharpe(directory)[0], market, **options)
+    pd.testing.assert_frame_equal(judged.to_frame(), expected.to_frame())  # peers, candidates: the real data's
+    assert judged.n_candidates == expected.n_candidates == 2
+    df = results.df
+    permuted = df.loc[df["permutation"] == 1, "key"].iloc[0]
+    with pytest.raises(ValueError, match=rf"the row to judge: row {permuted} ran on permuted market 1 of seed 5"):
+        results.verdict(permuted, market, **options)
+    with pytest.raises(ValueError, match=r"candidates=: row \S+ ran on permuted market \d of seed 5 .*\(6 such"):
+        with pytest.warns(PermutedRowsWarning):
+            results.verdict(real_keys_by_sharpe(directory)[0], market, candidates=df, **options)
+
+
+def test_the_plots_report_and_cli_top_list_of_a_permutation_tests_rows_show_the_real_data(stored_test, tmp_path,
+                                                                                         capsys):
+    pytest.importorskip("plotly")
+    directory = stored_test[0]
+    results = raybt.load_results(directory)
+    with pytest.warns(PermutedRowsWarning, match="Results.plot_ranges: left out 6 rows"):
+        figure = results.plot_ranges()
+    assert figure.to_json() == real_data_alone(directory).plot_ranges().to_json()
+    with pytest.warns(PermutedRowsWarning, match="Results.report: left out 6 rows"):
+        page = results.report(tmp_path / "report.html").read_text()
+    assert sorted(re.findall(r'data-key="([^"]+)"', page)) == sorted(real_keys_by_sharpe(directory))
+    with pytest.warns(PermutedRowsWarning, match="raybt results: left out 6 rows"):
+        assert main(["results", directory, "--top", "8"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "2 backtests" in out and "top 2 by sharpe" in out
+
+
+def test_an_ordinary_sweeps_rows_are_picked_as_before_without_a_word(tmp_path):
+    grid = [FollowsLastBar(lag=1), FollowsLastBar(lag=2), SmaCross(fast=3, slow=10)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        results = raybt.run_backtests(grid, random_walk(n_bars=300), checkpoint_dir=str(tmp_path),
+                                      show_progress=False)
+        df = results.df
+        expected = df.sort_values(["sharpe", "key"], ascending=[False, True])["key"].tolist()
+        assert results.best("sharpe", n=3)["key"].tolist() == expected
+        lazy = raybt.load_results(str(tmp_path), columns=["sharpe", "error"])
+        assert list(lazy.df.columns) == ["key", "sharpe", "error"]  # no columns added to a sweep's rows
+        assert lazy.best("sharpe", n=3)["key"].tolist() == expected
+        assert len(results.rank(preset="balanced")) == 3
 
 
 def test_a_permuted_row_replays_on_its_permuted_market(stored_test):

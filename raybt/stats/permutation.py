@@ -35,9 +35,10 @@ Every permutation is drawn from ``(seed, i)`` alone, so the same seed gives the 
 and batch size. With ``checkpoint_dir`` each row is stored under a key of the strategy, range, data, settings and
 ``(seed, i)``: calling again resumes, and a larger ``n`` with the same seed computes only the new permutations. Each
 stored row says which market it ran on: ``permutation_seed`` and ``permutation`` (the ``(seed, i)`` above; ``<NA>``
-on the real data), so ``raybt.load_results`` of the directory does not pass permuted rows off as real results
-(:meth:`~raybt.results.Results.best` shows the two columns next to the range); the outcome of the test is the
-returned :class:`PermutationTest`. ``Results.backtest`` and ``Results.returns`` replay a permuted row on its permuted
+on the real data), so ``raybt.load_results`` of the directory does not pass permuted rows off as real results:
+what picks, ranks or tests strategies there (``best``, ``rank``, ``verdict``, the report and plots) uses the rows on
+the real data and warns of the others it left out (:mod:`raybt.permuted_rows`), and ``summary`` shows every market
+apart; the outcome of the test is the returned :class:`PermutationTest`. ``Results.backtest`` and ``Results.returns`` replay a permuted row on its permuted
 market, rebuilt from the real data and ``(seed, i)``, with the metrics checked bit for bit as for any row.
 """
 
