@@ -33,7 +33,7 @@ import pandas as pd
 PERMUTATION_COLUMNS = ("permutation_seed", "permutation")
 """The columns naming the permuted market a row ran on (both null: the real data)."""
 
-_REAL_ROWS_ONLY = 'filter=pc.field("permutation").is_null()'
+_REAL_ROWS_ONLY = 'filter=pyarrow.compute.field("permutation").is_null()'
 
 
 class PermutedRowsWarning(UserWarning):
