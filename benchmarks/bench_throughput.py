@@ -29,7 +29,11 @@ Scenario groups:
              µs per backtest per core = wall of the ``run_backtests`` call × cores / backtests (target hourly
              ≤ 40 µs, daily ≤ 15 µs), also as CPU time (driver + Ray processes) per backtest; Ray's speed-up over
              in-process at 100,000 (≥ 1.8×); driver CPU (``time.process_time()`` of the driver, all its threads)
-             per backtest on Ray (≤ 5 µs). *vectorbt*: on an evenly spaced sample of the same grid (every 50th
+             per backtest on Ray (≤ 5 µs). *Machine ceiling*: in the same repeat, two independent in-process
+             sweeps started together in two fresh processes, each on one half of the grid (no Ray, no
+             shared driver, kernels warmed before the start); their wall (first start to last end) against the
+             in-process run's is what any two-process split can gain on this machine, and Ray's speed-up is also
+             printed as a share of it. *vectorbt*: on an evenly spaced sample of the same grid (every 50th
              hourly set × both ranges = 2,000 backtests; every 10th daily set = 2,000), on the same data, the way
              a vectorbt user sweeps: ``vbt.MA.run`` once per range for the distinct windows, then per chunk of 250
              sets ``crossed_above``/``crossed_below``, ``Portfolio.from_signals(close, entries, exits,
@@ -219,6 +223,48 @@ def timed_sweep(raybt, workload: Workload, *, n_workers: int | None, batch_size:
             "n_workers_seen": int(workers.nunique()) if workers is not None else -1}
 
 
+def _half_sweep(kind: str, quick: bool, seed: int, half: int, n_halves: int, batch_size: int | None,
+                checkpoint_dir: str, barrier, queue) -> None:
+    """In a child process: warm this process's kernels, wait for the sibling halves at ``barrier``, then sweep
+    the ``half``-th of ``n_halves`` consecutive slices of the ``kind`` workload's strategies in-process (consecutive,
+    as Ray's batches are: each slice needs about as many distinct moving averages as a Ray worker does); puts the sweep's start and end
+    (``time.perf_counter``, one clock for every process of the machine) and CPU seconds on ``queue``."""
+    import raybt
+    make = hourly_workload if kind == "hourly" else daily_workload
+    warm = make(True, seed=1)
+    warm.strategies = warm.strategies[:200]
+    timed_sweep(raybt, warm, n_workers=None, batch_size=warm.batch_size, checkpoint_dir=None)
+    workload = make(quick, seed=seed)
+    size = -(-len(workload.strategies) // n_halves)
+    workload.strategies = workload.strategies[half * size:(half + 1) * size]
+    barrier.wait()
+    started, cpu = time.perf_counter(), time.process_time()
+    raybt.run_backtests(workload.strategies, workload.data, date_ranges=workload.ranges,
+                        initial_amount=INITIAL_AMOUNT, fees=FEES, n_workers=None, batch_size=batch_size,
+                        checkpoint_dir=checkpoint_dir, checkpoint_batch_size=workload.part_size,
+                        show_progress=False, continue_on_error=True)
+    queue.put((started, time.perf_counter(), time.process_time() - cpu))
+
+
+def plain_processes(kind: str, quick: bool, seed: int, n: int, batch_size: int | None, checkpoint_dir: str) -> dict:
+    """The machine's own ceiling for ``n`` workers: ``n`` independent in-process sweeps started together, each on
+    ``n``-th of the workload's strategies (no Ray, no shared driver). Wall = first start to last end."""
+    import multiprocessing
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(n), context.Queue()
+    children = [context.Process(target=_half_sweep, args=(kind, quick, seed, half, n, batch_size,
+                                                          os.path.join(checkpoint_dir, str(half)), barrier, queue))
+                for half in range(n)]
+    for child in children:
+        child.start()
+    timings = [queue.get(timeout=600) for _ in children]
+    for child in children:
+        child.join()
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return {"wall_s": max(end for _, end, _ in timings) - min(start for start, _, _ in timings),
+            "cpu_s": sum(cpu for _, _, cpu in timings), "walls_s": [end - start for start, end, _ in timings]}
+
+
 def ray_cpus() -> int:
     ray = sys.modules.get("ray")
     return int(ray.cluster_resources().get("CPU", 0)) if ray is not None and ray.is_initialized() else 0
@@ -380,6 +426,9 @@ def scenario_steady(args) -> dict:
                 figures = timed_sweep(raybt, workload, n_workers=workers, batch_size=task_size(args, workload),
                                       checkpoint_dir=os.path.join(args.checkpoint_dir, f"{kind}_{workers}_{rep}"))
                 runs.append({"kind": kind, "rep": rep, "engine": "ray" if workers else "in-process", **figures})
+            figures = plain_processes(kind, args.quick, seed, n_workers, task_size(args, workload),
+                                      os.path.join(args.checkpoint_dir, f"{kind}_plain_{rep}"))
+            runs.append({"kind": kind, "rep": rep, "engine": "plain", "n_jobs": workload.n_jobs, **figures})
             if vbt is not None:
                 sample = workload.strategies[::workload.vbt_every]
                 if rep == 0:   # compile vectorbt's kernels for these shapes before the first timing
@@ -626,6 +675,16 @@ def summarise_steady(table: Table, steady: dict) -> dict:
                   speedup >= TARGET_SPEEDUP if kind == "hourly" else None)
         table.add("  speed-up bound from CPU cost (cores x in-process CPU / Ray CPU)",
                   f"{cpus * local_cpu_us / cpu_us:.2f}x (what the wall ratio would be with the cores to ourselves)")
+        plain = [r for r in runs if r["kind"] == kind and r["engine"] == "plain"]
+        if plain:
+            ceilings = [lo["wall_s"] / pl["wall_s"] for lo, pl in zip(local, plain)]
+            plain_cpu_us = bench_sweep.median([_us(r["cpu_s"], r["n_jobs"]) for r in plain])
+            table.add(f"  machine ceiling: {steady['n_workers']} plain in-process sweeps at once, 1/"
+                      f"{steady['n_workers']} of the grid each (no Ray), vs in-process (wall)",
+                      f"{bench_sweep.median(ceilings):.2f}x ({', '.join(f'{c:.2f}' for c in ceilings)}); "
+                      f"CPU {plain_cpu_us:.1f} µs/backtest")
+            table.add("  Ray's speed-up as a share of the machine ceiling",
+                      f"{speedup / bench_sweep.median(ceilings):.0%}")
         table.add("  driver CPU (process_time) per backtest on Ray", f"{driver_us:.2f} µs",
                   f"<= {TARGET_DRIVER_US:.0f} µs" if kind == "hourly" else "",
                   driver_us <= TARGET_DRIVER_US if kind == "hourly" else None)
