@@ -185,7 +185,6 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from raybt.permuted_rows import rows_of_one_market
     from raybt.results import load_results
 
     if "://" not in args.directory and not Path(args.directory, "parts").is_dir():

@@ -475,7 +475,6 @@ class Results:
         return write_report(rows, path, manifest=manifest, source=source, replay=replay, judge=judge,
                             metric=metric, top=top, leaderboard=leaderboard)
 
-
     def _one_market(self, caller: str) -> pd.DataFrame:
         """``df``'s rows of one market (:func:`raybt.permuted_rows.rows_of_one_market`), for a plot or the report."""
         return rows_of_one_market(self.df, caller, stacklevel=3)
@@ -485,6 +484,7 @@ class Results:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PermutedRowsWarning)
             return self.verdict(row, market, strategy, metric=metric)
+
 
 Filter = pc.Expression | Sequence[Any] | None
 StrategyClasses = type[Strategy] | Mapping[str, type[Strategy]] | None
