@@ -12,12 +12,14 @@ parameter columns (:func:`_pack_strategies`).
 from __future__ import annotations
 
 import cProfile
+import operator
 import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 
+from raybt._accel.collector import cyclic_gc_paused
 from raybt._accel.malloc import keep_freed_memory
 from raybt.backtest import evaluate
 from raybt.batch_eval import describe_error, evaluate_group
@@ -26,8 +28,8 @@ from raybt.engine import Workspace
 from raybt.metrics import METRIC_NAMES
 from raybt.permute import Permutation, permuted_market
 from raybt.plan import RunSettings
-from raybt.result_rows import job_rows
-from raybt.strategy import Strategy, _rebuild_checked
+from raybt.result_rows import _first_seen, _identities, job_rows
+from raybt.strategy import Strategy, _rebuilt
 
 
 @dataclass(frozen=True)
@@ -76,21 +78,18 @@ def _pack_strategies(strategies: list[Strategy]) -> tuple[tuple[type[Strategy], 
     """``(classes, class_index, values, strategy_index)``: of the distinct strategy objects (a strategy's jobs on
     several ranges share its object), the distinct classes, each one's position among them and per class the
     columns of its parameter values (in the order of the class's parameters); and each job's position among the
-    distinct objects."""
-    first: dict[int, int] = {}
-    strategy_index = np.fromiter((first.setdefault(id(s), len(first)) for s in strategies), dtype=np.int32,
-                                 count=len(strategies))
-    distinct = [None] * len(first)
-    for strategy, position in zip(strategies, strategy_index.tolist()):
-        distinct[position] = strategy
+    distinct objects. Objects are told apart by identity, with one sort (not a dict look-up per job: the driver
+    packs every task)."""
+    strategy_index, first = _first_seen(_identities(strategies))
+    distinct = list(map(strategies.__getitem__, first.tolist()))
     classes: dict[type[Strategy], int] = {}
     class_index = np.fromiter((classes.setdefault(type(s), len(classes)) for s in distinct), dtype=np.int32,
                               count=len(distinct))
     values: list[list] = []
     for cls, position in classes.items():
-        members = [s._params for s, c in zip(distinct, class_index) if c == position]
+        members = [s._params for s, c in zip(distinct, class_index.tolist()) if c == position]
         values.append([[params[name] for params in members] for name in cls._param_types])
-    return tuple(classes), class_index, values, strategy_index
+    return tuple(classes), class_index, values, strategy_index.astype(np.int32)
 
 
 def _unpack_strategies(classes: tuple[type[Strategy], ...], class_index: np.ndarray, values: list[list],
@@ -99,14 +98,15 @@ def _unpack_strategies(classes: tuple[type[Strategy], ...], class_index: np.ndar
     per_class = []
     for position, (cls, columns) in enumerate(zip(classes, values)):
         rows = zip(*columns) if columns else [()] * int(np.count_nonzero(class_index == position))
-        per_class.append(iter([_rebuild_checked(cls, dict(zip(cls._param_types, row))) for row in rows]))
+        per_class.append(iter(_rebuilt(cls, rows)))
     distinct = [next(per_class[c]) for c in class_index]
     return [distinct[i] for i in strategy_index.tolist()]
 
 
 def _unpack_batch(jobs, packed, date_ranges, symbols, keep_curves, keys, strategy_ids, permutations) -> Batch:
-    return Batch(jobs, _unpack_strategies(*packed), date_ranges, symbols, keep_curves, keys, strategy_ids,
-                 permutations)
+    with cyclic_gc_paused():  # one object per strategy, in a burst (see raybt._accel.collector)
+        strategies = _unpack_strategies(*packed)
+    return Batch(jobs, strategies, date_ranges, symbols, keep_curves, keys, strategy_ids, permutations)
 
 
 @dataclass
@@ -145,6 +145,7 @@ class BatchResult:
 
 
 _MARKETS: dict[str, MarketData] = {}
+_WARMUP_OF = operator.attrgetter("warmup")
 
 
 def _shared_market(market: MarketData) -> MarketData:
@@ -190,8 +191,9 @@ def _run_grouped(market: MarketData, batch: Batch, settings: RunSettings, worker
     durations = np.zeros(n)
     permutations = batch.permutations or [None] * n
     groups: dict[tuple, list[int]] = {}
-    for i, (strategy, date_range, symbol) in enumerate(zip(batch.strategies, batch.date_ranges, batch.symbols)):
-        groups.setdefault((type(strategy), strategy.warmup, date_range, symbol, permutations[i]), []).append(i)
+    for i, group in enumerate(zip(map(type, batch.strategies), map(_WARMUP_OF, batch.strategies), batch.date_ranges,
+                                  batch.symbols, permutations)):
+        groups.setdefault(group, []).append(i)
     workspace = Workspace()
     for (_, _, date_range, symbol, permutation), positions in groups.items():
         try:

@@ -25,6 +25,7 @@ Rules:
 
 from __future__ import annotations
 
+import operator
 import time
 import traceback
 import types
@@ -41,13 +42,15 @@ from raybt.data import DateRange, MarketData
 from raybt.engine import DIRECTION_CODES, Workspace, kernel_input
 from raybt import _accel
 from raybt._kernel.state import POS
-from raybt.engine import _off, _simulate_any, _simulate_one_symbol  # the bar loop, not its wrapper
+from raybt.engine import _simulate_any, _simulate_one_symbol  # the bar loop, not its wrapper
 from raybt.metrics import _LIMIT_FACTOR, METRIC_NAMES, _rf_per_bar, _scan_row, _scan_start
 from raybt.metrics.compute import _VAR_95
 from raybt.plan import RESULTS_VERSION, RunSettings
 from raybt.strategy import SignalError, Strategy, signal_arrays
 
 _TRACEBACK_CHARS = 2_000
+_RULES_OF = operator.attrgetter("size", "stop_loss", "take_profit", "trailing_stop")
+_DIRECTION_OF = operator.attrgetter("direction")
 _SIGNAL_BYTES = 32 * 2**20
 """Signals of at most this many bytes (entries and exits together) are stacked for one compiled call; a larger group
 (many symbols × long ranges) is cut into chunks."""
@@ -286,9 +289,10 @@ def _run_compiled(strategies: Sequence[Strategy], market: MarketData, ctx: Range
     curve, trades = workspace.buffers(n_bars, n_symbols, keep_curve=False)
     rf_bar = 0.0 if settings.risk_free_rate == 0 else _rf_per_bar(float(settings.risk_free_rate),
                                                                    ctx.calendar.periods_per_year)
-    rules = np.array([(float(s.size), _off(s.stop_loss), _off(s.take_profit), _off(s.trailing_stop))
-                      for s in strategies]).reshape(len(strategies), 4)
-    directions = np.array([DIRECTION_CODES[s.direction] for s in strategies], dtype=np.int64)
+    # float64 as simulate() takes them: None (off) is NaN, any other number float(value)
+    rules = np.array(list(map(_RULES_OF, strategies)), dtype=np.float64).reshape(len(strategies), 4)
+    directions = np.fromiter(map(DIRECTION_CODES.__getitem__, map(_DIRECTION_OF, strategies)), dtype=np.int64,
+                             count=len(strategies))
     evaluate_jobs = _evaluate_jobs_one_symbol if n_symbols == 1 else _evaluate_jobs_any
     evaluate_jobs(market.open, market.high, market.low, market.close, kernel_input(entries, np.bool_),
                    kernel_input(exits, np.bool_), ok, ctx.start, n_bars,

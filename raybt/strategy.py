@@ -176,20 +176,23 @@ def _rebuild(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
     return cls(**params)
 
 
-def _rebuild_checked(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
-    """``cls(**params)`` for parameters an instance of ``cls`` already had (a batch's strategies, rebuilt in a
-    worker): the same instance, parameters in the class's order as ``__init__`` puts them, without checking the
-    values again when ``cls`` keeps :class:`Strategy`'s ``__init__`` (checking costs microseconds per instance; a
-    class with its own ``__init__`` goes through it)."""
+def _rebuilt(cls: type[Strategy], rows: Iterable[tuple]) -> list[Strategy]:
+    """``[cls(**dict(zip(names, row))) for row in rows]`` for parameter values an instance of ``cls`` already had (a
+    batch's strategies, rebuilt in a worker), each row in the order of the class's parameters: the same instances,
+    without checking the values again when ``cls`` keeps :class:`Strategy`'s ``__init__`` (checking costs
+    microseconds per instance, and a worker rebuilds every strategy of every task; a class with its own
+    ``__init__`` goes through it). The instance's attributes are those ``__init__`` sets, in its order."""
+    names = tuple(cls._param_types)
     if cls.__init__ is not Strategy.__init__:
-        return cls(**params)
-    values = {name: params[name] for name in cls._param_types}
-    strategy = object.__new__(cls)
-    object.__setattr__(strategy, "_params", values)
-    object.__setattr__(strategy, "_id", None)
-    for name, value in values.items():
-        object.__setattr__(strategy, name, value)
-    return strategy
+        return [cls(**dict(zip(names, row))) for row in rows]
+    make, set_state = object.__new__, object.__setattr__
+    strategies = []
+    for row in rows:
+        values = dict(zip(names, row))
+        strategy = make(cls)
+        set_state(strategy, "__dict__", {"_params": values, "_id": None, **values})
+        strategies.append(strategy)
+    return strategies
 
 
 def checked_strategies(strategies: Iterable[Any]) -> list[Strategy]:

@@ -204,13 +204,17 @@ class _Batches:
         jobs = self._todo[self._start:self._start + self._sizer.next_size(self.jobs_left, self._n_workers())]
         self._start += len(jobs)
         plan = self._plan
-        strategy_index = plan.strategy_index[jobs]
-        return Batch(jobs, [plan.strategies[i] for i in strategy_index],
-                     [plan.date_ranges[i] for i in plan.range_index[jobs]],
-                     [plan.symbols[i] for i in plan.symbol_index[jobs]],
-                     keys=plan.keys[jobs], strategy_ids=[plan.strategy_ids[i] for i in strategy_index],
+        strategy_index = plan.strategy_index[jobs].tolist()
+        return Batch(jobs, _picked(plan.strategies, strategy_index), _picked(plan.date_ranges, plan.range_index[jobs]),
+                     _picked(plan.symbols, plan.symbol_index[jobs]), keys=plan.keys[jobs],
+                     strategy_ids=_picked(plan.strategy_ids, strategy_index),
                      permutations=None if plan.permutation_index is None
-                     else [plan.permutations[i] for i in plan.permutation_index[jobs]])
+                     else _picked(plan.permutations, plan.permutation_index[jobs]))
+
+
+def _picked(values: Sequence, positions: np.ndarray | list[int]) -> list:
+    """``[values[i] for i in positions]``, without a Python int made from a numpy one per position."""
+    return list(map(values.__getitem__, positions.tolist() if isinstance(positions, np.ndarray) else positions))
 
 
 _LOST_JOB_ROUNDS = 3

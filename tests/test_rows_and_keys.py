@@ -314,3 +314,15 @@ def test_a_part_written_with_the_former_parquet_options_resumes(tmp_path):
     resumed = _sweep(tmp_path / "old", strategies)
     assert resumed.n_computed == 0 and resumed.n_skipped == 6
     pd.testing.assert_frame_equal(resumed.df, fresh.df)
+
+
+def test_a_batch_pickles_each_strategy_object_once_and_keeps_jobs_order_classes_and_sharing():
+    ones = [Required(a=i, c="x") for i in range(3)]
+    other = OwnInit(a=7, c="z")
+    twin = Required(a=1, c="x")  # equal to ones[1] but another object: rebuilt apart
+    strategies = [ones[2], other, ones[0], ones[2], twin, ones[1], other, ones[0]]
+    back = pickle.loads(pickle.dumps(Batch(np.arange(8), strategies, [None] * 8, [None] * 8))).strategies
+    assert [(type(s), s._params) for s in back] == [(type(s), s._params) for s in strategies]
+    assert back[0] is back[3] and back[2] is back[7] and back[1] is back[6]  # jobs that shared an object
+    assert len({id(s) for s in back}) == 5 and back[4] is not back[5]
+    assert back[1].derived == 14  # a class with its own __init__ went through it

@@ -13,6 +13,8 @@ code. The accelerations (the twins are next to them):
 * :mod:`raybt._accel.slabs`: indicator outputs carved from memory advised to use transparent huge pages.
 * :mod:`raybt._accel.malloc`: glibc's malloc told to keep large freed blocks for reuse in processes that evaluate
   batches (no fresh, zero-filled pages for every chunk's signals).
+* :mod:`raybt._accel.collector`: Python's cyclic garbage collector paused while a worker rebuilds a batch's
+  strategies (no full collection of the worker's heap triggered by that burst of objects).
 
 numba caches compiled code on disk; the mode is part of the names of raybt's compiled functions
 (:mod:`raybt._jit`), so the fast and the portable variants never share or overwrite cache entries.
