@@ -51,6 +51,7 @@ from raybt.strategy import SignalError, Strategy, signal_arrays
 _TRACEBACK_CHARS = 2_000
 _RULES = ("size", "stop_loss", "take_profit", "trailing_stop", "direction")
 _RULES_OF = operator.attrgetter(*_RULES)
+_RULE_SET = frozenset(_RULES)
 _SIGNAL_BYTES = 32 * 2**20
 """Signals of at most this many bytes (entries and exits together) are stacked for one compiled call; a larger group
 (many symbols × long ranges) is cut into chunks."""
@@ -385,5 +386,3 @@ def _rules_of_class(cls: type[Strategy]) -> tuple | None:
         values.append(value)
     return tuple(values)
 
-
-_RULE_SET = frozenset(_RULES)
