@@ -49,8 +49,9 @@ from raybt.plan import RESULTS_VERSION, RunSettings
 from raybt.strategy import SignalError, Strategy, signal_arrays
 
 _TRACEBACK_CHARS = 2_000
-_RULES_OF = operator.attrgetter("size", "stop_loss", "take_profit", "trailing_stop")
-_DIRECTION_OF = operator.attrgetter("direction")
+_RULES = ("size", "stop_loss", "take_profit", "trailing_stop", "direction")
+_RULES_OF = operator.attrgetter(*_RULES)
+_RULE_SET = frozenset(_RULES)
 _SIGNAL_BYTES = 32 * 2**20
 """Signals of at most this many bytes (entries and exits together) are stacked for one compiled call; a larger group
 (many symbols × long ranges) is cut into chunks."""
@@ -289,10 +290,7 @@ def _run_compiled(strategies: Sequence[Strategy], market: MarketData, ctx: Range
     curve, trades = workspace.buffers(n_bars, n_symbols, keep_curve=False)
     rf_bar = 0.0 if settings.risk_free_rate == 0 else _rf_per_bar(float(settings.risk_free_rate),
                                                                    ctx.calendar.periods_per_year)
-    # float64 as simulate() takes them: None (off) is NaN, any other number float(value)
-    rules = np.array(list(map(_RULES_OF, strategies)), dtype=np.float64).reshape(len(strategies), 4)
-    directions = np.fromiter(map(DIRECTION_CODES.__getitem__, map(_DIRECTION_OF, strategies)), dtype=np.int64,
-                             count=len(strategies))
+    rules, directions = _trading_rules(strategies)
     evaluate_jobs = _evaluate_jobs_one_symbol if n_symbols == 1 else _evaluate_jobs_any
     evaluate_jobs(market.open, market.high, market.low, market.close, kernel_input(entries, np.bool_),
                    kernel_input(exits, np.bool_), ok, ctx.start, n_bars,
@@ -356,3 +354,35 @@ def _compile_evaluate_jobs(variant: str, simulate: Any):
 
 _evaluate_jobs_one_symbol = _compile_evaluate_jobs("1", _simulate_one_symbol)
 _evaluate_jobs_any = _compile_evaluate_jobs("any", _simulate_any)
+
+
+def _trading_rules(strategies: Sequence[Strategy]) -> tuple[np.ndarray, np.ndarray]:
+    """Each job's ``(size, stop_loss, take_profit, trailing_stop)`` as float64, the way :func:`raybt.engine.simulate`
+    takes them (None, i.e. off, is NaN; any other number ``float(value)``), and its direction code. One read for the
+    whole group when every instance has its class's rules (:func:`_rules_of_class`), else one per job."""
+    n = len(strategies)
+    shared = _rules_of_class(type(strategies[0]))
+    if shared is not None:
+        return (np.tile(np.array(shared[:4], dtype=np.float64), (n, 1)),
+                np.full(n, DIRECTION_CODES[shared[4]], dtype=np.int64))
+    values = list(map(_RULES_OF, strategies))
+    rules = np.array([row[:4] for row in values], dtype=np.float64).reshape(n, 4)
+    directions = np.fromiter((DIRECTION_CODES[row[4]] for row in values), dtype=np.int64, count=n)
+    return rules, directions
+
+
+def _rules_of_class(cls: type[Strategy]) -> tuple | None:
+    """The trading rules every instance of ``cls`` has, or None when instances may differ: a rule that is a
+    parameter, a rule computed per instance (a property or any other descriptor), or a class with its own
+    ``__init__`` (which may set attributes of its own)."""
+    if cls.__init__ is not Strategy.__init__ or not _RULE_SET.isdisjoint(cls._param_types):
+        return None
+    values = []
+    for name in _RULES:
+        owner = next(k for k in cls.__mro__ if name in vars(k))
+        value = vars(owner)[name]
+        if hasattr(type(value), "__get__"):
+            return None
+        values.append(value)
+    return tuple(values)
+

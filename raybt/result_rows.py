@@ -58,7 +58,8 @@ def job_rows(batch: Batch, result: BatchResult, market: MarketData) -> pa.Record
         "strategy_id": pa.array(batch.strategy_ids, type=pa.string()),
         "strategy": pa.array([type(s).__qualname__ for s in distinct], type=pa.string()).take(strategy_index),
     }
-    for name in dict.fromkeys(name for s in distinct for name in s._params):
+    # every instance has its class's parameters, in the class's order (Strategy.__init__ sets them so)
+    for name in dict.fromkeys(name for cls in dict.fromkeys(map(type, distinct)) for name in cls._param_types):
         columns[name] = param_column([s._params.get(name) for s in distinct]).take(strategy_index)
     columns["parameters"] = pa.array(parameters_texts(distinct), type=pa.string()).take(strategy_index)
     spans = [bar_times(market, *pair) for pair in pairs]

@@ -93,6 +93,53 @@ def test_grouped_rows_are_bit_identical_to_one_by_one(market, fill, symbols):
     _assert_same_rows(grouped, _one_by_one(market, batch, settings))
 
 
+class ShortWithStops(SmaCross):
+    """Trading rules as class attributes: every instance has them."""
+
+    size = 0.5
+    direction = "short"
+    stop_loss = 0.01
+    trailing_stop = 0.015
+
+
+class SizedByWindow(SmaCross):
+    """A rule computed per instance (a property), not a parameter."""
+
+    @property
+    def size(self):
+        return self.fast / 10
+
+
+class OwnSize(SmaCross):
+    """A rule set per instance by the class's own __init__."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        object.__setattr__(self, "take_profit", params.get("slow", 20) / 1000)
+
+
+@pytest.mark.parametrize("cls, shared", [(ShortWithStops, True), (Rules, False), (SizedByWindow, False),
+                                         (OwnSize, False)])
+def test_trading_rules_are_each_instances_own_read_once_only_when_all_share_them(cls, shared):
+    strategies = [cls(fast=f, slow=s) for f, s in ((2, 20), (4, 30), (6, 40))]
+    rules, directions = batch_eval._trading_rules(strategies)
+    off = lambda value: np.nan if value is None else float(value)  # noqa: E731 - simulate()'s reading
+    expected = np.array([[off(s.size), off(s.stop_loss), off(s.take_profit), off(s.trailing_stop)]
+                         for s in strategies])
+    assert np.array_equal(rules, expected, equal_nan=True)
+    assert directions.tolist() == [raybt.engine.DIRECTION_CODES[s.direction] for s in strategies]
+    assert (batch_eval._rules_of_class(cls) is not None) is shared
+
+
+@pytest.mark.parametrize("cls", [ShortWithStops, SizedByWindow, OwnSize])
+def test_rules_of_the_class_or_of_each_instance_give_one_by_ones_rows(market, cls):
+    settings = RunSettings(CostModel(10_000, fees=0.001))
+    batch = _batch([cls(fast=f, slow=20) for f in (2, 4, 6)], RANGES, [None])
+    grouped = run_batch(market, batch, settings)
+    assert all(e is None for e in grouped.errors) and (grouped.metrics[:, 17] > 0).all()
+    _assert_same_rows(grouped, _one_by_one(market, batch, settings))
+
+
 def test_large_groups_are_cut_into_chunks_with_the_same_rows(market, monkeypatch):
     settings = RunSettings(CostModel(10_000, fees=0.001))
     batch = _batch(_rule_grid(), RANGES, [None])
