@@ -50,7 +50,7 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -66,84 +66,10 @@ from filelock import FileLock
 from raybt._keys import KEY_LENGTH, key_bytes, newest_done
 from raybt._storage import _filesystem, _remove_dead_writers_temporaries, _upload_new_object, _write_locally
 from raybt.metrics import METRIC_NAMES
-
-KEY_COLUMN = "key"
-ERROR_COLUMN = "error"
+from raybt.result_schema import (ADDED_COLUMNS, ERROR_COLUMN, KEY_COLUMN, RESULT_COLUMNS, is_string_type,
+                                 schema_problem, with_added_columns, with_added_fields)
 
 _PARTS, _QUARANTINE, _MANIFEST = "parts", "quarantine", "manifest.json"
-
-
-def _is_string(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
-
-
-def _is_float64(t: pa.DataType) -> bool:
-    return pa.types.is_float64(t)
-
-
-def _is_utc_ns(t: pa.DataType) -> bool:
-    return t == pa.timestamp("ns", tz="UTC")
-
-
-def _is_int64(t: pa.DataType) -> bool:
-    return pa.types.is_int64(t)
-
-
-def _is_plain(t: pa.DataType) -> bool:
-    return (pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or _is_string(t)
-            or pa.types.is_timestamp(t) or pa.types.is_null(t))
-
-
-RESULT_COLUMNS: dict[str, tuple[str, Callable[[pa.DataType], bool]]] = {
-    KEY_COLUMN: ("string", _is_string),
-    "strategy_id": ("string", _is_string),
-    "strategy": ("string", _is_string),
-    "parameters": ("string", _is_string),
-    "symbol": ("string", _is_string),
-    "range": ("string", _is_string),
-    "range_start": ("timestamp[ns, tz=UTC]", _is_utc_ns),
-    "range_end": ("timestamp[ns, tz=UTC]", _is_utc_ns),
-    "start": ("timestamp[ns, tz=UTC]", _is_utc_ns),
-    "end": ("timestamp[ns, tz=UTC]", _is_utc_ns),
-    "permutation_seed": ("int64", _is_int64),
-    "permutation": ("int64", _is_int64),
-    **{name: ("float64", _is_float64) for name in METRIC_NAMES},
-    ERROR_COLUMN: ("string", _is_string),
-    "duration_s": ("float64", _is_float64),
-    "worker": ("string", _is_string),
-}
-"""The schema raybt writes: every part has these columns with these types (name → (type name, check)). Any other
-column (parameters, and columns later versions add) must have a plain scalar type: bool, integer, floating,
-string, timestamp or null (a column that is null in every row of a part). Binary, nested, dictionary, decimal and
-extension types are never read."""
-
-ADDED_COLUMNS: dict[str, pa.DataType] = {"permutation_seed": pa.int64(), "permutation": pa.int64()}
-"""Result columns that parts written by older raybt lack (checked like the others when present): such a part reads
-as if it had them, null in every row, at their place in :data:`RESULT_COLUMNS`. Older raybt wrote no permutation in
-rows, so null is right for a sweep's rows; an older permutation test's permuted rows also read null, but their runs
-are of another results version (``load_results`` says so) and none of their rows is reused or replayed. These
-integers may be missing, so they read as pandas' nullable ``Int64`` (never as floats)."""
-
-
-def schema_problem(schema: pa.Schema) -> str | None:
-    """Why ``schema`` is not one raybt writes (see :data:`RESULT_COLUMNS`), or None if it is."""
-    names = schema.names
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        return f"duplicate columns {duplicated}"
-    missing = [n for n in RESULT_COLUMNS if n not in names and n not in ADDED_COLUMNS]
-    if missing:
-        return (f"missing columns {missing[:5]}{' …' if len(missing) > 5 else ''} (another results version or not "
-                f"a raybt part)")
-    for field in schema:
-        if field.name in RESULT_COLUMNS:
-            type_name, check = RESULT_COLUMNS[field.name]
-            if not check(field.type):
-                return f"column {field.name!r} has type {field.type}, not {type_name}"
-        elif not _is_plain(field.type):
-            return (f"column {field.name!r} has type {field.type} (raybt stores only bool, integer, floating, string, "
-                    f"timestamp and null columns)")
-    return None
 
 
 class CheckpointWarning(UserWarning):
@@ -335,7 +261,7 @@ class CheckpointStore:
         """The whole part at ``path``, checked (:meth:`_checked_read`), with the exact values of its parameter
         columns stored as text (:func:`_exact_parameters`)."""
         _, table = self._checked_read(path)
-        table = _with_added_columns(table)
+        table = with_added_columns(table)
         try:
             return table, _exact_parameters(table)
         except ValueError as exc:
@@ -457,28 +383,6 @@ def _parquet_options(table: pa.Table) -> dict[str, Any]:
             "use_dictionary": [name for name in table.column_names if name not in _DISTINCT_VALUED]}
 
 
-def _with_added_columns(table: pa.Table) -> pa.Table:
-    """``table`` with the :data:`ADDED_COLUMNS` it lacks (a part of older raybt), null in every row."""
-    for name, kind in ADDED_COLUMNS.items():
-        if name not in table.column_names:
-            table = table.add_column(_added_position(table.schema, name), name, pa.nulls(len(table), kind))
-    return table
-
-
-def _with_added_fields(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with the :data:`ADDED_COLUMNS` it lacks."""
-    for name, kind in ADDED_COLUMNS.items():
-        if name not in schema.names:
-            schema = schema.insert(_added_position(schema, name), pa.field(name, kind))
-    return schema
-
-
-def _added_position(schema: pa.Schema, name: str) -> int:
-    """Where added column ``name`` goes: after the column before it in :data:`RESULT_COLUMNS`."""
-    order = list(RESULT_COLUMNS)
-    return schema.get_field_index(order[order.index(name) - 1]) + 1
-
-
 def _done_of(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """A part's keys (``S24``) and whether each row failed, as arrays of their own (not views of the part's
     buffers, which may live in shared memory the part should not keep)."""
@@ -493,7 +397,7 @@ def _exact_parameters(table: pa.Table) -> dict[str, list]:
     is stored as text in its own column; the ``parameters`` column holds every row's parameters exactly, as a JSON
     object. Returns column name → the exact value of every row, for text columns where some value is not a str;
     raises ValueError if ``parameters`` is not JSON objects."""
-    text = [f.name for f in table.schema if f.name not in RESULT_COLUMNS and _is_string(f.type)]
+    text = [f.name for f in table.schema if f.name not in RESULT_COLUMNS and is_string_type(f.type)]
     if not text or not len(table):
         return {}
     encoded = table.column("parameters").combine_chunks().dictionary_encode()
@@ -629,7 +533,7 @@ def _scan(sources: list[tuple[pa.ChunkedArray, pa.Schema, Any]], columns: list[s
     (first, if not named). Unknown names in ``columns`` raise ``KeyError``."""
     if not sources:
         return pa.table({})
-    unified = _unified_schema([_with_added_fields(schema) for _, schema, _ in sources])
+    unified = _unified_schema([with_added_fields(schema) for _, schema, _ in sources])
     names = unified.names if columns is None else list(dict.fromkeys([KEY_COLUMN, *columns]))
     unknown = [c for c in names if c not in unified.names]
     if unknown:

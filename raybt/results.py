@@ -15,7 +15,6 @@ exception type, message and traceback tail), ``duration_s`` (seconds in the work
 
 from __future__ import annotations
 
-import json
 import os
 import pstats
 import re
@@ -23,108 +22,26 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raybt.backtest import Backtest, run_backtest
-from raybt.batch import BatchResult
 from raybt.checkpoint import CheckpointStore, MemoryStore, recorded_runs, scan_frame
 from raybt.data import DataError, DataLike, DateRange, DateRangeWarning, MarketData, load_ohlcv
-from raybt.engine import CostModel
 from raybt.metrics import METRIC_NAMES
 from raybt.permute import Permutation, permuted_market
 from raybt.permuted_rows import PERMUTATION_COLUMNS, PermutedRowsWarning, permutation_columns, rows_of_one_market
 from raybt.plan import RESULTS_VERSION, RunSettings, plan_jobs
-from raybt.result_rows import concat_rows
+from raybt.row_inputs import RowInputs, _is_null, row_inputs, settings_from_record
 from raybt.strategy import RESULT_COLUMNS, Strategy
 
 
 class ResultsVersionWarning(UserWarning):
     """A checkpoint directory holds rows written by other raybt code (another results version)."""
-
-
-def rows_table(results: Sequence[BatchResult]) -> pa.Table:
-    """The result rows of finished batches as one Arrow table (what a checkpoint part holds): the record batches the
-    workers built (:func:`raybt.result_rows.job_rows`), concatenated."""
-    return concat_rows([r.rows for r in results])
-
-
-class RowInputs(NamedTuple):
-    """What a result row says about its job's inputs: enough, with the strategy class, the data and the run's
-    settings, to run it again (see :func:`row_inputs`)."""
-
-    parameters: dict[str, Any]
-    date_range: DateRange | None
-    symbol: str | None
-    permutation: Permutation | None = None
-    """``(seed, i)`` of the permuted market a permutation test's row ran on (:mod:`raybt.permute`); None: the real
-    data."""
-
-
-def row_inputs(row: Mapping[str, Any]) -> RowInputs:
-    """The parameters, date range (as the user defined it, name included), symbol and permuted market of a result
-    row (a ``results.df`` row, a dict or a pandas Series), read from its ``parameters``, ``range``, ``range_start``,
-    ``range_end``, ``symbol``, ``permutation_seed`` and ``permutation`` columns only (a row without the last two ran
-    on the real data; one with only one of them is refused).
-
-    >>> inputs = row_inputs(results.df.iloc[0])
-    >>> raybt.run_backtest(SmaCross(**inputs.parameters), data, inputs.date_range, symbol=inputs.symbol)
-
-    (on the real data; ``results.backtest(row, data)`` also replays a row whose ``inputs.permutation`` is set.)
-    """
-    name = row["range"]
-    start, end = (_timestamp_or_none(row[column]) for column in ("range_start", "range_end"))
-    date_range = None if name == "all" and start is None and end is None else DateRange(start, end, name=name)
-    symbol = row["symbol"]
-    return RowInputs(json.loads(row["parameters"]), date_range, None if _is_null(symbol) else str(symbol),
-                     _permutation_of(row))
-
-
-def _permutation_of(row: Mapping[str, Any]) -> Permutation | None:
-    """A row's ``(permutation_seed, permutation)``; None when it has neither (the real data)."""
-    seed, i = row.get("permutation_seed"), row.get("permutation")
-    if _is_null(seed) and _is_null(i):
-        return None
-    if _is_null(seed) or _is_null(i):
-        given, value, lacking = ("permutation_seed", seed, "permutation") if _is_null(i) else ("permutation", i,
-                                                                                              "permutation_seed")
-        raise ValueError(f"row {row.get('key', '')} has {given}={value} but no {lacking}: a permutation test's row "
-                         f"has both, a row on the real data neither; it cannot be replayed")
-    return int(seed), int(i)
-
-
-def _timestamp_or_none(value: Any) -> pd.Timestamp | None:
-    return None if _is_null(value) else pd.Timestamp(value)
-
-
-def _is_null(value: Any) -> bool:
-    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
-
-
-def merge_profiles(profiles: Sequence[dict]) -> pstats.Stats | None:
-    """Merge the cProfile statistics (``Profile.stats`` dicts) of profiled batches."""
-    merged = None
-    for stats in profiles:
-        if merged is None:
-            merged = pstats.Stats(_StatsHolder(stats))
-        else:
-            merged.add(_StatsHolder(stats))
-    return merged
-
-
-@dataclass
-class _StatsHolder:
-    """Adapter: pstats.Stats accepts any object with ``create_stats()`` and ``stats``."""
-
-    stats: dict
-
-    def create_stats(self) -> None:
-        """The stats are already there."""
 
 
 class Results:
@@ -551,17 +468,6 @@ def bar_returns(equity: pd.Series, initial_amount: float) -> pd.Series:
         returns[0] = values[0] / initial_amount - 1.0
         returns[1:] = values[1:] / values[:-1] - 1.0
     return pd.Series(returns, index=equity.index, name=equity.name)
-
-
-def settings_record(settings: RunSettings) -> dict[str, Any]:
-    """A run's settings as JSON-able values (the manifest's ``run_settings``); :func:`settings_from_record` reads
-    them back."""
-    return {"costs": asdict(settings.costs), "periods_per_year": settings.periods_per_year,
-            "risk_free_rate": settings.risk_free_rate}
-
-
-def settings_from_record(record: Mapping[str, Any]) -> RunSettings:
-    return RunSettings(CostModel(**record["costs"]), record["periods_per_year"], record["risk_free_rate"])
 
 
 @dataclass(frozen=True)

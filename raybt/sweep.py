@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import pstats
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 import raybt
 from raybt._keys import contains
@@ -20,7 +23,9 @@ from raybt.executors import LocalExecutor, hybrid
 from raybt.permute import Permutation, permutations_record
 from raybt.plan import Plan, RunSettings, plan_jobs
 from raybt.resources import BatchSizer
-from raybt.results import Results, merge_profiles, rows_table, settings_record
+from raybt.result_rows import concat_rows
+from raybt.results import Results
+from raybt.row_inputs import settings_record
 from raybt.strategy import Strategy
 
 
@@ -292,3 +297,30 @@ def _interrupted(plan: Plan, store: CheckpointStore | MemoryStore) -> str:
         return "interrupted: nothing saved (no checkpoint_dir)"
     n_saved = int(contains(store.done_keys(), plan.keys).sum())
     return f"interrupted: {n_saved} of {len(plan)} backtests saved in {store.location}; run again to resume"
+
+
+def rows_table(results: Sequence[BatchResult]) -> pa.Table:
+    """The result rows of finished batches as one Arrow table (what a checkpoint part holds): the record batches the
+    workers built (:func:`raybt.result_rows.job_rows`), concatenated."""
+    return concat_rows([r.rows for r in results])
+
+
+def merge_profiles(profiles: Sequence[dict]) -> pstats.Stats | None:
+    """Merge the cProfile statistics (``Profile.stats`` dicts) of profiled batches."""
+    merged = None
+    for stats in profiles:
+        if merged is None:
+            merged = pstats.Stats(_StatsHolder(stats))
+        else:
+            merged.add(_StatsHolder(stats))
+    return merged
+
+
+@dataclass
+class _StatsHolder:
+    """Adapter: pstats.Stats accepts any object with ``create_stats()`` and ``stats``."""
+
+    stats: dict
+
+    def create_stats(self) -> None:
+        """The stats are already there."""
