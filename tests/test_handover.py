@@ -63,13 +63,13 @@ def _rows_by_place(df):
 
 
 def test_hand_over_mid_sweep_gives_the_in_process_rows_once_each(ray_cluster, start_after, tmp_path):
-    # the start is asked for after the first (timed) batch; "finished" at the third look: 3 batches here
+    # the start is asked for after the first two (timed) batches; "finished" at the third look: 4 batches here
     start_after(local_batches=2)
     handed = run(GRID, n_workers=-1, batch_size=2, checkpoint_dir=tmp_path / "ck")
     alone = run(GRID)
     df = handed.df
     assert len(df) == 2 * len(GRID) and df["key"].is_unique
-    assert _rows_by_place(df) == (3 * 2, len(df) - 3 * 2)  # three batches of two here, the rest on Ray
+    assert _rows_by_place(df) == (4 * 2, len(df) - 4 * 2)  # four batches of two here, the rest on Ray
     same_rows(df, alone.df)
     stored = raybt.load_results(tmp_path / "ck").df  # what the checkpoint holds: each job once
     assert len(stored) == len(df) and stored["key"].is_unique
@@ -86,12 +86,12 @@ def test_a_failed_start_is_raised_at_the_hand_over_and_rows_computed_before_are_
     start_after(local_batches=0, error=LocalRayError("no Ray today"))
     with pytest.raises(LocalRayError, match="no Ray today"):
         run(GRID, n_workers=-1, batch_size=5, checkpoint_dir=tmp_path / "ck", checkpoint_batch_size=1000)
-    assert len(raybt.load_results(tmp_path / "ck").df) == 5  # the one batch computed here, the probe
+    assert len(raybt.load_results(tmp_path / "ck").df) == 10  # the two batches computed here, the probes
 
 
 def test_a_start_that_failed_after_the_sweep_finished_is_a_warning(start_after):
-    # 24 jobs in batches of 5: the start is asked for after the first; four looks before the next batches, all "not
-    # yet"; the fifth, at the end, finds the failure
+    # 24 jobs in batches of 5: the start is asked for after the first two; four looks (before the next three batches,
+    # then the first at the end), all "not yet"; the fifth, at the end, finds the failure
     start_after(local_batches=4, error=LocalRayError("no Ray today"))
     with pytest.warns(hybrid.RayStartWarning, match="no Ray today.*this sweep ran in this process"):
         results = run(GRID, n_workers=-1, batch_size=5)
@@ -108,16 +108,17 @@ def test_an_environment_ray_would_refuse_fails_before_anything_is_computed(monke
     assert hybrid._current is None  # no start attempted
 
 
-def _timed_at(seconds_per_job, monkeypatch):
-    """Every job "takes" ``seconds_per_job`` (injected into the results of the in-process executor); returns the
-    sizes of the batches it ran."""
+def _timed_at(seconds_per_job, monkeypatch, first_batch=None):
+    """Every job "takes" ``seconds_per_job`` (``first_batch`` in the first batch, if given), injected into the results
+    of the in-process executor; returns the sizes of the batches it ran."""
     sizes = []
     real = local.run_batch
 
     def timed(market, batch, settings, profile, worker):
+        seconds = first_batch if first_batch is not None and not sizes else seconds_per_job
         sizes.append(len(batch.jobs))
         result = real(market, batch, settings, profile, worker)
-        return replace(result, durations=np.full(len(batch.jobs), seconds_per_job))
+        return replace(result, durations=np.full(len(batch.jobs), seconds))
 
     monkeypatch.setattr(local, "run_batch", timed)
     return sizes
@@ -130,11 +131,22 @@ def test_ray_is_started_only_when_the_work_left_would_take_longer_than_the_start
     sizes = _timed_at(0.001, monkeypatch)  # 24 jobs of 1 ms: nowhere near START_RAY_ABOVE_S
     run(GRID, n_workers=-1, batch_size=5)
     assert sizes == [5, 5, 5, 5, 4] and asked == []
-    # at 1 s per job the 19 jobs left after the first batch (19 s) are worth a start, asked for once
-    sizes = _timed_at(1.0, monkeypatch)
+    # at 2 s per job the 9 jobs not handed out when the third batch starts (18 s) are worth a start, asked for once
+    sizes = _timed_at(2.0, monkeypatch)
     run(GRID, n_workers=-1, batch_size=5)
     assert sizes == [5, 5, 5, 5, 4] and asked == [1]
     assert hybrid.worth_starting(0.001, 10_001) and not hybrid.worth_starting(0.001, 10_000)  # 10 s
+
+
+def test_a_first_batch_slowed_by_one_off_costs_does_not_start_ray_for_a_small_sweep(monkeypatch):
+    """The first batch of a process pays for compiling or loading kernels: at its pace (2 s per job here) the 14 jobs
+    left after the next batch look like 28 s of work, at the next batches' (1 ms) like none."""
+    asked = []
+    monkeypatch.setattr(hybrid, "wanted", lambda address: True)
+    monkeypatch.setattr(hybrid, "start_in_background", lambda data_bytes: asked.append(1) or StartAfter(None))
+    sizes = _timed_at(0.001, monkeypatch, first_batch=2.0)
+    run(GRID, n_workers=-1, batch_size=5)
+    assert sizes == [5, 5, 5, 5, 4] and asked == []
 
 
 SCRIPT = textwrap.dedent("""

@@ -8,9 +8,12 @@ Rules:
   (:func:`wanted`). Joining a cluster or an initialised Ray is quick, so those sweeps go to Ray from the start; so
   do sweeps with ``address="local"``, which start the local Ray at once and wait for it (what a notebook that wants
   its Ray up for later sweeps, or its workers' output, asks for).
-* **Whether to start Ray.** The first batch runs here and is timed; Ray is started once the work left, at that
-  pace, would take longer than :data:`START_RAY_ABOVE_S` (:func:`worth_starting`, looked at before every batch):
-  a small sweep never starts Ray and runs as it would with ``n_workers=None``.
+* **Whether to start Ray.** The first batches run here and are timed; from the third batch on, Ray is started once
+  the work left, at the faster pace of the last two batches, would take longer than :data:`START_RAY_ABOVE_S`
+  (:func:`worth_starting`, looked at before every batch): a small sweep never starts Ray and runs as it would with
+  ``n_workers=None``. Not from the first batch alone: it pays what a process pays once (kernels compiled or loaded
+  from numba's cache, first indicator calls: a second or more), and at its pace a sweep of a few seconds looked
+  worth a start that then only took CPU from it.
 * **Hand-over.** Batches run in this process one after another; before each, the executor looks whether the start
   has finished: Ray up (:func:`raybt.executors.ray_tasks.connect`) and one warm-up task per CPU done
   (:func:`raybt.executors.ray_tasks.warm_up_workers`: a fresh worker spends a second or more importing raybt and
@@ -238,7 +241,7 @@ class HybridExecutor:
         self._start: RayStart | None = None
         self._ray = None
         self._requested = n_workers
-        self._seconds_per_job: float | None = None
+        self._seconds_per_job: list[float] = []  # each batch run here: its median seconds per job
         self._cache_limit: int | None = None  # the indicator cache's bound (bytes) before this sweep lowered it
 
     @property
@@ -262,13 +265,14 @@ class HybridExecutor:
                 return
             for result in self._local.run([batch]):
                 if len(result.durations):
-                    self._seconds_per_job = float(np.median(result.durations))
+                    self._seconds_per_job.append(float(np.median(result.durations)))
                 yield result
 
     def _should_start(self, jobs_left: int | None) -> bool:
         if jobs_left is None or starting():
             return True
-        return self._seconds_per_job is not None and worth_starting(self._seconds_per_job, jobs_left)
+        timed = self._seconds_per_job[-2:]
+        return len(timed) == 2 and worth_starting(min(timed), jobs_left)
 
     def _bound_cache(self) -> None:
         self._cache_limit = cache_info().limit
