@@ -4,8 +4,8 @@ A Ray task's batch arrives pickled and is rebuilt in the worker: one strategy ob
 thousand for a task of daily backtests, all created in one burst and alive for the whole task. CPython's collector
 counts allocations: such a burst runs young collections that promote the new objects to the oldest generation, and
 once enough have been promoted it runs a full collection, which walks every object of the worker (Ray, pandas,
-numba: a few hundred thousand) for tens of milliseconds. Every second or third task paid one, more CPU than its
-whole unpacking.
+numba), far more objects than the rebuild creates; with tasks of thousands of strategies, every few tasks (figures
+in the README, "The hot path").
 
 :func:`cyclic_gc_paused` turns the collector off for the duration of the rebuild. The objects a rebuild creates hold
 no reference cycles (instances whose attributes are parameter values), so nothing is left for the collector to find;

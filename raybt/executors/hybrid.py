@@ -12,8 +12,8 @@ Rules:
   the work left, at the faster pace of the last two batches, would take longer than :data:`START_RAY_ABOVE_S`
   (:func:`worth_starting`, looked at before every batch): a small sweep never starts Ray and runs as it would with
   ``n_workers=None``. Not from the first batch alone: it pays what a process pays once (kernels compiled or loaded
-  from numba's cache, first indicator calls: a second or more), and at its pace a sweep of a few seconds looked
-  worth a start that then only took CPU from it.
+  from numba's cache, first indicator calls), and at its pace a sweep of a few seconds would look worth a start
+  that only takes CPU from it.
 * **Hand-over.** Batches run in this process one after another; before each, the executor looks whether the start
   has finished: Ray up (:func:`raybt.executors.ray_tasks.connect`) and one warm-up task per CPU done
   (:func:`raybt.executors.ray_tasks.warm_up_workers`: a fresh worker spends a second or more importing raybt and
