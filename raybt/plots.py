@@ -13,6 +13,9 @@ Conventions shared by the result plots (they take ``results.df``):
   (:data:`raybt.metrics.METRIC_NAMES`); *swept* parameters take more than one value in the rows.
 * Parameter values on categorical axes are in ascending order; a null value (a parameter set to ``None``) is the
   category ``"None"``, last.
+* **One market.** The rows of a permutation test's directory (real data and permuted markets) are never compared
+  together: a plot uses the real data's rows and says what it left out
+  (:func:`raybt.permuted_rows.rows_of_one_market`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pandas as pd
 
 from raybt.data import DateRange
 from raybt.metrics import METRIC_NAMES
+from raybt.permuted_rows import rows_of_one_market
 from raybt.strategy import RESULT_COLUMNS
 
 if TYPE_CHECKING:
@@ -121,6 +125,7 @@ def heatmap_cells(df: pd.DataFrame, x: str, y: str, metric: str = "sharpe", agg:
     """The cells of :func:`plot_heatmap`: ``(values, rows, rows_with_value)``, three frames indexed by the ``y``
     values (ascending) with a column per ``x`` value (ascending). Every (x, y) pair present in the rows is a cell
     even when all its values are NaN; pairs that never occur are NaN with 0 rows."""
+    df = rows_of_one_market(df, "raybt.plots.heatmap_cells")
     _check_parameter(df, x)
     _check_parameter(df, y)
     _check_metric(df, metric)
@@ -151,6 +156,7 @@ def plot_heatmap(df: pd.DataFrame, x: str, y: str, metric: str = "sharpe", agg: 
     shows the parameter values, the aggregate and the number of rows in the cell (and how many had a value). Only
     rows of strategy classes that have both parameters are used; the title counts any other rows left out."""
     go, _ = plotly_modules()
+    df = rows_of_one_market(df, "raybt.plots.plot_heatmap")
     values, counts, with_value = heatmap_cells(df, x, y, metric, agg, date_range)
     agg_name = agg if isinstance(agg, str) else getattr(agg, "__name__", "agg")
     finite = values.to_numpy()[np.isfinite(values.to_numpy())]
@@ -189,6 +195,7 @@ def plot_distribution(df: pd.DataFrame, metric: str = "sharpe") -> go.Figure:
     """Histogram of ``metric`` over the rows, one overlaid trace per date range (chronological). NaN and infinite
     values cannot be binned: the title counts them."""
     go, _ = plotly_modules()
+    df = rows_of_one_market(df, "raybt.plots.plot_distribution")
     _check_metric(df, metric)
     fig = go.Figure()
     by_range = dict(list(df[metric].groupby(df["range"], sort=False, dropna=False)))
@@ -209,6 +216,7 @@ def ranges_table(df: pd.DataFrame, metric: str = "sharpe", top: int = 20, ascend
     """The table :func:`plot_ranges` draws: one row per strategy (and symbol, in per-symbol sweeps) labelled
     ``"SmaCross fast=10 slow=50"``, one column per range (chronological), the ``top`` strategies by the mean of
     ``metric`` over their ranges (NaN ranges skipped; strategies without any value last)."""
+    df = rows_of_one_market(df, "raybt.plots.ranges_table")
     _check_metric(df, metric)
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
@@ -232,7 +240,7 @@ def plot_ranges(df: pd.DataFrame, metric: str = "sharpe", top: int = 20, ascendi
     strategies by its mean over the ranges (see :func:`ranges_table`; ``ascending=True`` for metrics where lower
     is better), best first, coloured around 0 so that losing ranges stand out. NaN cells are blank."""
     go, _ = plotly_modules()
-    table = ranges_table(df, metric, top, ascending)
+    table = ranges_table(rows_of_one_market(df, "raybt.plots.plot_ranges"), metric, top, ascending)
     fig = go.Figure(go.Heatmap(
         z=table.to_numpy(), x=[str(c) for c in table.columns], y=list(table.index), colorscale="RdYlGn", zmid=0,
         texttemplate="%{z:.2f}", colorbar={"title": {"text": metric}},
@@ -250,6 +258,7 @@ def plot_parallel(df: pd.DataFrame, metric: str = "sharpe", max_rows: int | None
     be drawn: the title counts them. With ``max_rows``, only the best ``max_rows`` rows by ``metric`` are drawn
     (the title says so): a browser draws 100,000 lines slowly, and they hide each other anyway."""
     go, _ = plotly_modules()
+    df = rows_of_one_market(df, "raybt.plots.plot_parallel")
     _check_metric(df, metric)
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, got {max_rows}")

@@ -22,7 +22,9 @@ to it; the leaderboard sorts with a few lines of plain JavaScript (no CDN, no ne
 Parallel coordinates (:func:`raybt.plots.plot_parallel`) are left out: drawn with WebGL, they took 20 s of the
 40 s a 100,000-row report needed to open in Chromium without a GPU (``benchmarks/bench_report.py``).
 
-Every value that comes from the rows or the manifest is HTML-escaped (parameter values are user text).
+Every value that comes from the rows or the manifest is HTML-escaped (parameter values are user text). The rows
+of a permutation test's directory are reported on the real data's rows alone, with a warning naming what was left
+out (:func:`raybt.permuted_rows.rows_of_one_market`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from raybt import plots
+from raybt.permuted_rows import rows_of_one_market
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -92,6 +95,7 @@ def render_report(df: pd.DataFrame, *, manifest: Mapping[str, Any] | None = None
 
     if df.empty:
         raise ValueError("no result rows to report on")
+    df = rows_of_one_market(df, "raybt.report")
     plots._check_metric(df, metric)
     for name, value in (("top", top), ("leaderboard", leaderboard)):
         if not isinstance(value, int) or value < 1:

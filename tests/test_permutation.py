@@ -415,6 +415,24 @@ def test_the_plots_report_and_cli_top_list_of_a_permutation_tests_rows_show_the_
     assert "2 backtests" in out and "top 2 by sharpe" in out
 
 
+def test_the_plot_and_report_functions_called_on_a_permutation_tests_rows_show_the_real_data(stored_test):
+    pytest.importorskip("plotly")
+    from raybt import plots, report
+    directory = stored_test[0]
+    mixed, real = raybt.load_results(directory).df, real_data_alone(directory).df
+    assert len(mixed) == len(real) + 6
+    for name, draw in (("plot_ranges", lambda df: plots.plot_ranges(df).to_json()),
+                       ("ranges_table", lambda df: plots.ranges_table(df).to_json()),
+                       ("plot_distribution", lambda df: plots.plot_distribution(df).to_json()),
+                       ("plot_parallel", lambda df: plots.plot_parallel(df).to_json())):
+        with pytest.warns(PermutedRowsWarning, match=f"raybt.plots.{name}: left out 6 rows"):
+            drawn = draw(mixed)
+        assert drawn == draw(real), name
+    with pytest.warns(PermutedRowsWarning, match="raybt.report: left out 6 rows"):
+        page = report.render_report(mixed)
+    assert sorted(re.findall(r'data-key="([^"]+)"', page)) == sorted(real["key"])
+
+
 def test_an_ordinary_sweeps_rows_are_picked_as_before_without_a_word(tmp_path):
     grid = [FollowsLastBar(lag=1), FollowsLastBar(lag=2), SmaCross(fast=3, slow=10)]
     with warnings.catch_warnings():
