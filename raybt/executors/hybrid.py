@@ -56,6 +56,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import importlib.metadata
+import collections
 import itertools
 import logging
 import os
@@ -241,7 +242,8 @@ class HybridExecutor:
         self._start: RayStart | None = None
         self._ray = None
         self._requested = n_workers
-        self._seconds_per_job: list[float] = []  # each batch run here: its median seconds per job
+        # the median seconds per job of each of the last two batches run here
+        self._seconds_per_job: collections.deque[float] = collections.deque(maxlen=2)
         self._cache_limit: int | None = None  # the indicator cache's bound (bytes) before this sweep lowered it
 
     @property
@@ -271,8 +273,7 @@ class HybridExecutor:
     def _should_start(self, jobs_left: int | None) -> bool:
         if jobs_left is None or starting():
             return True
-        timed = self._seconds_per_job[-2:]
-        return len(timed) == 2 and worth_starting(min(timed), jobs_left)
+        return len(self._seconds_per_job) == 2 and worth_starting(min(self._seconds_per_job), jobs_left)
 
     def _bound_cache(self) -> None:
         self._cache_limit = cache_info().limit
