@@ -131,15 +131,23 @@ def job_keys(base: str, ids: Iterable[str], ranges: Sequence[DateRange | None],
     in turn, as fixed-width ASCII bytes (``S24``). Rule (stored keys depend on it, so it never changes): the hex
     digest of a 12-byte blake2b of ``f"{base}{strategy id}|{range key}|{range name}"`` (``"all"`` for the whole data)
     followed by ``f"|symbol={symbol}"`` for a per-symbol job, where ``base`` is ``"{data fingerprint}|{settings
-    fingerprint}|"``. The digests are joined and hex-encoded at once, not one string per job."""
+    fingerprint}|"``. The hash state of the shared ``base`` is computed once and copied for each job (blake2b is
+    incremental, so the digest is the same as hashing the whole text); the digests are joined and hex-encoded at
+    once, not one string per job."""
     range_keys = [(f"{r.key}|{r.name}" if r is not None else "all") for r in ranges]
     ids = list(ids)
+    base_state = _blake2b(base.encode(), digest_size=12)
     digests: list[bytes] = []
     for symbol in symbols:
         symbol_key = "" if symbol is None else f"|symbol={symbol}"
-        tails = [f"|{range_key}{symbol_key}" for range_key in range_keys]
-        digests += [_blake2b(f"{base}{strategy_id}{tail}".encode(), digest_size=12).digest()
-                    for strategy_id in ids for tail in tails]
+        tails = [f"|{range_key}{symbol_key}".encode() for range_key in range_keys]
+        for strategy_id in ids:
+            strategy_state = base_state.copy()
+            strategy_state.update(strategy_id.encode())
+            for tail in tails:
+                job_state = strategy_state.copy()
+                job_state.update(tail)
+                digests.append(job_state.digest())
     return np.frombuffer(binascii.hexlify(b"".join(digests)), dtype="S24").copy()
 
 
