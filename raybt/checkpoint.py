@@ -63,7 +63,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from filelock import FileLock
 
-from raybt._keys import KEY_LENGTH, key_bytes, newest_done
+from raybt._keys import KEY_DTYPE, KEY_LENGTH, contains, key_array, key_bytes, key_set, newest_done
 from raybt._storage import _filesystem, _remove_dead_writers_temporaries, _upload_new_object, _write_locally
 from raybt.metrics import METRIC_NAMES
 from raybt.result_schema import (ADDED_COLUMNS, ERROR_COLUMN, KEY_COLUMN, RESULT_COLUMNS, is_string_type,
@@ -102,7 +102,7 @@ class MemoryStore:
         self._tables.append(table)
 
     def read(self, keys: np.ndarray | None = None) -> pd.DataFrame:
-        return _combine([(t, _exact_parameters(t)) for t in self._tables], keys)
+        return _combine([(t, _exact_parameters(t)) for t in self._tables], None if keys is None else key_set(keys))
 
     def record_run(self, info: dict[str, Any]) -> None:
         """Nothing to record in memory."""
@@ -174,13 +174,14 @@ class CheckpointStore:
         """All stored rows (the newest row per key), optionally only those whose key is in ``keys``; warns when some
         of ``keys`` have no row, saying how many and which parts were not used. Never modifies the store, also when
         opened as a writer (unusable parts are skipped; a writer quarantines them in :meth:`done_keys`)."""
-        frame = _combine(self._usable_parts(quarantine=False), keys)
-        if keys is not None:
-            found = frame[KEY_COLUMN].to_numpy().astype("S24") if len(frame) else np.array([], dtype="S24")
-            n_missing = len(np.setdiff1d(np.unique(keys), found))
+        wanted = None if keys is None else key_set(keys)
+        frame = _combine(self._usable_parts(quarantine=False), wanted)
+        if wanted is not None:
+            found = key_set(frame[KEY_COLUMN].to_numpy().astype(KEY_DTYPE) if len(frame) else [])
+            n_missing = int(np.count_nonzero(~contains(found, wanted)))
             if n_missing:
                 why = "; ".join(f"{path}: {reason}" for path, reason in self._skipped.items()) or "no part holds them"
-                warnings.warn(f"{n_missing} of {len(np.unique(keys))} jobs have no row in {self.location} "
+                warnings.warn(f"{n_missing} of {len(wanted)} jobs have no row in {self.location} "
                               f"({why}); run the sweep again to compute them", CheckpointWarning, stacklevel=3)
         return frame
 
@@ -416,7 +417,7 @@ def _exact_parameters(table: pa.Table) -> dict[str, list]:
 
 def _combine(parts: Iterable[tuple[pa.Table, dict[str, list]]], keys: np.ndarray | None) -> pd.DataFrame:
     """Rows of several parts (each a table and its exact parameter values, see :func:`_exact_parameters`) as one
-    frame: the newest row per key, optionally only keys in ``keys``.
+    frame: the newest row per key, optionally only keys in the key set ``keys`` (:func:`raybt._keys.key_set`).
 
     Columns are unified by name (first-seen order). :data:`RESULT_COLUMNS` keep their dtypes (:data:`ADDED_COLUMNS`:
     pandas' ``Int64``, ``<NA>`` where null); any other column keeps
@@ -426,8 +427,7 @@ def _combine(parts: Iterable[tuple[pa.Table, dict[str, list]]], keys: np.ndarray
     if not parts:
         return pd.DataFrame()
     if keys is not None:
-        parts = [_filter(table, exact, np.isin(table.column(KEY_COLUMN).to_numpy(zero_copy_only=False)
-                                                .astype("S24"), keys)) for table, exact in parts]
+        parts = [_filter(table, exact, contains(keys, key_bytes(table.column(KEY_COLUMN)))) for table, exact in parts]
     tables = [table for table, _ in parts]
     names = list(dict.fromkeys(name for t in tables for name in t.column_names))
     native: dict[str, pa.ChunkedArray] = {}
@@ -465,6 +465,8 @@ def _combine(parts: Iterable[tuple[pa.Table, dict[str, list]]], keys: np.ndarray
 
 
 def _filter(table: pa.Table, exact: dict[str, list], mask: np.ndarray) -> tuple[pa.Table, dict[str, list]]:
+    if mask.all():  # a part written by the sweep asking for its rows: nothing to copy
+        return table, exact
     return table.filter(pa.array(mask)), {name: list(np.asarray(values, dtype=object)[mask])
                                           for name, values in exact.items()}
 
@@ -545,7 +547,7 @@ def _scan(sources: list[tuple[pa.ChunkedArray, pa.Schema, Any]], columns: list[s
     newest_part = part_of[::-1][first]
     condition = filter
     if keys is not None:
-        wanted = pc.field(KEY_COLUMN).isin(pa.array(np.unique(keys).astype(str)))
+        wanted = pc.field(KEY_COLUMN).isin(key_array(key_set(keys)))
         condition = wanted if condition is None else condition & wanted
     tables = []
     for position, (_, _, dataset) in enumerate(sources):

@@ -69,6 +69,30 @@ def test_parts_are_plain_parquet_and_deduplicated(tmp_path, reference):
     same_rows(again.df, reference)
 
 
+def test_reading_some_keys_gives_exactly_their_newest_rows(tmp_path, reference):
+    """``read(keys)`` keeps the rows whose key is asked for (asked twice or not: the same), across parts and with a
+    part none of whose rows is asked for; keys without a row are counted in one warning. Checked against a plain
+    pandas selection of every stored row, for the Parquet store and the in-memory one."""
+    ck = tmp_path / "ck"
+    run(checkpoint_dir=ck)
+    everything = raybt.load_results(str(ck)).df
+    first_part_keys = set(pd.read_parquet(parts_of(ck)[0])["key"])
+    wanted = [k for k in everything["key"] if k not in first_part_keys][::2]  # none of the first part
+    asked = np.array(wanted + wanted[:3] + ["f" * 24, "0" * 24], dtype="S24")  # duplicates, two unknown keys
+    expected = everything[everything["key"].isin(wanted)].reset_index(drop=True)
+    memory = raybt.checkpoint.MemoryStore()
+    for part in parts_of(ck):
+        memory.write(pq.read_table(part))
+    for store in (CheckpointStore(str(ck)), memory):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = store.read(asked)
+        assert len(got) == len(wanted) > 0
+        pd.testing.assert_frame_equal(got, expected)
+        if isinstance(store, CheckpointStore):
+            assert [str(w.message).split(" jobs")[0] for w in caught] == [f"2 of {len(wanted) + 2}"]
+
+
 # ---------------------------------------------------------------------------------- readers never modify the store
 
 def _dead_writers_tag():
