@@ -265,12 +265,15 @@ class Results:
     def _full_rows(self, keys: Sequence[str]) -> pd.DataFrame:
         """Every column of the rows with these keys (re-read from the store if ``df`` lacks columns or rows)."""
         df = self._df
-        if df is not None and self._columns is None and set(keys) <= set(df["key"]):
-            return df.set_index("key", drop=False).loc[list(keys)].reset_index(drop=True)
+        if df is not None and self._columns is None:
+            held = df[df["key"].isin(keys)]  # vectorised: df may hold a million rows
+            if set(keys) <= set(held["key"]):
+                return held.set_index("key", drop=False).loc[list(keys)].reset_index(drop=True)
         found = scan_frame(self._store.scan(None, None, np.array(keys, dtype="S24")))
         if found.empty:
             found = pd.DataFrame({"key": []})
-        missing = [k for k in keys if k not in set(found["key"])]
+        stored = set(found["key"])
+        missing = [k for k in keys if k not in stored]
         if missing:
             raise KeyError(f"no stored row has key(s) {missing[:5]}{' …' if len(missing) > 5 else ''}")
         return found.set_index("key", drop=False).loc[list(keys)].reset_index(drop=True)

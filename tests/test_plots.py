@@ -100,13 +100,41 @@ def test_heatmap_errors_name_the_problem(df, arguments, error, message):
         plots.plot_heatmap(df, *arguments)
 
 
-def test_distribution_has_every_finite_value_per_range_in_chronological_order_and_counts_the_rest(df):
+def test_distribution_counts_every_finite_value_per_range_in_chronological_order_and_counts_the_rest(df):
     fig = plots.plot_distribution(df, "sharpe")
     assert [trace.name for trace in fig.data] == ["H1", "H2"]
+    finite = df.loc[np.isfinite(df["sharpe"])]
     for trace in fig.data:
-        values = df.loc[df["range"] == trace.name, "sharpe"]
-        assert sorted(trace.x) == sorted(values[np.isfinite(values)])
+        bins = np.asarray(trace.customdata)  # each bar's [low, high)
+        assert bins[0, 0] == finite["sharpe"].min() and bins[-1, 1] == finite["sharpe"].max()
+        np.testing.assert_array_equal(bins[1:, 0], bins[:-1, 1])  # adjacent
+        values = finite.loc[finite["range"] == trace.name, "sharpe"].to_numpy()
+        expected = [int(((values >= low) & ((values < high) | (last and values == high))).sum())
+                    for (low, high), last in zip(bins, [False] * (len(bins) - 1) + [True])]
+        assert list(trace.y) == expected and sum(expected) == len(values)
     assert f"({df['sharpe'].isna().sum()} NaN not shown)" in fig.layout.title.text
+
+
+def test_distribution_of_many_rows_stays_small():
+    """The bars are counted in Python: 200,000 rows make a figure of at most MAX_HISTOGRAM_BINS bars per range,
+    not one value per row, even for a heavy-tailed metric."""
+    values = np.random.default_rng(0).standard_cauchy(200_000)
+    rows = pd.DataFrame({"range": np.repeat(["a", "b"], 100_000), "range_start": pd.NaT, "sharpe": values,
+                         "strategy_id": "x", "error": None})
+    fig = plots.plot_distribution(rows, "sharpe")
+    assert [len(trace.y) for trace in fig.data] == [plots.MAX_HISTOGRAM_BINS] * 2
+    assert sum(int(sum(trace.y)) for trace in fig.data) == 200_000
+    assert len(fig.to_json()) < 100_000
+
+
+def test_histogram_bins_follow_numpys_auto_rule_up_to_the_cap():
+    rng = np.random.default_rng(1)
+    for values in (rng.normal(size=1_000), rng.uniform(size=50), np.array([2.0]), np.array([1.0, 1.0, 1.0, 2.0])):
+        np.testing.assert_array_equal(plots.histogram_bin_edges(values), np.histogram_bin_edges(values, "auto"))
+    heavy = rng.standard_cauchy(100_000)
+    assert len(np.histogram_bin_edges(heavy, "auto")) - 1 > plots.MAX_HISTOGRAM_BINS
+    edges = plots.histogram_bin_edges(heavy)
+    assert len(edges) - 1 == plots.MAX_HISTOGRAM_BINS and (edges[0], edges[-1]) == (heavy.min(), heavy.max())
 
 
 def test_ranges_show_the_top_strategies_by_mean_with_their_value_in_each_range(df):
