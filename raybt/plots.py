@@ -214,7 +214,8 @@ def plot_distribution(df: pd.DataFrame, metric: str = "sharpe") -> go.Figure:
     n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
     unshown = [f"{n} {what}" for n, what in ((n_nan, "NaN"), (n_inf, "infinite")) if n]
     note = f" ({' and '.join(unshown)} not shown)" if unshown else ""
-    fig.update_layout(barmode="overlay", bargap=0, title={"text": f"Distribution of {metric} over {len(df):,} rows{note}"},
+    fig.update_layout(barmode="overlay", bargap=0,
+                      title={"text": f"Distribution of {metric} over {len(df):,} rows{note}"},
                       xaxis={"title": {"text": metric}}, yaxis={"title": {"text": "rows"}},
                       legend={"title": {"text": "range"}})
     return fig
