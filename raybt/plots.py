@@ -234,11 +234,11 @@ def histogram_bin_edges(values: np.ndarray) -> np.ndarray:
     array([0., 1., 2., 3.])
     """
     n = values.size
-    sturges = int(np.ceil(np.log2(n))) + 1
+    sturges = np.ceil(np.log2(n)) + 1
     q25, q75 = np.percentile(values, [25, 75])
-    span = float(values.max() - values.min())
-    freedman_diaconis = int(np.ceil(span / (2 * (q75 - q25) * n ** (-1 / 3)))) if q75 > q25 else 0
-    return np.histogram_bin_edges(values, bins=min(MAX_HISTOGRAM_BINS, max(sturges, freedman_diaconis)))
+    span = float(values.max()) - float(values.min())
+    freedman_diaconis = np.ceil(span / (2 * (q75 - q25) * n ** (-1 / 3))) if q75 > q25 else 0.0
+    return np.histogram_bin_edges(values, bins=int(min(MAX_HISTOGRAM_BINS, max(sturges, freedman_diaconis))))
 
 
 def ranges_table(df: pd.DataFrame, metric: str = "sharpe", top: int = 20, ascending: bool = False) -> pd.DataFrame:
