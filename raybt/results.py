@@ -104,6 +104,7 @@ class Results:
             frame = frame[frame["n_trades"] >= min_trades]
         if ascending is None:
             ascending = metric in LOWER_IS_BETTER
+        frame = _contenders(frame, metric, n, ascending)
         ordered = frame.sort_values([metric, "key"], ascending=[ascending, True], na_position="last", kind="stable")
         return display_order(ordered.head(n), first=[metric])
 
@@ -553,6 +554,18 @@ def _require(frame: pd.DataFrame, columns: Sequence[str]) -> None:
     if missing:
         raise KeyError(f"unknown column(s) {missing}; the rows have {list(frame.columns)} (a load_results(columns=...) "
                        f"without them?)")
+
+
+def _contenders(frame: pd.DataFrame, metric: str, n: int, ascending: bool) -> pd.DataFrame:
+    """The rows that can be among the ``n`` best by ``metric``: every row at least as good as the ``n``-th best
+    value (ties included, so that ordering them by key gives the full sort's first ``n``), found by a partial sort
+    in O(rows), so that only they are sorted by metric and key; all rows when fewer than ``n`` have a value."""
+    if not 1 <= n < len(frame):
+        return frame
+    values = frame[metric].to_numpy(dtype=float)
+    oriented = values if ascending else -values  # smaller is better; NaN stays NaN and numpy partitions it last
+    nth = np.partition(oriented, n - 1)[n - 1]
+    return frame if np.isnan(nth) else frame[oriented <= nth]
 
 
 def _rank_weights(weights: Mapping[str, float] | None, preset: str | None) -> dict[str, float]:

@@ -146,6 +146,22 @@ def test_best_orders_nan_last_leaves_out_failures_and_shows_parameters_first():
         results.best("nope")
 
 
+def test_best_of_many_rows_equals_the_full_sort_with_ties_and_nans():
+    """best() sorts only the rows that can make the top n: the same rows in the same order as sorting them all by
+    metric and key, with many ties (also at the n-th place), -0.0 and 0.0, infinities and NaN."""
+    rng = np.random.default_rng(3)
+    n_rows = 3_000
+    values = rng.choice([np.nan, -np.inf, np.inf, -0.0, 0.0, 0.5, 1.0, 1.5, 2.0], size=n_rows)
+    frame = pd.DataFrame({"key": [f"{i:024x}" for i in rng.permutation(n_rows)], "strategy_id": "s",
+                          "strategy": "X", "parameters": "{}", "symbol": None, "range": "a", "sharpe": values,
+                          "volatility": values, "error": None})
+    results = _frame_results(frame)
+    for metric, ascending in (("sharpe", False), ("volatility", True)):
+        full = frame.sort_values([metric, "key"], ascending=[ascending, True], na_position="last", kind="stable")
+        for n in (1, 7, 100, 1_000, 2_999, 3_000, 5_000):
+            assert results.best(metric, n)["key"].tolist() == full["key"].head(n).tolist(), (metric, n)
+
+
 def _score(frame, weights, lower=(), per_range=False):
     """The rank score written out: per metric, the percentile of the (oriented) value among the rows that have one
     (ties share the mean of their positions), NaN → 0."""
