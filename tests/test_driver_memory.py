@@ -68,8 +68,8 @@ def test_while_ray_starts_the_driver_cache_is_bounded_and_its_bound_restored_aft
     assert before > hybrid.CACHE_MB_WHILE_RAY_STARTS * 2**20
     ray_after(None)
     run(GRID, n_workers=-1, batch_size=4)
-    # the first two batches run before the start is asked for (their timing decides whether Ray pays)
-    assert limits == [before] * 2 + [int(hybrid.CACHE_MB_WHILE_RAY_STARTS * 2**20)] * (len(limits) - 2)
+    # the start is asked for after two timed batches; the bound comes once the first one's pace says a start may pay
+    assert limits == [before] + [int(hybrid.CACHE_MB_WHILE_RAY_STARTS * 2**20)] * (len(limits) - 1)
     assert len(limits) == 6
     assert raybt.indicators.cache_info().limit == before
     raybt.indicators.set_cache_limit(16)  # a lower bound set by the user holds
@@ -77,6 +77,22 @@ def test_while_ray_starts_the_driver_cache_is_bounded_and_its_bound_restored_aft
     run(GRID, n_workers=-1, batch_size=4)
     assert set(limits) == {16 * 2**20} and raybt.indicators.cache_info().limit == 16 * 2**20
     raybt.indicators.set_cache_limit(before / 2**20)
+
+
+def test_a_sweep_too_small_for_ray_keeps_its_indicator_cache(ray_after, monkeypatch):
+    limits = []
+    original = hybrid.LocalExecutor.run
+
+    def noting_the_limit(self, batches):
+        limits.append(raybt.indicators.cache_info().limit)
+        yield from original(self, batches)
+
+    monkeypatch.setattr(hybrid.LocalExecutor, "run", noting_the_limit)
+    ray_after(None)
+    monkeypatch.setattr(hybrid, "START_RAY_ABOVE_S", 1e9)  # no pace makes this sweep worth a start
+    before = raybt.indicators.cache_info().limit
+    run(GRID, n_workers=-1, batch_size=4)
+    assert limits == [before] * 6
 
 
 def test_a_part_changed_after_this_sweep_wrote_it_is_read_again_and_its_jobs_rerun(tmp_path, monkeypatch):

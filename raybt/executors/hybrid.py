@@ -24,8 +24,9 @@ Rules:
 * **Driver memory.** Once the start is asked for, the batches run here are a stop-gap of seconds, and this process
   is about to hold Ray's driver and collect every row: its indicator cache is bounded to
   :data:`CACHE_MB_WHILE_RAY_STARTS` until the sweep ends (then the bound it had is restored), and cleared at the
-  hand-over (nothing here reads it any more). A full cache (``RAYBT_INDICATOR_CACHE_MB``, 256 MiB by default)
-  would otherwise stay in the driver for the whole sweep.
+  hand-over (nothing here reads it any more). The bound comes one batch earlier, as soon as the slowest pace seen
+  (the first batch's) says the work left is worth a start: the batch before the start decision would otherwise
+  fill the cache (``RAYBT_INDICATOR_CACHE_MB``, 256 MiB by default), the driver's peak of the whole sweep.
 * **A sweep done first** never waits for Ray, nor does the program after it: Ray goes on starting in its thread (a
   daemon thread) and later sweeps of the process use it, as they use a Ray started by an earlier sweep; a program
   that ends meanwhile leaves the half-started Ray to raybt's watchdog (started before ``ray.init``). A sweep while
@@ -257,8 +258,11 @@ class HybridExecutor:
         """Yield each batch's result; ``batches.jobs_left`` (if it has one) counts the jobs not yet handed out."""
         pending = iter(batches)
         for batch in pending:
-            if self._start is None and self._should_start(getattr(batches, "jobs_left", None)):
+            jobs_left = getattr(batches, "jobs_left", None)
+            if self._start is None and self._should_start(jobs_left):
                 self._start = start_in_background(self._data_bytes)
+                self._bound_cache()
+            elif self._cache_limit is None and self._may_start(jobs_left):
                 self._bound_cache()
             if self._ray is None and self._start is not None and self._start.finished:
                 self._hand_over()
@@ -275,7 +279,15 @@ class HybridExecutor:
             return True
         return len(self._seconds_per_job) == 2 and worth_starting(min(self._seconds_per_job), jobs_left)
 
+    def _may_start(self, jobs_left: int | None) -> bool:
+        """Whether the slowest pace seen (the first batch's, with what a process pays once) says the work left is
+        worth a start: Ray may then be asked for after the next batch."""
+        return jobs_left is not None and bool(self._seconds_per_job) and worth_starting(max(self._seconds_per_job),
+                                                                                         jobs_left)
+
     def _bound_cache(self) -> None:
+        if self._cache_limit is not None:
+            return
         self._cache_limit = cache_info().limit
         set_cache_limit(min(self._cache_limit / _MB, CACHE_MB_WHILE_RAY_STARTS))
 
