@@ -55,7 +55,9 @@ def test_the_hand_over_releases_the_indicator_cache_the_batches_run_here_filled(
     same_rows(handed.df, run(GRID).df)
 
 
-def test_while_ray_starts_the_driver_cache_is_bounded_and_its_bound_restored_after(ray_after, monkeypatch):
+@pytest.fixture()
+def cache_limits(monkeypatch):
+    """The indicator cache's bound as each batch computed in the driver starts (a list the sweep fills)."""
     limits = []
     original = hybrid.LocalExecutor.run
 
@@ -64,6 +66,11 @@ def test_while_ray_starts_the_driver_cache_is_bounded_and_its_bound_restored_aft
         yield from original(self, batches)
 
     monkeypatch.setattr(hybrid.LocalExecutor, "run", noting_the_limit)
+    return limits
+
+
+def test_while_ray_starts_the_driver_cache_is_bounded_and_its_bound_restored_after(ray_after, cache_limits):
+    limits = cache_limits
     before = raybt.indicators.cache_info().limit
     assert before > hybrid.CACHE_MB_WHILE_RAY_STARTS * 2**20
     ray_after(None)
@@ -79,20 +86,12 @@ def test_while_ray_starts_the_driver_cache_is_bounded_and_its_bound_restored_aft
     raybt.indicators.set_cache_limit(before / 2**20)
 
 
-def test_a_sweep_too_small_for_ray_keeps_its_indicator_cache(ray_after, monkeypatch):
-    limits = []
-    original = hybrid.LocalExecutor.run
-
-    def noting_the_limit(self, batches):
-        limits.append(raybt.indicators.cache_info().limit)
-        yield from original(self, batches)
-
-    monkeypatch.setattr(hybrid.LocalExecutor, "run", noting_the_limit)
+def test_a_sweep_too_small_for_ray_keeps_its_indicator_cache(ray_after, cache_limits, monkeypatch):
     ray_after(None)
     monkeypatch.setattr(hybrid, "START_RAY_ABOVE_S", 1e9)  # no pace makes this sweep worth a start
     before = raybt.indicators.cache_info().limit
     run(GRID, n_workers=-1, batch_size=4)
-    assert limits == [before] * 6
+    assert cache_limits == [before] * 6
 
 
 def test_a_part_changed_after_this_sweep_wrote_it_is_read_again_and_its_jobs_rerun(tmp_path, monkeypatch):
