@@ -204,10 +204,10 @@ def plot_distribution(df: pd.DataFrame, metric: str = "sharpe") -> go.Figure:
     finite = np.isfinite(values)
     if finite.any():
         edges = histogram_bin_edges(values[finite])
-        ranges = df["range"].to_numpy(dtype=object)
+        positions = df.groupby("range", sort=False, dropna=False).indices  # range name -> its rows
         for name in _ordered_ranges(df):
-            in_range = finite & (pd.isna(ranges) if pd.isna(name) else ranges == name)
-            counts, _ = np.histogram(values[in_range], bins=edges)
+            in_range = values[positions[name]]
+            counts, _ = np.histogram(in_range[np.isfinite(in_range)], bins=edges)
             fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), name=str(name),
                                  opacity=0.6, customdata=np.stack([edges[:-1], edges[1:]], axis=1),
                                  hovertemplate="%{customdata[0]:.4g} to %{customdata[1]:.4g}: %{y} rows"))
