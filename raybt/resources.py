@@ -8,6 +8,7 @@ zero-copy from the shared object store — once per process, which would oversta
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -65,20 +66,37 @@ PROBE_JOBS = 20
 """Jobs in each batch handed out before any batch has been timed (``batch_size=None``)."""
 TASK_SECONDS = (0.2, 0.5)
 """Adaptive batches take between the first and the second figure, in seconds of work (see :func:`adaptive_batch_size`):
-long enough that a task's fixed costs (≈ 0.5 ms on Ray, plus shipping its jobs) vanish, short enough that progress,
-checkpoints and the hand-over to Ray follow closely and the last tasks of a sweep end together."""
+long enough that a task's fixed costs vanish, short enough that progress, checkpoints and the hand-over to Ray follow
+closely and the last tasks of a sweep end together."""
 BATCHES_PER_WORKER = 4
 """Adaptive batches leave at least this many batches per worker of the remaining jobs (above the lower bound of
 :data:`TASK_SECONDS`), so the load evens out at the end of a sweep."""
+MIN_TASK_SECONDS = 0.05
+"""The smallest adaptive batch, in seconds of work, when the jobs left are shared among the workers (see
+:func:`adaptive_batch_size`). A Ray task's fixed costs (shipping its jobs, storing and fetching its rows, the round
+trip through the scheduler) are 10-20 ms of wall time when every core is busy (``ray.timeline()`` of a sweep on 2
+cores), so a smaller task would spend more on them than it saves by running beside another."""
 
 
 def adaptive_batch_size(seconds_per_job: float, jobs_left: int, n_workers: int) -> int:
     """Jobs in the next batch when ``batch_size=None``: enough for ``TASK_SECONDS[1]`` (0.5 s) of work, fewer if the
     remaining jobs would then make fewer than :data:`BATCHES_PER_WORKER` batches per worker, but never fewer than
-    ``TASK_SECONDS[0]`` (0.2 s) of work; at least 1 (a job slower than 0.5 s runs alone), at most ``jobs_left``."""
-    low, high = (seconds / max(seconds_per_job, 1e-9) for seconds in TASK_SECONDS)
-    balanced = jobs_left / (BATCHES_PER_WORKER * max(n_workers, 1))
-    return int(min(max(min(high, balanced), low, 1), max(jobs_left, 1)))
+    ``TASK_SECONDS[0]`` (0.2 s) of work, and never more than an equal share of the jobs left among the workers: a
+    sweep with less than 0.2 s of work left per worker is shared out, so no worker idles while one runs the rest (a
+    share is at least :data:`MIN_TASK_SECONDS` of work). At least 1 (a job slower than 0.5 s runs alone), at most
+    ``jobs_left``.
+
+    >>> adaptive_batch_size(0.001, jobs_left=1_000_000, n_workers=2)  # 1 ms per job: 0.5 s batches
+    500
+    >>> adaptive_batch_size(0.00001, jobs_left=20_000, n_workers=2)  # 0.2 s of work in all: half each
+    10000
+    """
+    per_job = max(seconds_per_job, 1e-9)
+    low, high = (seconds / per_job for seconds in TASK_SECONDS)
+    workers = max(n_workers, 1)
+    balanced = jobs_left / (BATCHES_PER_WORKER * workers)
+    share = max(math.ceil(jobs_left / workers), MIN_TASK_SECONDS / per_job)
+    return int(min(max(min(high, balanced), low, 1), max(share, 1), max(jobs_left, 1)))
 
 
 class BatchSizer:

@@ -57,8 +57,8 @@ def run_backtests(strategies: Iterable[Strategy], data: DataLike,
     more than ~10 s, and hands the remaining batches to Ray once Ray is up; a sweep done before that never waits for
     it (:mod:`raybt.executors.hybrid`; the rows are the same either way); ``address="local"`` starts the local Ray
     at once and runs every batch on it. Each task runs ``batch_size`` jobs;
-    ``None`` (the default) sizes tasks from measured ones, to about 0.2-0.5 s of work each
-    (:class:`raybt.resources.BatchSizer`).
+    ``None`` (the default) sizes tasks from measured ones, to about 0.2-0.5 s of work each, sharing out the last
+    jobs among the workers (:class:`raybt.resources.BatchSizer`).
 
     Checkpoints: with ``checkpoint_dir`` (a path or a pyarrow filesystem URI) every ``checkpoint_batch_size`` rows
     are written as one atomic Parquet part, and jobs already stored there (same strategy, range, data and settings)

@@ -8,6 +8,7 @@ One test starts a real local Ray in a subprocess, to show that a sweep done firs
 exit.
 """
 
+import doctest
 import os
 import subprocess
 import sys
@@ -188,18 +189,33 @@ def test_a_real_small_sweep_returns_before_ray_is_up_and_exits_without_waiting(t
 
 # --- adaptive batch size -----------------------------------------------------------------------------------------
 
-def test_adaptive_size_aims_at_half_a_second_per_task_within_bounds():
+def test_adaptive_size_aims_at_half_a_second_per_task_within_bounds_and_shares_out_the_end():
     # 1 ms per job: 500 jobs fill 0.5 s when plenty remain
     assert adaptive_batch_size(0.001, jobs_left=1_000_000, n_workers=2) == 500
     # near the end, batches shrink so each of 2 workers gets 4 more: 2,400 left → 300 jobs (0.3 s)
     assert adaptive_batch_size(0.001, jobs_left=2_400, n_workers=2) == 300
     # ... but not below 0.2 s of work
     assert adaptive_batch_size(0.001, jobs_left=1_000, n_workers=2) == 200
-    # ... unless fewer jobs remain
-    assert adaptive_batch_size(0.001, jobs_left=150, n_workers=2) == 150
+    # ... unless that leaves a worker without a batch: then the jobs left are shared among the workers
+    assert adaptive_batch_size(0.001, jobs_left=150, n_workers=2) == 75
+    assert adaptive_batch_size(0.00001, jobs_left=20_000, n_workers=2) == 10_000  # 0.1 s each, not 0.2 s on one
+    assert adaptive_batch_size(0.00001, jobs_left=20_001, n_workers=4) == 5_001  # the share rounds up
+    # ... in shares of at least MIN_TASK_SECONDS (0.05 s) of work, so the tasks' fixed costs stay small
+    assert adaptive_batch_size(0.001, jobs_left=60, n_workers=2) == 50
+    assert adaptive_batch_size(0.001, jobs_left=40, n_workers=2) == 40
+    # one worker (in-process) takes what is left
+    assert adaptive_batch_size(0.001, jobs_left=150, n_workers=1) == 150
     # a job slower than 0.5 s runs alone; very fast jobs make large batches
     assert adaptive_batch_size(2.0, jobs_left=1_000, n_workers=2) == 1
     assert adaptive_batch_size(1e-6, jobs_left=10**9, n_workers=2) == 500_000
+
+
+def test_adaptive_size_docstring_examples_hold():
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder().find(adaptive_batch_size, "adaptive_batch_size",
+                                                  globs={"adaptive_batch_size": adaptive_batch_size}):
+        runner.run(test)
+    assert runner.summarize(verbose=False) == doctest.TestResults(failed=0, attempted=2)
 
 
 def test_sizer_probes_then_follows_the_median_job_time_and_keeps_an_explicit_size():
