@@ -19,8 +19,8 @@ import os
 import pstats
 import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,12 @@ from raybt.backtest import Backtest, run_backtest
 from raybt.checkpoint import CheckpointStore, MemoryStore, recorded_runs, scan_frame
 from raybt.data import DataError, DataLike, DateRange, DateRangeWarning, MarketData, load_ohlcv
 from raybt.metrics import METRIC_NAMES
-from raybt.permute import Permutation, permuted_market
+from raybt.permute import permuted_market
 from raybt.permuted_rows import PERMUTATION_COLUMNS, PermutedRowsWarning, permutation_columns, rows_of_one_market
-from raybt.plan import RESULTS_VERSION, RunSettings, plan_jobs
-from raybt.row_inputs import RowInputs, _is_null, row_inputs, settings_from_record
+from raybt.plan import RESULTS_VERSION, RunSettings
+from raybt.replay import (ReplayJob, ShippedStrategies, bar_returns, check_same_metrics, chunks, group_by_settings,
+                          replay_key)
+from raybt.row_inputs import _is_null, row_inputs, settings_from_record
 from raybt.strategy import RESULT_COLUMNS, Strategy
 
 
@@ -216,7 +218,7 @@ class Results:
             backtest = run_backtest(job.strategy, on, job.date_range, symbol=job.symbol,
                                     **asdict(job.settings.costs), periods_per_year=job.settings.periods_per_year,
                                     risk_free_rate=job.settings.risk_free_rate)
-        _check_same_metrics(row, backtest.metrics)
+        check_same_metrics(row, backtest.metrics)
         return backtest
 
     def returns(self, rows: Any, data: DataLike, freq: str | None = None, *, strategy: StrategyClasses = None,
@@ -239,13 +241,13 @@ class Results:
         frame = self._full_rows(keys).set_index("key", drop=False)
         jobs = [self._replayable(row, market, strategy) for _, row in frame.iterrows()]
         curves: dict[str, pd.Series] = {}
-        for settings, positions in _group_by_settings(jobs).items():
-            executor = _executor(_Strategies([jobs[i].strategy for i in positions]), market, settings, n_workers,
+        for settings, positions in group_by_settings(jobs).items():
+            executor = _executor(ShippedStrategies([jobs[i].strategy for i in positions]), market, settings, n_workers,
                                  address, False)
             batches = (Batch(np.asarray(chunk), [jobs[i].strategy for i in chunk], [jobs[i].date_range for i in chunk],
                              [jobs[i].symbol for i in chunk], keep_curves=True,
                              permutations=[jobs[i].permutation for i in chunk])
-                       for chunk in _chunks(positions, batch_size))
+                       for chunk in chunks(positions, batch_size))
             try:
                 for result in executor.run(batches):
                     for position, values, curve, error in zip(result.jobs, result.metrics, result.curves,
@@ -253,7 +255,7 @@ class Results:
                         job = jobs[position]
                         if error is not None:
                             raise RuntimeError(f"replaying row {job.key} failed: {error}")
-                        _check_same_metrics(frame.loc[job.key], dict(zip(METRIC_NAMES, values)))
+                        check_same_metrics(frame.loc[job.key], dict(zip(METRIC_NAMES, values)))
                         index = job.bar_index(market)
                         curves[job.key] = bar_returns(pd.Series(curve, index=index), settings.costs.initial_amount)
             finally:
@@ -279,7 +281,7 @@ class Results:
             raise KeyError(f"no stored row has key(s) {missing[:5]}{' …' if len(missing) > 5 else ''}")
         return found.set_index("key", drop=False).loc[list(keys)].reset_index(drop=True)
 
-    def _replayable(self, row: pd.Series, market: MarketData, classes: StrategyClasses) -> _Job:
+    def _replayable(self, row: pd.Series, market: MarketData, classes: StrategyClasses) -> ReplayJob:
         """The job of a stored row, with its strategy rebuilt and its key checked (see :meth:`backtest`)."""
         if not _is_null(row.get("error")):
             raise ValueError(f"row {row['key']} is a failed job ({str(row['error']).splitlines()[0]}); nothing to "
@@ -289,8 +291,8 @@ class Results:
         strategy = cls(**inputs.parameters)
         candidates = self._candidate_settings(market)
         for settings in candidates:
-            if _job_key(strategy, inputs, market, settings) == row["key"]:
-                return _Job(row["key"], strategy, inputs.date_range, inputs.symbol, settings, inputs.permutation)
+            if replay_key(strategy, inputs, market, settings) == row["key"]:
+                return ReplayJob(row["key"], strategy, inputs.date_range, inputs.symbol, settings, inputs.permutation)
         where = "" if inputs.permutation is None else (f", permuted market {inputs.permutation[1]} of seed "
                                                        f"{inputs.permutation[0]}")
         raise ValueError(f"row {row['key']} ({strategy!r}, range {row['range']!r}{where}) does not come from this "
@@ -462,70 +464,6 @@ def as_expression(filter: Filter) -> pc.Expression | None:
         return pq.filters_to_expression(list(filter))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"filter {filter!r} is not a list of (column, op, value) tuples: {exc}") from exc
-
-
-def bar_returns(equity: pd.Series, initial_amount: float) -> pd.Series:
-    """Per-bar returns of an equity curve: ``equity.pct_change()``, the first bar against ``initial_amount``."""
-    values = equity.to_numpy()
-    returns = np.empty(len(values))
-    if len(values):
-        returns[0] = values[0] / initial_amount - 1.0
-        returns[1:] = values[1:] / values[:-1] - 1.0
-    return pd.Series(returns, index=equity.index, name=equity.name)
-
-
-@dataclass(frozen=True)
-class _Job:
-    key: str
-    strategy: Strategy
-    date_range: DateRange | None
-    symbol: str | None
-    settings: RunSettings
-    permutation: Permutation | None = None
-
-    def bar_index(self, market: MarketData) -> pd.DatetimeIndex:
-        data = market if self.symbol is None else market.symbol_data(self.symbol)
-        _, start, end = data.bounds(self.date_range)
-        return data.index[start:end]
-
-
-@dataclass(frozen=True)
-class _Strategies:
-    """What the executor factory reads of a plan: the strategies it will ship."""
-
-    strategies: list[Strategy]
-
-
-def _job_key(strategy: Strategy, inputs: RowInputs, market: MarketData, settings: RunSettings) -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DateRangeWarning)
-        plan = plan_jobs([strategy], [inputs.date_range], market, settings, per_symbol=inputs.symbol is not None,
-                         permutations=None if inputs.permutation is None else [inputs.permutation])
-    position = 0 if inputs.symbol is None else plan.symbols.index(inputs.symbol)
-    return plan.keys[position].decode()
-
-
-def _group_by_settings(jobs: Sequence[_Job]) -> dict[RunSettings, list[int]]:
-    groups: dict[RunSettings, list[int]] = {}
-    for position, job in enumerate(jobs):
-        groups.setdefault(job.settings, []).append(position)
-    return groups
-
-
-def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def _check_same_metrics(row: pd.Series, metrics: Mapping[str, float]) -> None:
-    """The replay must give the stored values bit for bit (NaN equal to NaN); anything else is a bug to report."""
-    differ = [name for name in METRIC_NAMES if name in row.index
-              and not (row[name] == metrics[name] or (pd.isna(row[name]) and np.isnan(metrics[name])))]
-    if differ:
-        name = differ[0]
-        raise RuntimeError(f"replay of row {row['key']} gives {name}={metrics[name]!r}, the stored row has "
-                           f"{row[name]!r} (and {len(differ) - 1} other metric(s) differ): the computation is not "
-                           f"reproducible here; please report it")
 
 
 def _key_of(row_or_key: Any) -> str:
