@@ -115,14 +115,14 @@ class Results:
         """Rows ordered by a score: a weighted mean of metric percentiles, highest first (a ``score`` column, in
         [0, 1], is added and shown first).
 
-        Give ``weights`` (metric → positive weight) or a ``preset`` named in :data:`RANK_PRESETS`. Normalisation:
-        each metric is turned into its rank percentile among the ranked rows that have a value (``Series.rank(
-        pct=True)``: the best is 1, ties averaged), oriented so that better is higher (metrics in :data:`LOWER_IS_BETTER` are negated first); a NaN
-        metric counts 0 (worst). The score is ``sum(weight * percentile) / sum(weight)``. With ``per_range`` the
-        percentiles are computed among the rows of each range separately (a strategy is compared with others on
-        the same period). Failed rows and rows with fewer than ``min_trades`` trades are not ranked; ties are
-        ordered by key. Rows of one market are ranked: a permutation test's rows on permuted markets are left out,
-        with a warning, when the rows also hold the real data's (:mod:`raybt.permuted_rows`)."""
+        Give ``weights`` (metric → positive weight) or a ``preset`` named in :data:`RANK_PRESETS`. Normalisation: each
+        metric is turned into its rank percentile among the ranked rows that have a value (``Series.rank(pct=True)``:
+        the best is 1, ties averaged), oriented so that better is higher (metrics in :data:`LOWER_IS_BETTER` are negated
+        first); a NaN metric counts 0 (worst). The score is ``sum(weight * percentile) / sum(weight)``. With
+        ``per_range`` the percentiles are computed among the rows of each range separately (a strategy is compared with
+        others on the same period). Failed rows and rows with fewer than ``min_trades`` trades are not ranked; ties are
+        ordered by key. Rows of one market are ranked: a permutation test's rows on permuted markets are left out, with
+        a warning, when the rows also hold the real data's (:mod:`raybt.permuted_rows`)."""
         weights = _rank_weights(weights, preset)
         frame = self._ok_rows([*weights, "n_trades"] if min_trades else list(weights), "Results.rank")
         if min_trades:
@@ -526,7 +526,8 @@ def _rank_weights(weights: Mapping[str, float] | None, preset: str | None) -> di
 
 
 def _redacted(location: str) -> str:
-    """A checkpoint location without credentials embedded in a URI (``s3://KEY:SECRET@bucket`` → ``s3://***@bucket``)."""
+    """A checkpoint location without credentials embedded in a URI (``s3://KEY:SECRET@bucket`` →
+    ``s3://***@bucket``)."""
     return re.sub(r"://[^/@]+@", "://***@", location)
 
 
