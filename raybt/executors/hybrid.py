@@ -262,7 +262,7 @@ class HybridExecutor:
             if self._start is None and self._should_start(jobs_left):
                 self._start = start_in_background(self._data_bytes)
                 self._bound_cache()
-            elif self._cache_limit is None and self._may_start(jobs_left):
+            elif self._may_start(jobs_left):
                 self._bound_cache()
             if self._ray is None and self._start is not None and self._start.finished:
                 self._hand_over()
@@ -286,6 +286,7 @@ class HybridExecutor:
                                                                                          jobs_left)
 
     def _bound_cache(self) -> None:
+        """Bound the indicator cache to :data:`CACHE_MB_WHILE_RAY_STARTS`, once per sweep (later calls keep it)."""
         if self._cache_limit is not None:
             return
         self._cache_limit = cache_info().limit
